@@ -1,0 +1,232 @@
+"""``ota-server packet ...``: build and take apart secured packets from JSON.
+
+One JSON object in, one JSON object out; hex strings are read case-insensitively
+and written in lower case. Every bad key or value raises :class:`ConfigError`
+naming the key, which the CLI prints as one line with exit status 2.
+
+The functions here are pure (dict in, dict out) so that tests call them
+directly as well as through the console script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ota_protocols.errors import ConfigError, DecodeError, EncodeError, SecurityRejection
+from ota_protocols.secured_packet.command_packet import (
+    CommandPacket,
+    command_user_data,
+    decode_command_packet,
+    encode_command_packet,
+    split_command_user_data,
+)
+from ota_protocols.secured_packet.packet_keys import PacketKeys
+from ota_protocols.secured_packet.response_packet import (
+    ResponsePacket,
+    decode_response_packet,
+    encode_response_packet,
+    packet_to_user_data,
+)
+from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm, Spi
+
+CIPHER_NAMES = {a.value: a for a in CipherAlgorithm} | {"aes-cbc": CipherAlgorithm.AES_CBC,
+                                                       "des": CipherAlgorithm.DES_CBC}
+INTEGRITY_NAMES = {a.value: a for a in IntegrityAlgorithm} | {"des-mac": IntegrityAlgorithm.DES_MAC,
+                                                             "aes": IntegrityAlgorithm.AES_CMAC}
+
+_KEY_FIELDS = ("kic_key", "kid_key", "kic_implicit", "kid_implicit")
+
+
+class _Input:
+    """Reads typed values out of the JSON object, naming the key on every error."""
+
+    def __init__(self, raw: object, allowed: tuple[str, ...]) -> None:
+        if not isinstance(raw, Mapping):
+            raise ConfigError("", f"expected a JSON object, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown key (allowed: {', '.join(allowed)})")
+        self.raw: Mapping[str, Any] = raw
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def hex(self, key: str, *, length: int | None = None, required: bool = True) -> bytes | None:
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(key, "missing")
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a hex string, got {type(value).__name__}")
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError(key, f"not a hex string: {value[:40]!r}") from None
+        if length is not None and len(data) != length:
+            raise ConfigError(key, f"expected {length} octet(s) ({2 * length} hex digits), got {len(data)}")
+        return data
+
+    def integer(self, key: str, *, low: int, high: int, default: int | None = None) -> int:
+        value = self.raw.get(key, default)
+        if value is None:
+            raise ConfigError(key, "missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ConfigError(key, f"{value} outside {low}..{high}")
+        return value
+
+    def choice(self, key: str, names: Mapping[str, Any]) -> Any:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or value.lower() not in names:
+            raise ConfigError(key, f"unknown algorithm {value!r} (one of: {', '.join(sorted(names))})")
+        return names[value.lower()]
+
+
+def _keys(inp: _Input) -> PacketKeys:
+    return PacketKeys(
+        kic_key=inp.hex("kic_key", required=False),
+        kid_key=inp.hex("kid_key", required=False),
+        kic_implicit=inp.choice("kic_implicit", CIPHER_NAMES),
+        kid_implicit=inp.choice("kid_implicit", INTEGRITY_NAMES),
+    )
+
+
+def _security(inp: _Input) -> tuple[Spi, int, int]:
+    spi_raw = inp.hex("spi", length=2)
+    kic_raw = inp.hex("kic", length=1)
+    kid_raw = inp.hex("kid", length=1)
+    assert spi_raw is not None and kic_raw is not None and kid_raw is not None
+    return Spi.from_bytes(spi_raw), kic_raw[0], kid_raw[0]
+
+
+def _checksum_length(inp: _Input) -> int | None:
+    if not inp.has("checksum_length"):
+        return None
+    value = inp.integer("checksum_length", low=0, high=8)
+    if value not in (4, 8):
+        raise ConfigError("checksum_length", f"{value}: AES-CMAC takes 4 or 8")
+    return value
+
+
+def _apply_keys(key: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Map a key/algorithm problem found while securing to an error naming the key."""
+    try:
+        return action()
+    except SecurityRejection as exc:
+        raise ConfigError(key, str(exc)) from exc
+    except (EncodeError, DecodeError) as exc:
+        raise ConfigError(exc.field, exc.detail) from exc
+
+
+def encode_command(raw: object) -> dict[str, Any]:
+    inp = _Input(raw, ("spi", "kic", "kid", "tar", "cntr", "data", "checksum_length", "padding_byte",
+                       *_KEY_FIELDS))
+    spi, kic, kid = _security(inp)
+    tar = inp.hex("tar", length=3)
+    cntr = inp.hex("cntr", length=5)
+    data = inp.hex("data")
+    padding = inp.hex("padding_byte", length=1, required=False) or b"\x00"
+    keys = _keys(inp)
+    checksum_length = _checksum_length(inp)
+    assert tar is not None and cntr is not None and data is not None
+    command = CommandPacket(spi, kic, kid, tar, int.from_bytes(cntr, "big"), data)
+
+    def build() -> dict[str, Any]:
+        packet = encode_command_packet(command, keys, checksum_length=checksum_length, padding_byte=padding[0])
+        return {"packet": packet.hex(), "user_data": command_user_data(packet).hex()}
+
+    return _apply_keys("kic_key" if spi.ciphering else "kid_key", build)
+
+
+def _user_data_or_packet(inp: _Input, *, command: bool) -> bytes:
+    if inp.has("user_data") == inp.has("packet"):
+        raise ConfigError("user_data", "give exactly one of 'user_data' and 'packet'")
+    if inp.has("packet"):
+        packet = inp.hex("packet")
+        assert packet is not None
+        return packet if command else packet_to_user_data(packet)
+    user_data = inp.hex("user_data")
+    assert user_data is not None
+    if not command:
+        return user_data
+    try:
+        return split_command_user_data(user_data)
+    except DecodeError as exc:
+        raise ConfigError("user_data", exc.detail) from exc
+
+
+def decode_command(raw: object) -> dict[str, Any]:
+    inp = _Input(raw, ("user_data", "packet", *_KEY_FIELDS))
+    packet = _user_data_or_packet(inp, command=True)
+    keys = _keys(inp)
+    try:
+        opened = decode_command_packet(packet, keys)
+    except DecodeError as exc:
+        raise ConfigError("user_data" if inp.has("user_data") else "packet", str(exc)) from exc
+    header = opened.header
+    return {
+        "spi": header.spi.to_bytes().hex(),
+        "kic": f"{header.kic:02x}",
+        "kid": f"{header.kid:02x}",
+        "tar": header.tar.hex(),
+        "cntr": opened.cntr.to_bytes(5, "big").hex(),
+        "pcntr": opened.pcntr,
+        "checksum": opened.checksum.hex(),
+        "checksum_valid": opened.checksum_valid,
+        "data": opened.data.hex(),
+    }
+
+
+def encode_response(raw: object) -> dict[str, Any]:
+    inp = _Input(raw, ("spi", "kic", "kid", "tar", "cntr", "status", "data", "checksum_length",
+                       "padding_byte", *_KEY_FIELDS))
+    spi, kic, kid = _security(inp)
+    tar = inp.hex("tar", length=3)
+    cntr = inp.hex("cntr", length=5)
+    status = inp.integer("status", low=0, high=255)
+    data = inp.hex("data", required=False) or b""
+    padding = inp.hex("padding_byte", length=1, required=False) or b"\x00"
+    keys = _keys(inp)
+    checksum_length = _checksum_length(inp)
+    assert tar is not None and cntr is not None
+    response = ResponsePacket(tar, int.from_bytes(cntr, "big"), status, data)
+
+    def build() -> dict[str, Any]:
+        user_data = encode_response_packet(response, spi, kic, kid, keys, checksum_length=checksum_length,
+                                           padding_byte=padding[0])
+        return {"user_data": user_data.hex()}
+
+    return _apply_keys("kic_key" if spi.por_ciphered else "kid_key", build)
+
+
+def decode_response(raw: object) -> dict[str, Any]:
+    inp = _Input(raw, ("user_data", "packet", "spi", "kic", "kid", *_KEY_FIELDS))
+    user_data = _user_data_or_packet(inp, command=False)
+    spi, kic, kid = _security(inp)
+    keys = _keys(inp)
+    try:
+        decoded = decode_response_packet(user_data, spi, kic, kid, keys)
+    except DecodeError as exc:
+        raise ConfigError("user_data" if inp.has("user_data") else "packet", str(exc)) from exc
+    return {
+        "tar": decoded.tar.hex(),
+        "cntr": decoded.cntr.to_bytes(5, "big").hex(),
+        "pcntr": decoded.pcntr,
+        "status": decoded.status,
+        "checksum": decoded.checksum.hex(),
+        "checksum_valid": decoded.checksum_valid,
+        "data": decoded.data.hex(),
+    }
+
+
+COMMANDS: dict[str, Callable[[object], dict[str, Any]]] = {
+    "encode-command": encode_command,
+    "decode-command": decode_command,
+    "encode-response": encode_response,
+    "decode-response": decode_response,
+}
