@@ -1,0 +1,73 @@
+"""The action-counter block (docs/action-counter.md) and deterministic fleets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ota_protocols.action_counter import (
+    CounterReport,
+    append_counter_report,
+    is_counted,
+    missing_actions,
+    split_counter_report,
+)
+from ota_protocols.errors import DecodeError
+from ota_protocols.fleet import FleetSpec, derive_card, index_of_msisdn, luhn_digit
+
+
+def test_counter_block_layout() -> None:
+    data = append_counter_report(bytes.fromhex("059000"), CounterReport(7, 12))
+    assert data.hex() == "059000" + "ac08" + "00000007" + "0000000c"
+    assert split_counter_report(data) == (bytes.fromhex("059000"), CounterReport(7, 12))
+
+
+@given(st.binary(max_size=60), st.integers(0, 0xFFFFFFFF), st.integers(0, 300))
+def test_counter_block_round_trip(standard: bytes, before: int, executed: int) -> None:
+    report = CounterReport(before, min(before + executed, 0xFFFFFFFF))
+    assert split_counter_report(append_counter_report(standard, report)) == (standard, report)
+
+
+@given(st.binary(max_size=40))
+def test_counter_block_decoder_is_total(data: bytes) -> None:
+    try:
+        split_counter_report(data)
+    except DecodeError:
+        pass
+
+
+@pytest.mark.parametrize(("stored", "sent", "reported", "missing"),
+                         [(10, 5, 15, 0), (10, 5, 12, 3), (10, 5, 10, 5), (0, 1, 0, 1)])
+def test_claim_1c_last_x_actions_did_not_run(stored: int, sent: int, reported: int, missing: int) -> None:
+    assert missing_actions(stored, sent, reported) == missing
+
+
+@pytest.mark.parametrize(("stored", "sent", "reported"), [(10, 5, 16), (10, 5, 9)])
+def test_a_report_outside_the_script_is_a_mismatch(stored: int, sent: int, reported: int) -> None:
+    with pytest.raises(DecodeError):
+        missing_actions(stored, sent, reported)
+
+
+def test_navigation_is_not_counted() -> None:
+    assert not is_counted(0xA4) and not is_counted(0xB0) and not is_counted(0xC0)
+    assert is_counted(0xD6) and is_counted(0xDC) and is_counted(0xE6) and is_counted(0xE8)
+
+
+def test_fleet_is_deterministic_and_well_formed() -> None:
+    spec = FleetSpec(seed="lab", count=1000, first_index=5)
+    card = derive_card(spec, 42)
+    assert card == derive_card(spec, 42)
+    assert len(card.iccid) == 19 and card.iccid[-1] == luhn_digit(card.iccid[:-1])
+    assert len(card.imsi) == 15 and card.msisdn == "491700000042"
+    assert index_of_msisdn(spec, card.msisdn) == 42
+    assert index_of_msisdn(spec, "491700000004") is None  # below first_index
+    other = derive_card(FleetSpec(seed="other", count=1000, first_index=5), 42)
+    assert other.keysets[0].kic != card.keysets[0].kic
+    assert card.keysets[0].kic != card.keysets[0].kid
+    assert "kic=" not in repr(card)  # keys never in repr
+
+
+def test_luhn_digit_known_value() -> None:
+    # ICCID 8988211000000467285 quoted in pySim's tests ends with its Luhn digit 5.
+    assert luhn_digit("898821100000046728") == "5"
