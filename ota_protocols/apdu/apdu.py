@@ -108,7 +108,9 @@ class CommandApdu:
         return out
 
     @classmethod
-    def decode_t0(cls, reader: ByteReader, *, case2_instructions: frozenset[int] = CASE2_INSTRUCTIONS) -> CommandApdu:
+    def decode_t0(
+        cls, reader: ByteReader, *, case2_instructions: frozenset[int] = CASE2_INSTRUCTIONS
+    ) -> CommandApdu:
         """Read one T=0 command; P3 is Le for the instructions in ``case2_instructions``."""
         start = reader.offset
         header = reader.take(4, "c_apdu.header")

@@ -108,11 +108,22 @@ def load_blocks(load_file: bytes, *, block_size: int = 64) -> list[CommandApdu]:
     ]
 
 
-def install_for_install(load_file_aid: bytes, module_aid: bytes, application_aid: bytes,
-                        privileges: bytes = b"\x00", parameters: bytes = b"\xc9\x00") -> CommandApdu:
+def install_for_install(
+    load_file_aid: bytes,
+    module_aid: bytes,
+    application_aid: bytes,
+    privileges: bytes = b"\x00",
+    parameters: bytes = b"\xc9\x00",
+) -> CommandApdu:
     # GP Card Spec §11.5.2.3.2: LF AID, module AID, application AID, privileges, parameters, token.
-    data = (_lv(load_file_aid) + _lv(module_aid) + _lv(application_aid) + _lv(privileges)
-            + _lv(parameters) + b"\x00")
+    data = (
+        _lv(load_file_aid)
+        + _lv(module_aid)
+        + _lv(application_aid)
+        + _lv(privileges)
+        + _lv(parameters)
+        + b"\x00"
+    )
     return CommandApdu(CLA_GP, INS_INSTALL, INSTALL_FOR_INSTALL_AND_SELECTABLE, 0x00, data)
 
 
@@ -139,7 +150,9 @@ def parse_install(apdu: CommandApdu) -> InstallRequest:
     if apdu.p1 == INSTALL_FOR_LOAD:
         reader.take(reader.u8("install.sd_aid_length"), "install.sd_aid")
         return InstallRequest(apdu.p1, load_file_aid)
-    raise DecodeError("install.p1", 2, f"INSTALL P1 {apdu.p1:02x} not supported (02 for load, 0C for install)")
+    raise DecodeError(
+        "install.p1", 2, f"INSTALL P1 {apdu.p1:02x} not supported (02 for load, 0C for install)"
+    )
 
 
 def parse_delete(apdu: CommandApdu) -> bytes:
