@@ -31,10 +31,20 @@ from ota_protocols.secured_packet.security_parameters import Spi
 APDU = bytes.fromhex("00a40004023f00")
 TAR = bytes.fromhex("b00011")
 CASES = {
-    "3DES-CBC + 3DES-MAC": (0x35, PacketKeys(kic_key=bytes.fromhex("300102030405060708090a0b0c0d0e0f"),
-                                             kid_key=bytes.fromhex("301102030405060708090a0b0c0d0e0f"))),
-    "AES-CBC + AES-CMAC": (0x22, PacketKeys(kic_key=bytes.fromhex("200102030405060708090a0b0c0d0e0f"),
-                                            kid_key=bytes.fromhex("201102030405060708090a0b0c0d0e0f"))),
+    "3DES-CBC + 3DES-MAC": (
+        0x35,
+        PacketKeys(
+            kic_key=bytes.fromhex("300102030405060708090a0b0c0d0e0f"),
+            kid_key=bytes.fromhex("301102030405060708090a0b0c0d0e0f"),
+        ),
+    ),
+    "AES-CBC + AES-CMAC": (
+        0x22,
+        PacketKeys(
+            kic_key=bytes.fromhex("200102030405060708090a0b0c0d0e0f"),
+            kid_key=bytes.fromhex("201102030405060708090a0b0c0d0e0f"),
+        ),
+    ),
 }
 SPI = Spi(0x16, 0x19)  # cipher + CC + counter "higher"; PoR always, CC, ciphered
 

@@ -21,7 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ota_protocols.errors import DecodeError, SmppViolation
-from ota_protocols.secured_packet.command_packet import CommandPacket, decode_command_packet, encode_command_packet
+from ota_protocols.secured_packet.command_packet import (
+    CommandPacket,
+    decode_command_packet,
+    encode_command_packet,
+)
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.response_packet import (
     ResponsePacket,
@@ -46,7 +50,7 @@ def _fix_length(offset: int) -> Callable[[bytes], bytes]:
     def fix(raw: bytes) -> bytes:
         if len(raw) < offset + 2:
             return raw
-        return raw[:offset] + (len(raw) - offset - 2).to_bytes(2, "big") + raw[offset + 2:]
+        return raw[:offset] + (len(raw) - offset - 2).to_bytes(2, "big") + raw[offset + 2 :]
 
     return fix
 
@@ -56,17 +60,33 @@ def _secured_packet_targets() -> list[Target]:
     tdes = PacketKeys(kic_key=bytes(range(1, 17)), kid_key=bytes(range(17, 33)))
     commands = []
     pors = []
-    for spi, kic, k in ((Spi(0x16, 0x39), 0x12, keys), (Spi(0x06, 0x19), 0x15, tdes), (Spi(0x00, 0x01), 0x15, tdes),
-                        (Spi(0x02, 0x09), 0x12, keys)):
+    for spi, kic, k in (
+        (Spi(0x16, 0x39), 0x12, keys),
+        (Spi(0x06, 0x19), 0x15, tdes),
+        (Spi(0x00, 0x01), 0x15, tdes),
+        (Spi(0x02, 0x09), 0x12, keys),
+    ):
         for data in (b"", bytes.fromhex("00a40004023f00"), bytes(range(90))):
             commands.append(encode_command_packet(CommandPacket(spi, kic, kic, b"\xb0\x00\x10", 5, data), k))
-            pors.append(encode_response_packet(ResponsePacket(b"\xb0\x00\x10", 5, 0, data[:20]), spi, kic, kic, k))
+            pors.append(
+                encode_response_packet(ResponsePacket(b"\xb0\x00\x10", 5, 0, data[:20]), spi, kic, kic, k)
+            )
     return [
-        Target("command_packet", lambda raw: decode_command_packet(raw, keys), tuple(commands), _fix_length(0)),
-        Target("response_packet", lambda raw: decode_response_packet(raw, Spi(0x16, 0x39), 0x12, 0x12, keys),
-               tuple(pors), _fix_length(3)),
-        Target("response_packet_3des", lambda raw: decode_response_packet(raw, Spi(0x06, 0x19), 0x15, 0x15, tdes),
-               tuple(pors), _fix_length(3)),
+        Target(
+            "command_packet", lambda raw: decode_command_packet(raw, keys), tuple(commands), _fix_length(0)
+        ),
+        Target(
+            "response_packet",
+            lambda raw: decode_response_packet(raw, Spi(0x16, 0x39), 0x12, 0x12, keys),
+            tuple(pors),
+            _fix_length(3),
+        ),
+        Target(
+            "response_packet_3des",
+            lambda raw: decode_response_packet(raw, Spi(0x06, 0x19), 0x15, 0x15, tdes),
+            tuple(pors),
+            _fix_length(3),
+        ),
     ]
 
 
@@ -93,12 +113,12 @@ def mutate(seed: bytes, rng: random.Random) -> bytes:
         elif choice == 1 and data:
             data[rng.randrange(len(data))] = rng.choice((0, 0xFF, 0x7F, 0x80, rng.randrange(256)))
         elif choice == 2:
-            data[rng.randint(0, len(data)):rng.randint(0, len(data))] = rng.randbytes(rng.randint(1, 8))
+            data[rng.randint(0, len(data)) : rng.randint(0, len(data))] = rng.randbytes(rng.randint(1, 8))
         elif choice == 3 and data:
             start = rng.randrange(len(data))
-            del data[start:start + rng.randint(1, 8)]
+            del data[start : start + rng.randint(1, 8)]
         elif choice == 4:
-            del data[rng.randint(0, len(data)):]
+            del data[rng.randint(0, len(data)) :]
         else:
             data += rng.randbytes(rng.randint(1, 16))
     return bytes(data)

@@ -74,8 +74,11 @@ def append_counter_report(standard_response: bytes, report: CounterReport) -> by
 def split_counter_report(additional_data: bytes) -> tuple[bytes, CounterReport]:
     """(standard TS 102 226 response, counter report) of a PoR's additional data."""
     if len(additional_data) < COUNTER_BLOCK_LENGTH:
-        raise DecodeError("action_counter", 0, f"{len(additional_data)} octets cannot end with the "
-                          f"{COUNTER_BLOCK_LENGTH}-octet counter block")
+        raise DecodeError(
+            "action_counter",
+            0,
+            f"{len(additional_data)} octets cannot end with the {COUNTER_BLOCK_LENGTH}-octet counter block",
+        )
     start = len(additional_data) - COUNTER_BLOCK_LENGTH
     block = additional_data[start:]
     if block[0] != COUNTER_TAG or block[1] != 8:
@@ -95,6 +98,7 @@ def missing_actions(stored: int, sent: int, reported: int) -> int:
     stored + sent, or behind stored): the caller treats that as a mismatch.
     """
     if reported < stored or reported > stored + sent:
-        raise DecodeError("action_counter", 0, f"reported {reported} outside the script's range "
-                          f"{stored}..{stored + sent}")
+        raise DecodeError(
+            "action_counter", 0, f"reported {reported} outside the script's range {stored}..{stored + sent}"
+        )
     return stored + sent - reported

@@ -56,8 +56,11 @@ class FleetSpec:
         if self.count < 0 or self.first_index < 0:
             raise ConfigError("count", "count and first_index must not be negative")
         last = self.first_index + self.count - 1
-        for name, prefix, width in (("iccid_prefix", self.iccid_prefix, 18), ("imsi_prefix", self.imsi_prefix, 15),
-                                    ("msisdn_prefix", self.msisdn_prefix, self.msisdn_digits)):
+        for name, prefix, width in (
+            ("iccid_prefix", self.iccid_prefix, 18),
+            ("imsi_prefix", self.imsi_prefix, 15),
+            ("msisdn_prefix", self.msisdn_prefix, self.msisdn_digits),
+        ):
             if len(prefix) + len(str(max(last, 0))) > width:
                 raise ConfigError(name, f"{self.count} cards do not fit {width} digits after prefix {prefix}")
 
@@ -136,5 +139,5 @@ def index_of_msisdn(spec: FleetSpec, msisdn: str) -> int | None:
     """The fleet index behind an MSISDN, or None when it is not one of the fleet's."""
     if len(msisdn) != spec.msisdn_digits or not msisdn.startswith(spec.msisdn_prefix) or not msisdn.isdigit():
         return None
-    index = int(msisdn[len(spec.msisdn_prefix):])
+    index = int(msisdn[len(spec.msisdn_prefix) :])
     return index if index in spec.indices else None

@@ -24,7 +24,9 @@ def _packet(args: argparse.Namespace) -> int:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        print(f"{prog}: stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=sys.stderr)
+        print(
+            f"{prog}: stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         result = COMMANDS[args.packet_command](raw)
@@ -37,12 +39,15 @@ def _packet(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ota-server", description="OTA platform: 03.48 campaigns over SMPP.")
+    parser = argparse.ArgumentParser(
+        prog="ota-server", description="OTA platform: 03.48 campaigns over SMPP."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     packet = sub.add_parser("packet", help="build or decode secured packets (JSON on stdin, JSON on stdout)")
-    packet.add_argument("packet_command", choices=["encode-command", "decode-command", "encode-response",
-                                                   "decode-response"])
+    packet.add_argument(
+        "packet_command", choices=["encode-command", "decode-command", "encode-response", "decode-response"]
+    )
     packet.set_defaults(handler=_packet)
     return parser
 

@@ -30,10 +30,14 @@ from ota_protocols.secured_packet.response_packet import (
 )
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm, Spi
 
-CIPHER_NAMES = {a.value: a for a in CipherAlgorithm} | {"aes-cbc": CipherAlgorithm.AES_CBC,
-                                                       "des": CipherAlgorithm.DES_CBC}
-INTEGRITY_NAMES = {a.value: a for a in IntegrityAlgorithm} | {"des-mac": IntegrityAlgorithm.DES_MAC,
-                                                             "aes": IntegrityAlgorithm.AES_CMAC}
+CIPHER_NAMES = {a.value: a for a in CipherAlgorithm} | {
+    "aes-cbc": CipherAlgorithm.AES_CBC,
+    "des": CipherAlgorithm.DES_CBC,
+}
+INTEGRITY_NAMES = {a.value: a for a in IntegrityAlgorithm} | {
+    "des-mac": IntegrityAlgorithm.DES_MAC,
+    "aes": IntegrityAlgorithm.AES_CMAC,
+}
 
 _KEY_FIELDS = ("kic_key", "kid_key", "kic_implicit", "kid_implicit")
 
@@ -124,8 +128,9 @@ def _apply_keys(key: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any
 
 
 def encode_command(raw: object) -> dict[str, Any]:
-    inp = _Input(raw, ("spi", "kic", "kid", "tar", "cntr", "data", "checksum_length", "padding_byte",
-                       *_KEY_FIELDS))
+    inp = _Input(
+        raw, ("spi", "kic", "kid", "tar", "cntr", "data", "checksum_length", "padding_byte", *_KEY_FIELDS)
+    )
     spi, kic, kid = _security(inp)
     tar = inp.hex("tar", length=3)
     cntr = inp.hex("cntr", length=5)
@@ -137,7 +142,9 @@ def encode_command(raw: object) -> dict[str, Any]:
     command = CommandPacket(spi, kic, kid, tar, int.from_bytes(cntr, "big"), data)
 
     def build() -> dict[str, Any]:
-        packet = encode_command_packet(command, keys, checksum_length=checksum_length, padding_byte=padding[0])
+        packet = encode_command_packet(
+            command, keys, checksum_length=checksum_length, padding_byte=padding[0]
+        )
         return {"packet": packet.hex(), "user_data": command_user_data(packet).hex()}
 
     return _apply_keys("kic_key" if spi.ciphering else "kid_key", build)
@@ -183,8 +190,21 @@ def decode_command(raw: object) -> dict[str, Any]:
 
 
 def encode_response(raw: object) -> dict[str, Any]:
-    inp = _Input(raw, ("spi", "kic", "kid", "tar", "cntr", "status", "data", "checksum_length",
-                       "padding_byte", *_KEY_FIELDS))
+    inp = _Input(
+        raw,
+        (
+            "spi",
+            "kic",
+            "kid",
+            "tar",
+            "cntr",
+            "status",
+            "data",
+            "checksum_length",
+            "padding_byte",
+            *_KEY_FIELDS,
+        ),
+    )
     spi, kic, kid = _security(inp)
     tar = inp.hex("tar", length=3)
     cntr = inp.hex("cntr", length=5)
@@ -197,8 +217,9 @@ def encode_response(raw: object) -> dict[str, Any]:
     response = ResponsePacket(tar, int.from_bytes(cntr, "big"), status, data)
 
     def build() -> dict[str, Any]:
-        user_data = encode_response_packet(response, spi, kic, kid, keys, checksum_length=checksum_length,
-                                           padding_byte=padding[0])
+        user_data = encode_response_packet(
+            response, spi, kic, kid, keys, checksum_length=checksum_length, padding_byte=padding[0]
+        )
         return {"user_data": user_data.hex()}
 
     return _apply_keys("kic_key" if spi.por_ciphered else "kid_key", build)

@@ -18,8 +18,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLICATIONS = ("ota_server", "handset", "sim_emulator")
-FORBIDDEN_IN_PURE = {"asyncio", "socket", "sqlite3", "time", "random", "os", "pathlib", "threading", "subprocess",
-                     "selectors", "signal"}
+FORBIDDEN_IN_PURE = {
+    "asyncio",
+    "socket",
+    "sqlite3",
+    "time",
+    "random",
+    "os",
+    "pathlib",
+    "threading",
+    "subprocess",
+    "selectors",
+    "signal",
+}
 # Modules of the applications that are pure, as the house style requires.
 PURE_APPLICATION_MODULES = {
     "ota_server.packet_tool",
@@ -85,8 +96,10 @@ def test_the_checker_sees_the_packages() -> None:
 
 def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import random\n"
-                      "def f():\n    import socket\n")
+    sample.write_text(
+        "import os\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import random\n"
+        "def f():\n    import socket\n"
+    )
     assert runtime_imports(sample) == {"os", "typing", "typing.TYPE_CHECKING", "socket"}
 
 
@@ -97,7 +110,9 @@ def test_import_rules(name: str, path: Path) -> None:
     package = name.split(".")[0]
 
     if package == "ota_protocols" or name in PURE_APPLICATION_MODULES:
-        assert not roots & FORBIDDEN_IN_PURE, f"{name} is pure but imports {sorted(roots & FORBIDDEN_IN_PURE)}"
+        assert not roots & FORBIDDEN_IN_PURE, (
+            f"{name} is pure but imports {sorted(roots & FORBIDDEN_IN_PURE)}"
+        )
     if package == "ota_protocols":
         assert not roots & {*APPLICATIONS, "ota_lab"}, f"{name} imports an application"
     if package in APPLICATIONS:
@@ -106,9 +121,14 @@ def test_import_rules(name: str, path: Path) -> None:
             if other == package:
                 continue
             crossing = {i for i in imports if i == other or i.startswith(other + ".")}
-            allowed = {i for i in crossing if any(
-                package == src and (i == target or i.startswith(target + "."))
-                for src, target in ALLOWED_CROSS_IMPORTS)}
+            allowed = {
+                i
+                for i in crossing
+                if any(
+                    package == src and (i == target or i.startswith(target + "."))
+                    for src, target in ALLOWED_CROSS_IMPORTS
+                )
+            }
             assert crossing <= allowed, f"{name} imports {sorted(crossing - allowed)}"
     if "smpplib" in roots:
         assert name in SMPPLIB_MODULES, f"{name} imports smpplib; only {sorted(SMPPLIB_MODULES)} may"

@@ -86,8 +86,11 @@ class CommandHeader:
     def clear_header(self) -> bytes:
         """CPL .. TAR as received: the first 10 octets of the checksum input."""
         return (
-            self.cpl.to_bytes(2, "big") + bytes((self.chl,)) + self.spi.to_bytes()
-            + bytes((self.kic, self.kid)) + self.tar
+            self.cpl.to_bytes(2, "big")
+            + bytes((self.chl,))
+            + self.spi.to_bytes()
+            + bytes((self.kic, self.kid))
+            + self.tar
         )
 
 
@@ -136,7 +139,11 @@ def seal_command(
     if cpl > 0xFFFF:
         raise EncodeError("cpl", 0, f"packet of {cpl} octets exceeds the 2-octet CPL")
     header = (
-        cpl.to_bytes(2, "big") + bytes((chl,)) + spi.to_bytes() + bytes((command.kic, command.kid)) + command.tar
+        cpl.to_bytes(2, "big")
+        + bytes((chl,))
+        + spi.to_bytes()
+        + bytes((command.kic, command.kid))
+        + command.tar
     )
     counter = command.cntr.to_bytes(5, "big") + bytes((pcntr,))
     checksum = checksum_key.compute(header + counter + data) if checksum_key is not None else b""
@@ -216,7 +223,9 @@ def _open_plain(header: CommandHeader, body: bytes, checksum_key: ChecksumKey | 
     # protocols.md §2.3: strip PCNTR octets without looking; only PCNTR <= len(data) is required
     # (which also tolerates the shadysim sender's whole block of padding).
     if pcntr > len(secured_data):
-        raise CipheringFailed(CIPHERING_ERROR, f"PCNTR {pcntr} exceeds the {len(secured_data)} octets of data")
+        raise CipheringFailed(
+            CIPHERING_ERROR, f"PCNTR {pcntr} exceeds the {len(secured_data)} octets of data"
+        )
     data = secured_data[: len(secured_data) - pcntr]
     return OpenedCommand(header, cntr, pcntr, checksum, valid, data)
 
@@ -238,4 +247,3 @@ def split_command_user_data(user_data: bytes) -> bytes:
     if user_data[:3] != CPI_UDH:
         raise DecodeError("udh", 0, f"expected UDH 027000 (CPI, TS 31.115 §4.2), got {user_data[:3].hex()}")
     return user_data[3:]
-

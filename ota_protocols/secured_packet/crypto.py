@@ -103,8 +103,12 @@ class CipherKey:
         aes = algorithm is CipherAlgorithm.AES_CBC
         self.block_size = 16 if aes else 8
         self._ecb = _engine(aes, key, AES.MODE_ECB, self.block_size)
-        cbc = algorithm in (CipherAlgorithm.AES_CBC, CipherAlgorithm.DES_CBC, CipherAlgorithm.TDES2_CBC,
-                            CipherAlgorithm.TDES3_CBC)
+        cbc = algorithm in (
+            CipherAlgorithm.AES_CBC,
+            CipherAlgorithm.DES_CBC,
+            CipherAlgorithm.TDES2_CBC,
+            CipherAlgorithm.TDES3_CBC,
+        )
         self._cbc = _ChainedCbc(aes, key) if cbc else None
 
     def __repr__(self) -> str:
@@ -112,8 +116,9 @@ class CipherKey:
 
     def _check(self, data: bytes, field: str) -> None:
         if len(data) % self.block_size:
-            raise EncodeError(field, 0, f"{len(data)} octets is not a multiple of the "
-                              f"{self.block_size}-octet block")
+            raise EncodeError(
+                field, 0, f"{len(data)} octets is not a multiple of the {self.block_size}-octet block"
+            )
 
     def encrypt(self, data: bytes) -> bytes:
         self._check(data, "plaintext")
@@ -178,10 +183,14 @@ class ChecksumKey:
         self._k1 = self._k2 = b""
         if algorithm is IntegrityAlgorithm.AES_CMAC:
             if self.length not in (4, 8):
-                raise ConfigError("checksum_length", f"AES-CMAC is truncated to 4 or 8 octets, not {self.length}")
+                raise ConfigError(
+                    "checksum_length", f"AES-CMAC is truncated to 4 or 8 octets, not {self.length}"
+                )
         elif self.length != algorithm.default_length():
-            raise ConfigError("checksum_length", f"{algorithm.value} gives {algorithm.default_length()} octets, "
-                              f"not {self.length}")
+            raise ConfigError(
+                "checksum_length",
+                f"{algorithm.value} gives {algorithm.default_length()} octets, not {self.length}",
+            )
         if algorithm.is_redundancy_check:
             return
         _check_key(algorithm, key)

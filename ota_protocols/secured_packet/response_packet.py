@@ -112,8 +112,9 @@ class DecodedResponse:
     data: bytes  # padding removed
 
 
-def por_keys(spi: Spi, kic: int, kid: int, keys: PacketKeys, *, checksum_length: int | None = None
-             ) -> tuple[CipherKey | None, ChecksumKey | None]:
+def por_keys(
+    spi: Spi, kic: int, kid: int, keys: PacketKeys, *, checksum_length: int | None = None
+) -> tuple[CipherKey | None, ChecksumKey | None]:
     """The keys SPI2 asks the PoR to be secured with (the command's KIc / KID)."""
     cipher = keys.cipher(kic) if spi.por_ciphered else None
     checksum = keys.checksum(kid, spi.por_integrity, checksum_length)
@@ -197,8 +198,9 @@ def decode_response_packet(
         assert cipher_key is not None
         body = cipher_key.decrypt(body)
     if len(body) < 7 + n:
-        raise DecodeError("rhl", 5, f"{len(body)} octets after TAR cannot hold CNTR, PCNTR, status "
-                          f"and a {n}-octet checksum")
+        raise DecodeError(
+            "rhl", 5, f"{len(body)} octets after TAR cannot hold CNTR, PCNTR, status and a {n}-octet checksum"
+        )
     cntr = int.from_bytes(body[:5], "big")
     pcntr = body[5]
     status = body[6]

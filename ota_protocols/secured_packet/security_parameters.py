@@ -160,8 +160,12 @@ class IntegrityAlgorithm(Enum):
 
     @property
     def is_redundancy_check(self) -> bool:
-        return self in (IntegrityAlgorithm.CRC16, IntegrityAlgorithm.CRC32, IntegrityAlgorithm.XOR4,
-                        IntegrityAlgorithm.XOR8)
+        return self in (
+            IntegrityAlgorithm.CRC16,
+            IntegrityAlgorithm.CRC32,
+            IntegrityAlgorithm.XOR4,
+            IntegrityAlgorithm.XOR8,
+        )
 
     def default_length(self) -> int:
         """Checksum octets: CRC-16 2, CRC-32 and XOR4 4, the MACs and XOR8 8."""
@@ -226,7 +230,9 @@ def resolve_cipher(kic: int, implicit: CipherAlgorithm | None = None) -> CipherA
     detail = (kic >> 2) & 0x03
     if family == 0b00:
         if implicit is None:
-            raise UnidentifiedSecurityError(0x06, f"KIc {kic:02x}: algorithm known implicitly, none configured")
+            raise UnidentifiedSecurityError(
+                0x06, f"KIc {kic:02x}: algorithm known implicitly, none configured"
+            )
         return implicit
     if family == 0b01:
         return _KIC_DES[detail]
@@ -251,7 +257,9 @@ def resolve_integrity(
     detail = (kid >> 2) & 0x03
     if family == 0b00:
         if implicit is None:
-            raise UnidentifiedSecurityError(0x06, f"KID {kid:02x}: algorithm known implicitly, none configured")
+            raise UnidentifiedSecurityError(
+                0x06, f"KID {kid:02x}: algorithm known implicitly, none configured"
+            )
         return implicit
     if mode is IntegrityMode.RC:
         if family == 0b01:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,14 +33,13 @@ def test_counter_block_round_trip(standard: bytes, before: int, executed: int) -
 
 @given(st.binary(max_size=40))
 def test_counter_block_decoder_is_total(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         split_counter_report(data)
-    except DecodeError:
-        pass
 
 
-@pytest.mark.parametrize(("stored", "sent", "reported", "missing"),
-                         [(10, 5, 15, 0), (10, 5, 12, 3), (10, 5, 10, 5), (0, 1, 0, 1)])
+@pytest.mark.parametrize(
+    ("stored", "sent", "reported", "missing"), [(10, 5, 15, 0), (10, 5, 12, 3), (10, 5, 10, 5), (0, 1, 0, 1)]
+)
 def test_claim_1c_last_x_actions_did_not_run(stored: int, sent: int, reported: int, missing: int) -> None:
     assert missing_actions(stored, sent, reported) == missing
 

@@ -47,7 +47,13 @@ def pysim_tool_input(case: dict[str, Any]) -> dict[str, Any]:
     keyset = case["keyset"]
     family = 0x05 if keyset["algo_crypt"].startswith("triple_des") else 0x02
     kic = f"{(keyset['kic_idx'] << 4) | family:02x}"
-    return {"spi": case["spi_hex"], "kic": kic, "kid": kic, "kic_key": keyset["kic"], "kid_key": keyset["kid"]}
+    return {
+        "spi": case["spi_hex"],
+        "kic": kic,
+        "kid": kic,
+        "kic_key": keyset["kic"],
+        "kid_key": keyset["kid"],
+    }
 
 
 @pytest.mark.parametrize("case", PYSIM_CASES, ids=lambda c: c["name"])
@@ -68,7 +74,9 @@ def test_pysim_command_vector_with_flipped_bit_fails_its_checksum(case: dict[str
     sec = pysim_tool_input(case)
     # Octet 9 is the last TAR octet (in clear), octet 20 lies in the ciphered part: both under the CC.
     for octet in (9, 20):
-        decoded = packet_tool.decode_command({"packet": flip_bit(case["encoded_cmd"], octet)} | _keys_only(sec))
+        decoded = packet_tool.decode_command(
+            {"packet": flip_bit(case["encoded_cmd"], octet)} | _keys_only(sec)
+        )
         assert decoded["checksum_valid"] is False
 
 
@@ -88,7 +96,13 @@ def test_pysim_por_vector_decodes_and_reencodes(case: dict[str, Any]) -> None:
         "data": derived["plain_additional_data"],
     }
     encoded = packet_tool.encode_response(
-        sec | {"tar": derived["tar"], "cntr": derived["cntr"], "status": 0, "data": derived["plain_additional_data"]}
+        sec
+        | {
+            "tar": derived["tar"],
+            "cntr": derived["cntr"],
+            "status": 0,
+            "data": derived["plain_additional_data"],
+        }
     )
     assert encoded["user_data"] == response["encoded_resp"]
     # The same PoR given from RPL on: the tool puts 02 71 00 back under the checksum.
@@ -96,8 +110,9 @@ def test_pysim_por_vector_decodes_and_reencodes(case: dict[str, Any]) -> None:
     assert from_packet == decoded
 
 
-@pytest.mark.parametrize("case", [c for c in PYSIM_CASES if c["response"]["derived"]["por_cc"]],
-                         ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case", [c for c in PYSIM_CASES if c["response"]["derived"]["por_cc"]], ids=lambda c: c["name"]
+)
 def test_pysim_por_with_flipped_bit_is_reported_invalid(case: dict[str, Any]) -> None:
     sec = pysim_tool_input(case)
     # Octet 1 is the RPI IEI inside the UDH: covered by the PoR checksum only (TS 31.115 §4.3).
@@ -121,8 +136,9 @@ OLD_SEC = {"kic": "35", "kid": "35", "kic_key": OLD["keyset"]["kic"], "kid_key":
 @pytest.mark.parametrize("case", OLD["commands"], ids=lambda c: c["test"])
 def test_pysim_old_style_command(case: dict[str, Any]) -> None:
     expected = case.get("encoded") or case["spec_conformant_with_cpl"]
-    out = packet_tool.encode_command(OLD_SEC | {"spi": case["spi_hex"], "tar": case["tar"], "cntr": case["cntr"],
-                                                "data": case["apdu"]})
+    out = packet_tool.encode_command(
+        OLD_SEC | {"spi": case["spi_hex"], "tar": case["tar"], "cntr": case["cntr"], "data": case["apdu"]}
+    )
     assert out["packet"] == expected
     decoded = packet_tool.decode_command({"packet": expected} | _keys_only(OLD_SEC))
     assert decoded["data"] == case["apdu"]
@@ -144,8 +160,13 @@ def test_pysim_old_style_response(case: dict[str, Any]) -> None:
 
 def test_pysim_aes_old_style_matches_new_case() -> None:
     aes = OLD["aes128_old_style"]
-    sec = {"spi": aes["spi_hex"], "kic": "22", "kid": "22", "kic_key": aes["keyset"]["kic"],
-           "kid_key": aes["keyset"]["kid"]}
+    sec = {
+        "spi": aes["spi_hex"],
+        "kic": "22",
+        "kid": "22",
+        "kic_key": aes["keyset"]["kic"],
+        "kid_key": aes["keyset"]["kid"],
+    }
     out = packet_tool.encode_command(sec | {"tar": aes["tar"], "cntr": "0000000000", "data": aes["apdu"]})
     assert out["packet"] == aes["encoded_cmd"]
     resp = packet_tool.decode_response(sec | {"user_data": aes["encoded_resp"]})
@@ -170,8 +191,12 @@ def test_rfc4493_aes_cmac(case: dict[str, str]) -> None:
     key = ChecksumKey(IntegrityAlgorithm.AES_CMAC, bytes.fromhex(VECTORS["rfc4493_aes_cmac"]["key"]))
     # ChecksumKey truncates to 8 octets (TS 102 225 §5.1.3): compare the leftmost 8.
     assert key.compute(bytes.fromhex(case["msg"])).hex() == case["mac"][:16]
-    assert ChecksumKey(IntegrityAlgorithm.AES_CMAC, bytes.fromhex(VECTORS["rfc4493_aes_cmac"]["key"]), 4).compute(
-        bytes.fromhex(case["msg"])).hex() == case["mac"][:8]
+    assert (
+        ChecksumKey(IntegrityAlgorithm.AES_CMAC, bytes.fromhex(VECTORS["rfc4493_aes_cmac"]["key"]), 4)
+        .compute(bytes.fromhex(case["msg"]))
+        .hex()
+        == case["mac"][:8]
+    )
 
 
 def test_crc_check_values() -> None:
@@ -189,8 +214,13 @@ OT_IMPLICIT_SIG = {"XOR4": "xor4", "CRC32": "crc32"}
 
 def ot_tool_input(case: dict[str, Any]) -> dict[str, Any]:
     expected = bytes.fromhex(case["expected_command_packet"])
-    sec: dict[str, Any] = {"spi": expected[3:5].hex(), "kic": f"{expected[5]:02x}", "kid": f"{expected[6]:02x}",
-                           "kic_key": case["kic_key"], "kid_key": case["kid_key"]}
+    sec: dict[str, Any] = {
+        "spi": expected[3:5].hex(),
+        "kic": f"{expected[5]:02x}",
+        "kid": f"{expected[6]:02x}",
+        "kic_key": case["kic_key"],
+        "kid_key": case["kid_key"],
+    }
     if case.get("ciphering_algorithm") == "DESede/ECB/NoPadding":
         sec["kic_implicit"] = "3des2-ecb" if len(case["kic_key"]) == 32 else "3des3-ecb"
     if case.get("signature_algorithm") in OT_IMPLICIT_SIG:
@@ -201,30 +231,44 @@ def ot_tool_input(case: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("case", OT_CASES, ids=lambda c: c["name"])
 def test_opentelecoms_command_vector(case: dict[str, Any]) -> None:
     sec = ot_tool_input(case)
-    out = packet_tool.encode_command(sec | {"tar": case["tar"], "cntr": case["counter"], "data": case["data"]})
+    out = packet_tool.encode_command(
+        sec | {"tar": case["tar"], "cntr": case["counter"], "data": case["data"]}
+    )
     assert out["packet"] == case["expected_command_packet"].lower()
-    decoded = packet_tool.decode_command({k: v for k, v in sec.items() if k not in ("spi", "kic", "kid")}
-                                         | {"packet": case["expected_command_packet"]})
+    decoded = packet_tool.decode_command(
+        {k: v for k, v in sec.items() if k not in ("spi", "kic", "kid")}
+        | {"packet": case["expected_command_packet"]}
+    )
     assert decoded["data"] == case["data"].lower()
     assert decoded["cntr"] == case["counter"].lower()
     spi = Spi.from_bytes(bytes.fromhex(sec["spi"]))
     if spi.integrity:
         assert decoded["checksum_valid"] is True
         flipped = flip_bit(case["expected_command_packet"], 9)  # a TAR octet, under the checksum
-        tampered = packet_tool.decode_command({k: v for k, v in sec.items() if k not in ("spi", "kic", "kid")}
-                                              | {"packet": flipped})
+        tampered = packet_tool.decode_command(
+            {k: v for k, v in sec.items() if k not in ("spi", "kic", "kid")} | {"packet": flipped}
+        )
         assert tampered["checksum_valid"] is False
 
 
 def test_opentelecoms_response_vector() -> None:
     case = next(c for c in VECTORS["opentelecoms_dataset0348"]["cases"] if c["name"] == "test-response-001")
-    out = packet_tool.decode_response({"packet": case["response_packet_without_udh"], "spi": "0001", "kic": "00",
-                                       "kid": "00"})
-    assert out == {"tar": "b00010", "cntr": "0000000001", "pcntr": 0, "status": 0, "checksum": "",
-                   "checksum_valid": None, "data": "016e00"}
+    out = packet_tool.decode_response(
+        {"packet": case["response_packet_without_udh"], "spi": "0001", "kic": "00", "kid": "00"}
+    )
+    assert out == {
+        "tar": "b00010",
+        "cntr": "0000000001",
+        "pcntr": 0,
+        "status": 0,
+        "checksum": "",
+        "checksum_valid": None,
+        "data": "016e00",
+    }
 
 
 # --- codec-level checks the tool does not show -----------------------------------------------------
+
 
 def test_aes_cmac_length_is_taken_from_chl_on_decode() -> None:
     keys = PacketKeys(kic_key=bytes(range(16)), kid_key=bytes(range(16, 32)))
@@ -257,8 +301,9 @@ def test_response_round_trip_with_every_status() -> None:
     keys = PacketKeys(kic_key=bytes(range(16)), kid_key=bytes(range(16, 32)))
     spi = Spi(0x16, 0x39)
     for status in range(0x0D):
-        user_data = encode_response_packet(ResponsePacket(b"\xb0\x00\x10", 5, status, b"\x01\x90\x00"),
-                                           spi, 0x12, 0x12, keys)
+        user_data = encode_response_packet(
+            ResponsePacket(b"\xb0\x00\x10", 5, status, b"\x01\x90\x00"), spi, 0x12, 0x12, keys
+        )
         decoded = decode_response_packet(user_data, spi, 0x12, 0x12, keys)
         assert (decoded.status, decoded.checksum_valid, decoded.data) == (status, True, b"\x01\x90\x00")
 
