@@ -11,22 +11,23 @@ directly as well as through the console script.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ota_protocols.errors import ConfigError, DecodeError, EncodeError, SecurityRejection
 from ota_protocols.secured_packet.command_packet import (
     CommandPacket,
     command_user_data,
     decode_command_packet,
-    encode_command_packet,
+    seal_command,
     split_command_user_data,
 )
+from ota_protocols.secured_packet.crypto import ChecksumKey, CipherKey
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.response_packet import (
     ResponsePacket,
     decode_response_packet,
-    encode_response_packet,
     packet_to_user_data,
+    seal_response,
 )
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm, Spi
 
@@ -38,6 +39,8 @@ INTEGRITY_NAMES = {a.value: a for a in IntegrityAlgorithm} | {
     "des-mac": IntegrityAlgorithm.DES_MAC,
     "aes": IntegrityAlgorithm.AES_CMAC,
 }
+
+_T = TypeVar("_T")
 
 _KEY_FIELDS = ("kic_key", "kid_key", "kic_implicit", "kid_implicit")
 
@@ -117,14 +120,29 @@ def _checksum_length(inp: _Input) -> int | None:
     return value
 
 
-def _apply_keys(key: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Map a key/algorithm problem found while securing to an error naming the key."""
+def _resolve(prefix: str, resolve: Callable[[], _T]) -> _T:
+    """Resolve a KIc (``prefix`` "kic") or KID key, naming the input key at fault on failure."""
     try:
-        return action()
+        return resolve()
     except SecurityRejection as exc:
-        raise ConfigError(key, str(exc)) from exc
-    except (EncodeError, DecodeError) as exc:
-        raise ConfigError(exc.field, exc.detail) from exc
+        text = str(exc)
+        if "implicitly" in text:
+            key = f"{prefix}_implicit"
+        elif "key" in text.split(":", 1)[-1]:
+            key = f"{prefix}_key"
+        else:
+            key = prefix
+        raise ConfigError(key, text) from exc
+
+
+def _security_keys(
+    keys: PacketKeys, spi: Spi, kic: int, kid: int, checksum_length: int | None, *, por: bool
+) -> tuple[CipherKey | None, ChecksumKey | None]:
+    ciphering = spi.por_ciphered if por else spi.ciphering
+    mode = spi.por_integrity if por else spi.integrity
+    cipher = _resolve("kic", lambda: keys.cipher(kic)) if ciphering else None
+    checksum = _resolve("kid", lambda: keys.checksum(kid, mode, checksum_length))
+    return cipher, checksum
 
 
 def encode_command(raw: object) -> dict[str, Any]:
@@ -141,13 +159,12 @@ def encode_command(raw: object) -> dict[str, Any]:
     assert tar is not None and cntr is not None and data is not None
     command = CommandPacket(spi, kic, kid, tar, int.from_bytes(cntr, "big"), data)
 
-    def build() -> dict[str, Any]:
-        packet = encode_command_packet(
-            command, keys, checksum_length=checksum_length, padding_byte=padding[0]
-        )
-        return {"packet": packet.hex(), "user_data": command_user_data(packet).hex()}
-
-    return _apply_keys("kic_key" if spi.ciphering else "kid_key", build)
+    cipher, checksum = _security_keys(keys, spi, kic, kid, checksum_length, por=False)
+    try:
+        packet = seal_command(command, cipher, checksum, padding_byte=padding[0])
+    except EncodeError as exc:
+        raise ConfigError("data", exc.detail) from exc
+    return {"packet": packet.hex(), "user_data": command_user_data(packet).hex()}
 
 
 def _user_data_or_packet(inp: _Input, *, command: bool) -> bytes:
@@ -216,13 +233,12 @@ def encode_response(raw: object) -> dict[str, Any]:
     assert tar is not None and cntr is not None
     response = ResponsePacket(tar, int.from_bytes(cntr, "big"), status, data)
 
-    def build() -> dict[str, Any]:
-        user_data = encode_response_packet(
-            response, spi, kic, kid, keys, checksum_length=checksum_length, padding_byte=padding[0]
-        )
-        return {"user_data": user_data.hex()}
-
-    return _apply_keys("kic_key" if spi.por_ciphered else "kid_key", build)
+    cipher, checksum = _security_keys(keys, spi, kic, kid, checksum_length, por=True)
+    try:
+        user_data = seal_response(response, cipher, checksum, padding_byte=padding[0])
+    except EncodeError as exc:
+        raise ConfigError("data", exc.detail) from exc
+    return {"user_data": user_data.hex()}
 
 
 def decode_response(raw: object) -> dict[str, Any]:
