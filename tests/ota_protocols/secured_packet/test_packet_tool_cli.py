@@ -1,4 +1,4 @@
-"""``ota-server packet`` as a user runs it: JSON on stdin, JSON on stdout, exit 2 with one line on bad input."""
+"""``ota-server packet`` as a user runs it: JSON in, JSON out, exit 2 with one line on bad input."""
 
 from __future__ import annotations
 
@@ -9,15 +9,27 @@ import sys
 import pytest
 
 PYSIM_3DES = {
-    "spi": "0619", "kic": "35", "kid": "35", "tar": "B00011", "cntr": "0000000000", "data": "00A40004023F00",
-    "kic_key": "300102030405060708090A0B0C0D0E0F", "kid_key": "301102030405060708090A0B0C0D0E0F",
+    "spi": "0619",
+    "kic": "35",
+    "kid": "35",
+    "tar": "B00011",
+    "cntr": "0000000000",
+    "data": "00A40004023F00",
+    "kic_key": "300102030405060708090A0B0C0D0E0F",
+    "kid_key": "301102030405060708090A0B0C0D0E0F",
 }
 EXPECTED_PACKET = "00201506193535b00011ae733256918d050b87c94fbfe12e4dc402f262c41cf67f2f"
 
 
 def run(command: str, stdin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ota_server.cli", "packet", command], input=stdin,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ota_server.cli", "packet", command],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_encode_then_decode_through_the_console_script() -> None:
@@ -25,8 +37,16 @@ def test_encode_then_decode_through_the_console_script() -> None:
     assert encoded.returncode == 0, encoded.stderr
     out = json.loads(encoded.stdout)
     assert out["packet"] == EXPECTED_PACKET
-    decoded = run("decode-command", json.dumps({"user_data": out["user_data"], "kic_key": PYSIM_3DES["kic_key"],
-                                               "kid_key": PYSIM_3DES["kid_key"]}))
+    decoded = run(
+        "decode-command",
+        json.dumps(
+            {
+                "user_data": out["user_data"],
+                "kic_key": PYSIM_3DES["kic_key"],
+                "kid_key": PYSIM_3DES["kid_key"],
+            }
+        ),
+    )
     assert decoded.returncode == 0, decoded.stderr
     assert json.loads(decoded.stdout)["data"] == "00a40004023f00"
     assert json.loads(decoded.stdout)["checksum_valid"] is True
@@ -43,8 +63,11 @@ def test_encode_then_decode_through_the_console_script() -> None:
         ("encode-command", json.dumps({k: v for k, v in PYSIM_3DES.items() if k != "kid_key"}), "kid_key"),
         ("encode-command", json.dumps(PYSIM_3DES | {"kic_implicit": "rot13", "kic": "30"}), "kic_implicit"),
         ("decode-command", json.dumps({"packet": "0020"}), "packet"),
-        ("decode-response", json.dumps({"user_data": "027100", "spi": "0619", "kic": "35", "kid": "35"}),
-         "user_data"),
+        (
+            "decode-response",
+            json.dumps({"user_data": "027100", "spi": "0619", "kic": "35", "kid": "35"}),
+            "user_data",
+        ),
         ("encode-response", json.dumps(PYSIM_3DES | {"status": 300}), "status"),
         ("encode-command", "[]", "JSON object"),
     ],
