@@ -57,11 +57,17 @@ def test_unciphered_command_packets_read_the_same_in_pycrate(
 
 
 @settings(max_examples=60)
-@given(status=st.integers(0, 0x0C), cntr=st.integers(0, (1 << 40) - 1), data=st.binary(max_size=80),
-       por_cc=st.booleans())
+@given(
+    status=st.integers(0, 0x0C),
+    cntr=st.integers(0, (1 << 40) - 1),
+    data=st.binary(max_size=80),
+    por_cc=st.booleans(),
+)
 def test_pors_read_the_same_in_pycrate(status: int, cntr: int, data: bytes, por_cc: bool) -> None:
     spi = Spi(0x12, 0x01 | (0x08 if por_cc else 0))
-    user_data = encode_response_packet(ResponsePacket(b"\xb0\x00\x10", cntr, status, data), spi, 0x12, 0x12, KEYS)
+    user_data = encode_response_packet(
+        ResponsePacket(b"\xb0\x00\x10", cntr, status, data), spi, 0x12, 0x12, KEYS
+    )
     theirs = TS31115.PacketRespSMSPP()
     theirs.from_bytes(user_data[3:])  # pycrate's SMS-PP PoR starts at RPL
     assert theirs["RespPacketLen"].get_val() == len(user_data) - 5
@@ -80,9 +86,14 @@ def _udh_ieis(tp_ud: object) -> list[int]:
 @pytest.mark.parametrize("ton", [Ton.UNKNOWN, Ton.INTERNATIONAL, Ton.NATIONAL])
 def test_sms_deliver_reads_the_same_in_pycrate(ton: Ton) -> None:
     ud = bytes.fromhex("027000") + bytes(range(40))
-    ours = SmsDeliver(tp_oa=Address("4915112345678", ton, Npi.ISDN), tp_pid=0x7F, tp_dcs=0xF6,
-                      tp_scts=scts_from_datetime(datetime(2026, 11, 21, 5, 50, 31, tzinfo=UTC)),
-                      tp_ud=ud, tp_udhi=True)
+    ours = SmsDeliver(
+        tp_oa=Address("4915112345678", ton, Npi.ISDN),
+        tp_pid=0x7F,
+        tp_dcs=0xF6,
+        tp_scts=scts_from_datetime(datetime(2026, 11, 21, 5, 50, 31, tzinfo=UTC)),
+        tp_ud=ud,
+        tp_udhi=True,
+    )
     theirs = TS23040.SMS_DELIVER()
     theirs.from_bytes(ours.encode())
     assert theirs["TP_MTI"].get_val() == 0
@@ -99,8 +110,9 @@ def test_sms_deliver_reads_the_same_in_pycrate(ton: Ton) -> None:
 
 def test_sms_submit_por_reads_the_same_in_pycrate() -> None:
     ud = bytes.fromhex("027100") + bytes(range(20))
-    ours = SmsSubmit(tp_mr=7, tp_da=Address("12345", Ton.INTERNATIONAL), tp_pid=0x7F, tp_dcs=0xF6, tp_ud=ud,
-                     tp_udhi=True)
+    ours = SmsSubmit(
+        tp_mr=7, tp_da=Address("12345", Ton.INTERNATIONAL), tp_pid=0x7F, tp_dcs=0xF6, tp_ud=ud, tp_udhi=True
+    )
     theirs = TS23040.SMS_SUBMIT()
     theirs.from_bytes(ours.encode())
     assert theirs["TP_MTI"].get_val() == 1 and theirs["TP_UDHI"].get_val() == 1
