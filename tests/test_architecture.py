@@ -45,6 +45,9 @@ PURE_APPLICATION_MODULES = {
     "sim_emulator.remote_apdu_executor",
     "sim_emulator.uicc",
     "sim_emulator.applets",
+    "sim_emulator.profile",
+    "sim_emulator.card_state",
+    "sim_emulator.card_template",
 }
 ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
 SMPPLIB_MODULES = {"ota_server.esme"}
