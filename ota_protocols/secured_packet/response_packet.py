@@ -193,10 +193,43 @@ def decode_response_packet(
         checksum_key = keys.checksum(kid, spi.por_integrity, n) if n else None
     except SecurityRejection as exc:
         raise DecodeError("rhl", 5, f"PoR security cannot be applied: {exc}") from exc
-    ciphered = cipher_key is not None and len(body) % cipher_key.block_size == 0 and len(body) > 0
-    if ciphered:
-        assert cipher_key is not None
-        body = cipher_key.decrypt(body)
+    aligned = cipher_key is not None and len(body) > 0 and len(body) % cipher_key.block_size == 0
+    if not aligned:
+        return _read_body(user_data, rpl, rhl, tar, body, n, checksum_key, ciphered=False)
+    assert cipher_key is not None
+    # SPI2 asked for ciphering and the length allows it. An unsecured error PoR can be block-aligned
+    # too, so when the deciphered reading fails its checksum, the reading in clear gets a chance:
+    # whichever verifies is the PoR; if neither does, the ciphered reading is reported (invalid).
+    try:
+        deciphered = _read_body(
+            user_data, rpl, rhl, tar, cipher_key.decrypt(body), n, checksum_key, ciphered=True
+        )
+    except DecodeError:
+        deciphered = None
+    if deciphered is not None and deciphered.checksum_valid is not False:
+        return deciphered
+    try:
+        clear = _read_body(user_data, rpl, rhl, tar, body, n, checksum_key, ciphered=False)
+    except DecodeError:
+        clear = None
+    if clear is not None and clear.checksum_valid is True:
+        return clear
+    if deciphered is not None:
+        return deciphered
+    raise DecodeError("pcntr", 14, "neither the deciphered nor the clear reading of the PoR is well formed")
+
+
+def _read_body(
+    user_data: bytes,
+    rpl: int,
+    rhl: int,
+    tar: bytes,
+    body: bytes,
+    n: int,
+    checksum_key: ChecksumKey | None,
+    *,
+    ciphered: bool,
+) -> DecodedResponse:
     if len(body) < 7 + n:
         raise DecodeError(
             "rhl", 5, f"{len(body)} octets after TAR cannot hold CNTR, PCNTR, status and a {n}-octet checksum"

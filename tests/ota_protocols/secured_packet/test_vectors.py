@@ -320,3 +320,18 @@ def test_truncated_response_is_a_decode_error() -> None:
     keys = PacketKeys()
     with pytest.raises(DecodeError):
         decode_response_packet(bytes.fromhex("0271000005"), Spi(0, 1), 0, 0, keys)
+
+
+def test_block_aligned_unsecured_por_is_read_in_clear_when_that_reading_verifies() -> None:
+    # SPI2 asks for a ciphered PoR with CC, but the card sent it in clear with a CC (e.g. an error
+    # PoR policy) and its length happens to be a multiple of the AES block: the clear reading verifies.
+    keys = PacketKeys(kic_key=bytes(range(16)), kid_key=bytes(range(16, 32)))
+    asked = Spi(0x16, 0x39)
+    clear_spi = Spi(0x16, 0x29)  # same, without PoR ciphering
+    data = bytes(range(17))  # 7 + 8 + 17 = 32 octets after TAR: two AES blocks
+    user_data = encode_response_packet(
+        ResponsePacket(b"\xb0\x00\x10", 3, 0, data), clear_spi, 0x12, 0x12, keys
+    )
+    assert (len(user_data) - 9) % 16 == 0
+    decoded = decode_response_packet(user_data, asked, 0x12, 0x12, keys)
+    assert (decoded.ciphered, decoded.checksum_valid, decoded.data) == (False, True, data)
