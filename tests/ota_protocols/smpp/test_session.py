@@ -462,7 +462,9 @@ def test_random_action_sequences_never_raise_unexpectedly(role: Role, state: str
                 assert deadline >= 0.0
             s.handle_deadline(now)
         elif kind == "send":
-            if s.may_send(arg.command_id):
+            awaiting = {r.sequence_number for r in s.outstanding_requests}
+            reused = arg.sequence_number != 0 and arg.sequence_number in awaiting and not is_response(arg)
+            if s.may_send(arg.command_id) and not reused:
                 s.send(arg, now)
             elif not s.is_closed:
                 with pytest.raises(LocalProtocolViolation):

@@ -1,0 +1,96 @@
+"""``handset``: run the simulated network (SMPP SMSC, radio link, phones with their SIMs).
+
+    handset serve --config configs/handset.toml [--host H] [--port P]
+                  [--ready-file F] [--report-file F] [--log-level L]
+
+Once listening it prints ``handset: SMSC listening on HOST:PORT (N phones)`` and
+writes PORT to ``--ready-file``.  SIGTERM / SIGINT: stop accepting, unbind the
+ESMEs, write ``--report-file`` (JSON ``{"cards": [...], "smsc": {...}}``), exit 0.
+Exit codes: 0 success, 1 runtime failure, 2 usage or config error (one line on
+stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from handset.config import load_config
+from handset.service import HandsetService
+from ota_protocols.errors import ConfigError, OtaSimError
+
+log = logging.getLogger("handset")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="handset", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the SMSC emulator with its phones")
+    serve.add_argument("--config", required=True, help="handset TOML file (see configs/handset.example.toml)")
+    serve.add_argument("--host", help="listen address (overrides [smsc] host)")
+    serve.add_argument("--port", type=int, help="listen port, 0 = any free port (overrides [smsc] port)")
+    serve.add_argument("--ready-file", help="write the bound port here once listening")
+    serve.add_argument("--report-file", help="write the JSON report here on shutdown")
+    serve.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    )
+    return parser
+
+
+def _write_atomically(path: str, text: str) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise ConfigError("--port", f"{args.port} outside 0..65535")
+    service = HandsetService(config)
+    host = args.host or config.smsc.host
+    port = await service.start(host=host, port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.ready_file:  # before the line, so a reader of either sees both
+        _write_atomically(args.ready_file, f"{port}\n")
+    print(f"handset: SMSC listening on {host}:{port} ({service.phone_count} phones)", flush=True)
+    await stop.wait()
+    log.info("stopping")
+    await service.stop()
+    if args.report_file:
+        _write_atomically(args.report_file, json.dumps(service.report(), indent=1, default=str) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        print(f"handset: config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the port is taken
+        print(f"handset: {exc}", file=sys.stderr)
+        return 1
+    except OtaSimError as exc:
+        print(f"handset: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

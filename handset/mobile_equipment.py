@@ -1,0 +1,439 @@
+"""The mobile equipment (ME): hands OTA SMS to its SIM and returns what the network must see (PURE).
+
+Concept: an SMS-DELIVER with TP-PID 7F and a class-2 DCS is "SMS-PP data
+download": the ME wraps it in an ENVELOPE for the (U)SIM and answers the
+network with RP-ACK or RP-ERROR carrying an SMS-DELIVER-REPORT whose TP-UD is
+the card's response data (the PoR).  If the card then has a proactive command
+pending, the ME fetches it; SEND SHORT MESSAGE becomes an MO SMS-SUBMIT, and
+the ME sends TERMINAL RESPONSE once that SMS is handed to the network.
+Clauses: TS 31.111 §7.1.1 (SMS-PP download, status word handling), TS 102 223
+§6.4.10 / §6.8 (SEND SHORT MESSAGE, TERMINAL RESPONSE), TS 102 221 §10.1.2 /
+§10.2.1 (FETCH, GET RESPONSE, status words), TS 23.040 §9.2.2.1a / §9.2.3.22
+(DELIVER-REPORT, TP-FCS), TS 31.124 §27.22.5.1 (Rel-11 62/63 XX); the project's
+table is protocols.md §10.2.
+
+Status word of the ENVELOPE (final, after GET RESPONSE) -> outcome::
+
+    90 00            RP-ACK, response data (if any) in the DELIVER-REPORT
+    91 XX            RP-ACK with the data, then FETCH XX, loop while 91 XX
+    61 XX / 9F XX    GET RESPONSE 00/A0 C0 00 00 XX, then act on the final SW
+    62 XX / 63 XX    RP-ACK with data (Rel-11+); RP-ERROR D5 with data when pre_rel11_me
+    9E XX            GET RESPONSE, RP-ERROR D5 with the data (2G download error)
+    93 00            RetryEnvelopeAt(now + backoff); after busy_max_tries RP-ERROR D4
+    6X XX, other     RP-ERROR D5 without data
+    (not PID 7F + class 2)   stored: RP-ACK without TP-UD, no ENVELOPE
+
+Outcomes are data (:class:`RpAck`, :class:`RpError`, :class:`MoSubmit`,
+:class:`RetryEnvelopeAt`); the caller transmits them.  Nothing the card
+answers can raise out of here: a malformed answer becomes RP-ERROR D5 (or
+ends the proactive session) with a WARNING.
+
+Glossary: ME mobile equipment; SW status word; PoR proof of receipt; RP-ACK /
+RP-ERROR relay-layer answers; TP-FCS failure cause; TP-MR message reference;
+TR TERMINAL RESPONSE; SSM SEND SHORT MESSAGE; CLA class byte.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ota_protocols.apdu.envelope import CLA_2G, CLA_UICC, SmsPpDownload
+from ota_protocols.apdu.proactive import (
+    CommandDetails,
+    CommandType,
+    GeneralResult,
+    ProactiveCommand,
+    SendShortMessage,
+    TerminalResponse,
+    decode_proactive,
+    fetch_apdu,
+    get_response_apdu,
+    terminal_profile_apdu,
+)
+from ota_protocols.errors import ConnectionLost, DecodeError, EncodeError, LocalProtocolViolation
+from ota_protocols.sms.tpdu import FailureCause, SmsDeliver, SmsDeliverReport, SmsSubmit, is_sim_data_download
+from ota_protocols.sms.user_data_header import split_udh
+
+__all__ = [
+    "Card",
+    "MeOptions",
+    "MoSubmit",
+    "MobileEquipment",
+    "Outcome",
+    "RetryEnvelopeAt",
+    "RpAck",
+    "RpError",
+    "describe",
+]
+
+log = logging.getLogger(__name__)
+_DEBUG = logging.DEBUG
+
+_SW_OK = 0x9000
+_TP_FCS_BUSY = int(FailureCause.SIM_APPLICATION_TOOLKIT_BUSY)  # D4
+_TP_FCS_DOWNLOAD_ERROR = int(FailureCause.SIM_DATA_DOWNLOAD_ERROR)  # D5
+_TP_FCS_UNSPECIFIED = int(FailureCause.UNSPECIFIED)  # FF
+_TECHNICAL_PROBLEM = b"\x6f\x00"
+
+
+class Card(Protocol):
+    """What the ME needs of a SIM: ``sim_emulator.api.SimCard.exchange`` (T=0 semantics)."""
+
+    def exchange(self, c_apdu: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RpAck:
+    """RP-ACK carrying this SMS-DELIVER-REPORT TPDU (TS 24.011 §7.3.3, TS 23.040 §9.2.2.1a)."""
+
+    report_tpdu: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RpError:
+    """RP-ERROR with TP-FCS ``fcs``; ``report_tpdu`` is the RP-ERROR form of the report."""
+
+    fcs: int
+    report_tpdu: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MoSubmit:
+    """An SMS-SUBMIT for the network; ``smsc_address`` None = the ME's default SMSC."""
+
+    tpdu: bytes
+    smsc_address: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEnvelopeAt:
+    """The card was busy (93 00): offer the same SMS again at ``at`` as attempt ``attempt``."""
+
+    at: float
+    attempt: int
+
+
+Outcome = RpAck | RpError | MoSubmit | RetryEnvelopeAt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeOptions:
+    """``[me]`` config.  ``legacy_2g``: CLA A0 (GSM 11.11) instead of 80."""
+
+    pre_rel11_me: bool = False
+    busy_retry_s: float = 2.0
+    busy_backoff: float = 2.0
+    busy_max_tries: int = 3
+    legacy_2g: bool = False
+    max_proactive_commands: int = 16
+    max_get_response: int = 8
+    # TS 102 223 §5.2: sent at power-on, all FF as in onomondo's tests and pySim-smpp2sim ("" = none).
+    terminal_profile: bytes = field(default=b"\xff" * 20, repr=False)
+
+
+def _has_udh(ud: bytes) -> bool:
+    """Whether response data opens with a non-empty UDH (a PoR's ``02 71 00``).
+
+    The card returns the TP-UD it wants sent; it does not say whether TP-UDHI
+    applies, so the ME sets it when the data parse as a UDH with at least one IE.
+    A UDH-less PoR starts with RPL, whose high octet is 00 (an empty "UDH").
+    """
+    if len(ud) < 3:
+        return False
+    try:
+        header, _ = split_udh(ud)
+    except DecodeError:
+        return False
+    return bool(header.elements)
+
+
+class MobileEquipment:
+    """One phone's ME in front of one card.  See the module docstring."""
+
+    def __init__(
+        self,
+        card: Card,
+        *,
+        smsc_address: bytes | None = None,
+        options: MeOptions | None = None,
+        phone_id: str = "",
+    ) -> None:
+        self.card = card
+        self.smsc_address = smsc_address  # CAT Address value (TON/NPI + BCD) for the ENVELOPE
+        self.options = options or MeOptions()
+        self.phone_id = phone_id
+        self._cla = CLA_2G if self.options.legacy_2g else CLA_UICC
+        self._mr = 0
+        self._pending: CommandDetails | None = None  # SSM awaiting its TERMINAL RESPONSE
+        self.stats = {
+            "sms_received": 0,
+            "envelopes": 0,
+            "stored": 0,
+            "busy": 0,
+            "rp_ack": 0,
+            "rp_error": 0,
+            "mo_submits": 0,
+            "proactive": 0,
+            "card_errors": 0,
+        }
+
+    @property
+    def awaiting_terminal_response(self) -> bool:
+        return self._pending is not None
+
+    def power_on(self) -> None:
+        """Reset the card if it can be, then TERMINAL PROFILE (TS 102 223 §5.2), as a phone at boot."""
+        self._pending = None
+        reset = getattr(self.card, "reset", None)
+        if callable(reset):
+            try:
+                reset()
+            except Exception:  # a card that cannot even reset stays as it is; the next APDU will tell
+                log.warning("phone %s: card reset failed", self.phone_id, exc_info=True)
+        profile = self.options.terminal_profile
+        if profile:
+            try:
+                self.card.exchange(terminal_profile_apdu(profile, self._cla).encode_t0())
+            except Exception:
+                log.warning("phone %s: TERMINAL PROFILE failed", self.phone_id, exc_info=True)
+
+    # ------------------------------------------------------------------ card access
+
+    def _exchange(self, apdu: bytes) -> tuple[bytes, int]:
+        debug = log.isEnabledFor(_DEBUG)
+        if debug:
+            log.debug("-> apdu phone=%s %s", self.phone_id, apdu.hex())
+        try:
+            r = self.card.exchange(apdu)
+        except ConnectionLost as exc:
+            # The card lost power mid-APDU (sim_emulator's tearing hook): the phone power-cycles it.
+            log.warning(
+                "phone %s: card lost power on %s (%s); reset, SW 6F00", self.phone_id, apdu[:5].hex(), exc
+            )
+            self.power_on()
+            r = _TECHNICAL_PROBLEM
+        except Exception:  # the card is another team's code: a crash there is a card failure, not ours
+            log.warning(
+                "phone %s: card raised on %s; treated as SW 6F00",
+                self.phone_id,
+                apdu[:5].hex(),
+                exc_info=True,
+            )
+            r = _TECHNICAL_PROBLEM
+        if not isinstance(r, bytes | bytearray) or len(r) < 2:
+            log.warning("phone %s: card answer %r has no status word; treated as 6F00", self.phone_id, r)
+            r = _TECHNICAL_PROBLEM
+        if debug:
+            log.debug(
+                "<- apdu phone=%s data=%s sw=%s", self.phone_id, bytes(r[:-2]).hex(), bytes(r[-2:]).hex()
+            )
+        return bytes(r[:-2]), (r[-2] << 8) | r[-1]
+
+    def _get_response(self, data: bytes, sw: int) -> tuple[bytes, int]:
+        """TS 102 221 §7.3.1.1.4 (T=0): collect 61 XX / 9F XX / 9E XX data with GET RESPONSE."""
+        for _ in range(self.options.max_get_response):
+            sw1 = sw >> 8
+            if sw1 not in (0x61, 0x9F, 0x9E):
+                return data, sw
+            cla = CLA_2G if sw1 in (0x9F, 0x9E) else 0x00
+            more, final = self._exchange(get_response_apdu(sw & 0xFF or 256, cla).encode_t0())
+            if final >> 8 == 0x6C:
+                # ISO 7816-4: wrong Le, the card tells the right one; ask again with it.
+                more, final = self._exchange(get_response_apdu(final & 0xFF or 256, cla).encode_t0())
+            data += more
+            if sw1 == 0x9E:
+                # GSM 11.14: 9E XX is a data download error; the data collected is its answer.
+                return data, 0x9E00 if final == _SW_OK else final
+            sw = final
+        log.warning(
+            "phone %s: GET RESPONSE chain longer than %d", self.phone_id, self.options.max_get_response
+        )
+        return data, 0x6F00
+
+    # ------------------------------------------------------------------ MT SMS
+
+    def receive_sms(self, tpdu: bytes, now: float, *, attempt: int = 1) -> list[Outcome]:
+        """An SMS-DELIVER arrives over the air (``attempt`` > 1: retry after 93 00)."""
+        if self._pending is not None:
+            raise LocalProtocolViolation(
+                f"phone {self.phone_id}: SMS delivered while a SEND SHORT MESSAGE awaits mo_sent()"
+            )
+        if attempt == 1:
+            self.stats["sms_received"] += 1
+        try:
+            deliver = SmsDeliver.decode(tpdu)
+        except (DecodeError, ValueError) as exc:
+            # Not a data download error: the SMS itself is unreadable (TS 23.040 §9.2.3.22 FF).
+            log.warning("phone %s: undecodable SMS-DELIVER %s: %s", self.phone_id, tpdu.hex(), exc)
+            return [self._rp_error(_TP_FCS_UNSPECIFIED)]
+        # TS 31.111 §7.1.1 / TS 23.038 §4: only PID 7F with message class 2 goes to the SIM.
+        if not is_sim_data_download(deliver.tp_pid, deliver.tp_dcs):
+            self.stats["stored"] += 1
+            self.stats["rp_ack"] += 1
+            return [RpAck(SmsDeliverReport().encode())]
+        try:
+            envelope = SmsPpDownload(tpdu, self.smsc_address).to_apdu(self._cla).encode_t0()
+        except EncodeError as exc:
+            log.warning("phone %s: SMS-DELIVER does not fit an ENVELOPE: %s", self.phone_id, exc)
+            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
+        self.stats["envelopes"] += 1
+        data, sw = self._exchange(envelope)
+        if sw >> 8 in (0x61, 0x9F, 0x9E):
+            data, sw = self._get_response(data, sw)
+        return self._after_envelope(deliver, data, sw, now, attempt)
+
+    def _after_envelope(
+        self, deliver: SmsDeliver, data: bytes, sw: int, now: float, attempt: int
+    ) -> list[Outcome]:
+        sw1 = sw >> 8
+        options = self.options
+        if sw == _SW_OK:
+            return [self._rp_ack(deliver, data)]
+        if sw1 == 0x91:
+            # TS 31.111 §7.1.1: RP-ACK with the data, then the proactive session (TS 102 221 §10.2.1.1).
+            outcomes: list[Outcome] = [self._rp_ack(deliver, data)]
+            outcomes += self._proactive_session(sw & 0xFF)
+            return outcomes
+        if sw1 in (0x62, 0x63):
+            # TS 31.124 §27.22.5.1: a Rel-11+ ME acknowledges warnings with the data.
+            if options.pre_rel11_me:
+                return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
+            return [self._rp_ack(deliver, data)]
+        if sw1 == 0x9E:
+            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
+        if sw == 0x9300:
+            # TS 31.111 §7.1.1: toolkit busy; the ME may retry later, else RP-ERROR "SAT busy" (D4).
+            self.stats["busy"] += 1
+            if attempt < options.busy_max_tries:
+                return [
+                    RetryEnvelopeAt(
+                        now + options.busy_retry_s * options.busy_backoff ** (attempt - 1), attempt + 1
+                    )
+                ]
+            return [self._rp_error(_TP_FCS_BUSY)]
+        if sw1 >> 4 != 0x6:
+            log.warning("phone %s: unexpected ENVELOPE status word %04X", self.phone_id, sw)
+        # protocols.md §10.2: 6F XX technical problem and every other 6X XX -> D5 without data.
+        self.stats["card_errors"] += 1
+        return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
+
+    def _rp_ack(self, deliver: SmsDeliver, data: bytes) -> Outcome:
+        if not data:
+            # protocols.md §7.1 (3): no PoR, RP-ACK without TP-UD.
+            self.stats["rp_ack"] += 1
+            return RpAck(SmsDeliverReport().encode())
+        try:
+            report = SmsDeliverReport(
+                tp_udhi=_has_udh(data), tp_pid=deliver.tp_pid, tp_dcs=deliver.tp_dcs, tp_ud=data
+            ).encode()
+        except EncodeError as exc:
+            log.warning("phone %s: response data does not fit a DELIVER-REPORT: %s", self.phone_id, exc)
+            return self._rp_error(_TP_FCS_DOWNLOAD_ERROR)
+        self.stats["rp_ack"] += 1
+        # TS 51.014 §7.1.1: TP-PID / TP-DCS as in the original message -> 40 07 7F F6 UDL UD.
+        return RpAck(report)
+
+    def _rp_error(self, fcs: int, deliver: SmsDeliver | None = None, data: bytes = b"") -> RpError:
+        self.stats["rp_error"] += 1
+        report = SmsDeliverReport(tp_fcs=fcs)
+        if data and deliver is not None:
+            report = SmsDeliverReport(
+                tp_fcs=fcs, tp_udhi=_has_udh(data), tp_pid=deliver.tp_pid, tp_dcs=deliver.tp_dcs, tp_ud=data
+            )
+        try:
+            return RpError(fcs, report.encode())
+        except EncodeError:
+            return RpError(fcs, SmsDeliverReport(tp_fcs=fcs).encode())
+
+    # ------------------------------------------------------------------ proactive session
+
+    def _proactive_session(self, length: int) -> list[Outcome]:
+        """FETCH while the card has a command (91 XX); stop at a SEND SHORT MESSAGE (TS 102 223 §6.4.10)."""
+        for _ in range(self.options.max_proactive_commands):
+            data, sw = self._exchange(fetch_apdu(length or 256, self._cla).encode_t0())
+            if sw != _SW_OK:
+                log.warning("phone %s: FETCH answered %04X; proactive session ends", self.phone_id, sw)
+                return []
+            try:
+                command = decode_proactive(data)
+            except (DecodeError, ValueError) as exc:
+                log.warning("phone %s: undecodable proactive command %s: %s", self.phone_id, data.hex(), exc)
+                return []
+            self.stats["proactive"] += 1
+            details = command.command_details
+            if details.type == CommandType.SEND_SHORT_MESSAGE:
+                outcome = self._send_short_message(command, data)
+                if outcome is not None:
+                    self._pending = details
+                    return [outcome]
+                sw = self._terminal_response(details, GeneralResult.COMMAND_DATA_NOT_UNDERSTOOD)
+            else:
+                # The simulated ME runs no UI, calls or channels: MORE TIME is "done", the rest beyond us.
+                result = (
+                    GeneralResult.PERFORMED_SUCCESSFULLY
+                    if details.type == CommandType.MORE_TIME
+                    else GeneralResult.BEYOND_TERMINAL_CAPABILITIES
+                )
+                sw = self._terminal_response(details, result)
+            if sw >> 8 != 0x91:
+                return []
+            length = sw & 0xFF
+        log.warning(
+            "phone %s: more than %d proactive commands in a row",
+            self.phone_id,
+            self.options.max_proactive_commands,
+        )
+        return []
+
+    def _send_short_message(self, command: ProactiveCommand, raw: bytes) -> MoSubmit | None:
+        try:
+            ssm = SendShortMessage.from_proactive(command)
+            SmsSubmit.decode(ssm.tpdu)  # TS 23.040 §9.2.2.2: must be an SMS-SUBMIT to be sent
+        except (DecodeError, ValueError) as exc:
+            log.warning("phone %s: unusable SEND SHORT MESSAGE %s: %s", self.phone_id, raw.hex(), exc)
+            return None
+        # TS 23.040 §9.2.3.6: the ME numbers its own submissions (the card's TP-MR is replaced).
+        self._mr = (self._mr + 1) & 0xFF
+        tpdu = ssm.tpdu[:1] + bytes((self._mr,)) + ssm.tpdu[2:]
+        self.stats["mo_submits"] += 1
+        # No Address TLV (onomondo): the default SMSC, never a crash (protocols.md §7.2 (5)).
+        return MoSubmit(tpdu, ssm.address)
+
+    def _terminal_response(self, details: CommandDetails, result: int, info: bytes = b"") -> int:
+        apdu = TerminalResponse(details, result, info).to_apdu(self._cla).encode_t0()
+        _, sw = self._exchange(apdu)
+        return sw
+
+    def mo_sent(self, *, rp_cause: int | None = None) -> list[Outcome]:
+        """The SMS-SUBMIT of the last :class:`MoSubmit` was handed to the network.
+
+        Sends TERMINAL RESPONSE ``83 01 00`` (or ``35`` + RP cause when
+        ``rp_cause`` is given, TS 102 223 §8.12) and continues while the card
+        has more proactive commands (e.g. the next part of a long PoR).
+        """
+        details = self._pending
+        if details is None:
+            return []
+        self._pending = None
+        if rp_cause is None:
+            sw = self._terminal_response(details, GeneralResult.PERFORMED_SUCCESSFULLY)
+        else:
+            sw = self._terminal_response(details, GeneralResult.SMS_RP_ERROR, bytes((rp_cause & 0xFF,)))
+        if sw >> 8 == 0x91:
+            return self._proactive_session(sw & 0xFF)
+        if sw != _SW_OK:
+            log.warning("phone %s: TERMINAL RESPONSE answered %04X", self.phone_id, sw)
+        return []
+
+
+def describe(outcome: Outcome) -> str:
+    """One short line for logs."""
+    if isinstance(outcome, RpAck):
+        return f"RP-ACK {outcome.report_tpdu.hex()}"
+    if isinstance(outcome, RpError):
+        return f"RP-ERROR fcs={outcome.fcs:02x} {outcome.report_tpdu.hex()}"
+    if isinstance(outcome, MoSubmit):
+        return f"SMS-SUBMIT {outcome.tpdu.hex()}"
+    return f"retry envelope at {outcome.at:.3f} (attempt {outcome.attempt})"

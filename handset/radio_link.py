@@ -1,0 +1,299 @@
+"""The radio link between the SMSC and the phones: a seeded fault model (PURE).
+
+Concept: every TPDU crossing the air interface, MT (SMSC -> phone) or MO
+(phone -> SMSC), goes through :meth:`RadioLink.transmit`, which decides from
+one ``random.Random`` passed in whether it is lost, when it arrives, whether it
+arrives twice and whether a bit of it is flipped.  The same seed and the same
+sequence of calls give the same decisions, so a faulty run replays exactly.
+
+Faults per direction (:class:`DirectionFaults`), drawn in this fixed order:
+
+1. loss: independent with ``loss_probability``, or-ed with a two-state
+   Gilbert-Elliott chain (per phone and direction) that moves GOOD->BAD with
+   ``p_good_to_bad`` and BAD->GOOD with ``p_bad_to_good`` once per message
+   and loses with ``loss_in_good`` / ``loss_in_bad`` in the state reached;
+2. delay: ``delay_s`` + jitter (``jitter = "exponential"`` with mean
+   ``jitter_s``, or ``"uniform"`` in [0, ``jitter_s``]), plus with
+   ``late_probability`` a uniform extra in [``late_min_s``, ``late_max_s``]
+   (the "hours late" SMS);
+3. reordering: with ``reorder_probability`` an extra uniform delay in
+   [0, ``reorder_extra_s``], so later messages overtake this one;
+4. corruption: with ``corrupt_probability`` one random bit of the TP-UD *after
+   the UDH* is flipped (TS 23.040 §9.2.3.24), so the TPDU still decodes and the
+   card sees a bad RC/CC/DS (TS 102 225 §5.1: status 01);
+5. duplication: with ``duplicate_probability`` a second copy arrives after its
+   own delay draw (steps 2-3).
+
+Besides: phone offline periods (:class:`OfflineModel`, an alternating renewal
+process per phone: offline a fraction ``offline_probability`` of the time, in
+periods of mean ``mean_offline_s``, both exponential), and SIM busy injection
+(``sim_busy_probability``: the card answers ``93 00`` to an ENVELOPE, TS 102 221
+§10.2.1.1).  The default configuration has no faults and draws no numbers.
+
+Glossary: MT/MO mobile terminated/originated; TPDU transfer protocol data
+unit; TP-UD user data; UDH user data header; RC/CC/DS redundancy check,
+cryptographic checksum, digital signature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from ota_protocols.errors import ConfigError, DecodeError
+from ota_protocols.sms.tpdu import SmsDeliver, SmsDeliverReport, SmsSubmit
+
+if TYPE_CHECKING:
+    import random
+
+__all__ = [
+    "Delivery",
+    "Direction",
+    "DirectionFaults",
+    "OfflineModel",
+    "RadioConfig",
+    "RadioLink",
+    "corrupt_user_data",
+]
+
+
+class Direction(Enum):
+    MT = "mt"  # SMSC -> phone
+    MO = "mo"  # phone -> SMSC
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One copy of a transmitted payload arriving at loop time ``at``."""
+
+    at: float
+    payload: bytes
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(name, f"probability {value} outside 0..1")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not value >= 0.0 or math.isinf(value):
+        raise ConfigError(name, f"{value} must be a finite number >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectionFaults:
+    """Faults of one direction; every default means "no fault"."""
+
+    loss_probability: float = 0.0
+    # Gilbert-Elliott burst loss; p_good_to_bad = 0 disables it.
+    p_good_to_bad: float = 0.0
+    p_bad_to_good: float = 1.0
+    loss_in_good: float = 0.0
+    loss_in_bad: float = 1.0
+    duplicate_probability: float = 0.0
+    reorder_probability: float = 0.0
+    reorder_extra_s: float = 5.0
+    delay_s: float = 0.0
+    jitter: str = "none"  # "none" | "exponential" | "uniform"
+    jitter_s: float = 0.0
+    late_probability: float = 0.0
+    late_min_s: float = 3600.0
+    late_max_s: float = 4 * 3600.0
+    corrupt_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "loss_probability",
+            "p_good_to_bad",
+            "p_bad_to_good",
+            "loss_in_good",
+            "loss_in_bad",
+            "duplicate_probability",
+            "reorder_probability",
+            "late_probability",
+            "corrupt_probability",
+        ):
+            _check_probability(name, getattr(self, name))
+        for name in ("reorder_extra_s", "delay_s", "jitter_s", "late_min_s", "late_max_s"):
+            _check_non_negative(name, getattr(self, name))
+        if self.jitter not in ("none", "exponential", "uniform"):
+            raise ConfigError("jitter", f"{self.jitter!r}, expected 'none', 'exponential' or 'uniform'")
+        if self.late_max_s < self.late_min_s:
+            raise ConfigError("late_max_s", f"{self.late_max_s} below late_min_s {self.late_min_s}")
+
+    @property
+    def is_perfect(self) -> bool:
+        return self == _PERFECT
+
+
+_PERFECT = DirectionFaults()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineModel:
+    """Phone offline periods; ``offline_probability`` 0 keeps every phone online."""
+
+    offline_probability: float = 0.0
+    mean_offline_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_probability("offline_probability", self.offline_probability)
+        if self.offline_probability == 1.0:
+            raise ConfigError("offline_probability", "1.0 would keep every phone offline forever")
+        if not self.mean_offline_s > 0:
+            raise ConfigError("mean_offline_s", f"{self.mean_offline_s} must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadioConfig:
+    """``[radio]``: seed, ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``, busy injection."""
+
+    seed: int = 0
+    mt: DirectionFaults = field(default_factory=DirectionFaults)
+    mo: DirectionFaults = field(default_factory=DirectionFaults)
+    offline: OfflineModel = field(default_factory=OfflineModel)
+    sim_busy_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_probability("sim_busy_probability", self.sim_busy_probability)
+
+
+def corrupt_user_data(tpdu: bytes, rng: random.Random) -> bytes:
+    """Flip one random bit of the TP-UD after the UDH (the whole TPDU when it does not decode).
+
+    The TP-UD ends every TPDU we carry (TS 23.040 §9.2.2), so its offset is
+    ``len(tpdu) - len(tp_ud)`` whatever the TPDU type.
+    """
+    ud: bytes | None = None
+    udhi = False
+    for decode in (SmsDeliver.decode, SmsSubmit.decode, SmsDeliverReport.decode):
+        try:
+            decoded = decode(tpdu)
+        except (DecodeError, ValueError):
+            continue
+        ud, udhi = decoded.tp_ud, decoded.tp_udhi
+        break
+    start = 0
+    if ud:
+        start = len(tpdu) - len(ud)
+        if udhi:
+            start += ud[0] + 1
+    if start >= len(tpdu):
+        start = 0  # nothing after the UDH: flip anywhere rather than not at all
+    if not tpdu:
+        return tpdu
+    bit = rng.randrange((len(tpdu) - start) * 8)
+    pos = start + bit // 8
+    out = bytearray(tpdu)
+    out[pos] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+class _Schedule:
+    """One phone's alternating online/offline periods, extended lazily."""
+
+    __slots__ = ("offline", "until")
+
+    def __init__(self, offline: bool, until: float) -> None:
+        self.offline = offline
+        self.until = until
+
+
+class RadioLink:
+    """Stateful only in the Gilbert-Elliott states and offline schedules; see the module docstring."""
+
+    def __init__(self, config: RadioConfig) -> None:
+        self.config = config
+        self._bad: dict[tuple[Direction, str], bool] = {}
+        self._schedules: dict[str, _Schedule] = {}
+        self.lost = {Direction.MT: 0, Direction.MO: 0}
+        self.duplicated = {Direction.MT: 0, Direction.MO: 0}
+        self.corrupted = {Direction.MT: 0, Direction.MO: 0}
+        self._faults = {Direction.MT: config.mt, Direction.MO: config.mo}
+        self._perfect = {Direction.MT: config.mt.is_perfect, Direction.MO: config.mo.is_perfect}
+
+    # -------------------------------------------------------------- transmit
+
+    def transmit(
+        self, direction: Direction, phone_id: str, payload: bytes, now: float, rng: random.Random
+    ) -> list[Delivery]:
+        """The copies of ``payload`` that arrive, with their times; empty = lost."""
+        if self._perfect[direction]:
+            return [Delivery(now, payload)]
+        faults = self._faults[direction]
+        if self._lost(faults, direction, phone_id, rng):
+            self.lost[direction] += 1
+            return []
+        if faults.corrupt_probability and rng.random() < faults.corrupt_probability:
+            payload = corrupt_user_data(payload, rng)
+            self.corrupted[direction] += 1
+        deliveries = [Delivery(now + self._delay(faults, rng), payload)]
+        if faults.duplicate_probability and rng.random() < faults.duplicate_probability:
+            self.duplicated[direction] += 1
+            deliveries.append(Delivery(now + self._delay(faults, rng), payload))
+        return deliveries
+
+    def _lost(self, faults: DirectionFaults, direction: Direction, phone_id: str, rng: random.Random) -> bool:
+        lost = bool(faults.loss_probability) and rng.random() < faults.loss_probability
+        if faults.p_good_to_bad:
+            key = (direction, phone_id)
+            bad = self._bad.get(key, False)
+            # Gilbert-Elliott: one state transition per message, then loss in the new state.
+            bad = rng.random() >= faults.p_bad_to_good if bad else rng.random() < faults.p_good_to_bad
+            self._bad[key] = bad
+            p = faults.loss_in_bad if bad else faults.loss_in_good
+            if p and rng.random() < p:
+                lost = True
+        return lost
+
+    @staticmethod
+    def _delay(faults: DirectionFaults, rng: random.Random) -> float:
+        delay = faults.delay_s
+        if faults.jitter_s:
+            if faults.jitter == "exponential":
+                delay += rng.expovariate(1.0 / faults.jitter_s)
+            elif faults.jitter == "uniform":
+                delay += rng.uniform(0.0, faults.jitter_s)
+        if faults.late_probability and rng.random() < faults.late_probability:
+            delay += rng.uniform(faults.late_min_s, faults.late_max_s)
+        if faults.reorder_probability and rng.random() < faults.reorder_probability:
+            delay += rng.uniform(0.0, faults.reorder_extra_s)
+        return delay
+
+    # -------------------------------------------------------------- offline, busy
+
+    def is_offline(self, phone_id: str, now: float, rng: random.Random) -> bool:
+        """Whether ``phone_id`` is out of coverage at ``now`` (non-decreasing per phone).
+
+        ``rng`` should be the phone's own generator, so its schedule does not
+        depend on other phones' traffic.  The schedule starts at the first call.
+        """
+        model = self.config.offline
+        p = model.offline_probability
+        if not p:
+            return False
+        schedule = self._schedules.get(phone_id)
+        mean_online = model.mean_offline_s * (1.0 - p) / p
+        if schedule is None:
+            # Start in the stationary distribution: offline with probability p.
+            offline = rng.random() < p
+            mean = model.mean_offline_s if offline else mean_online
+            schedule = _Schedule(offline, now + rng.expovariate(1.0 / mean))
+            self._schedules[phone_id] = schedule
+        while schedule.until <= now:
+            schedule.offline = not schedule.offline
+            mean = model.mean_offline_s if schedule.offline else mean_online
+            schedule.until += rng.expovariate(1.0 / mean)
+        return schedule.offline
+
+    def online_again_at(self, phone_id: str) -> float | None:
+        """When the current offline period of ``phone_id`` ends (None if not known offline)."""
+        schedule = self._schedules.get(phone_id)
+        return schedule.until if schedule is not None and schedule.offline else None
+
+    def inject_busy(self, rng: random.Random) -> bool:
+        """Whether this ENVELOPE is answered ``93 00`` (toolkit busy) instead of reaching the card."""
+        p = self.config.sim_busy_probability
+        return bool(p) and rng.random() < p
