@@ -37,6 +37,7 @@ INS_DELETE = 0xE4
 INS_PURSE_RELOAD = 0x30
 INS_PURSE_SET_PARAMETER = 0x32
 INS_GET_DATA = 0xCA
+INS_PURSE_TRANSACTION_REPLY = 0x36
 
 INSTALL_FOR_LOAD = 0x02
 INSTALL_FOR_INSTALL_AND_SELECTABLE = 0x0C
@@ -178,6 +179,18 @@ def purse_set_parameter(parameter: int, value: bytes) -> CommandApdu:
 
 def purse_get_balance() -> CommandApdu:
     return CommandApdu(CLA_PURSE, INS_GET_DATA, PURSE_BALANCE_TAG >> 8, PURSE_BALANCE_TAG & 0xFF, b"", 4)
+
+
+def transaction_reply(sequence: int, accepted: bool) -> CommandApdu:
+    """The server's answer to a card's transaction request (docs/action-counter.md): not an action.
+
+    P1 = 01 accepted, 00 refused; data = the request's sequence number.
+    """
+    if not 0 <= sequence <= 0xFFFFFFFF:
+        raise EncodeError("sequence", 0, f"sequence {sequence} does not fit 4 octets")
+    return CommandApdu(
+        CLA_PURSE, INS_PURSE_TRANSACTION_REPLY, 0x01 if accepted else 0x00, 0x00, sequence.to_bytes(4, "big")
+    )
 
 
 def action(navigation: Sequence[CommandApdu], counted: CommandApdu) -> tuple[CommandApdu, ...]:

@@ -72,3 +72,29 @@ def test_fleet_is_deterministic_and_well_formed() -> None:
 def test_luhn_digit_known_value() -> None:
     # ICCID 8988211000000467285 quoted in pySim's tests ends with its Luhn digit 5.
     assert luhn_digit("898821100000046728") == "5"
+
+
+def test_card_message_layout_and_round_trip() -> None:
+    from ota_protocols.action_counter import CardMessage, CardMessageKind
+
+    message = CardMessage(CardMessageKind.TRANSACTION_REQUEST, 7, 12, b"\x00\x00\x01\xf4")
+    assert message.encode().hex() == "e11580010181040000000782040000000c8304000001f4"
+    assert CardMessage.decode(message.encode()) == message
+    info = CardMessage(CardMessageKind.INFORMATION, 1, 0)
+    assert CardMessage.decode(info.encode()) == info
+
+
+@given(st.binary(max_size=40))
+def test_card_message_decoder_is_total(data: bytes) -> None:
+    from ota_protocols.action_counter import CardMessage
+
+    with contextlib.suppress(DecodeError):
+        CardMessage.decode(data)
+
+
+def test_transaction_reply_is_not_counted() -> None:
+    from ota_protocols.apdu.card_commands import transaction_reply
+
+    reply = transaction_reply(7, accepted=True)
+    assert reply.encode_t0().hex() == "803601000400000007"
+    assert not is_counted(reply.ins)
