@@ -1,0 +1,1017 @@
+"""The campaign runner: config -> store, embedded network, ESME, job machines, clock, report.
+
+Clauses: house-style §2 (thin asyncio shell around pure cores; write-ahead CNTR
+reservation, group commit), docs/action-counter.md (claim 1c, reconciliation.py),
+smpp-and-peers.md §1.2-§1.6 (what goes into submit_sm, what comes back in deliver_sm).
+
+Glossary: job one (card, TAR) of the campaign; CA confirmed action counter; CNTR
+03.48 replay counter; PoR proof of receipt; MT/MO mobile terminated/originated.
+
+Theory of operation. One :class:`_JobSlot` per targeted card holds the pure
+:class:`~ota_server.reconciliation.Job` and what the shell needs around it (card,
+PacketKeys, actions). Every input (ESME event, timer) becomes a ``step`` of that
+job; the resulting commands are collected and executed once per loop iteration by
+:meth:`CampaignRunner._flush`: reserve CNTRs, apply ``Sent`` to the jobs, commit
+reservations + job rows + history in ONE transaction, and only then hand the
+segments to the ESME thread. Timers: a heap of (deadline, job) and one
+``loop.call_at`` handle for its head. At most ``concurrency`` jobs are open at once;
+the ESME's window and pace bound the SMS in flight.
+
+The embedded network (no ``--smsc``) is ``handset serve`` run as a child process:
+its first stdout line names the port; its stdout/stderr are drained into the log; on
+exit it gets SIGTERM and writes its report of every card, from which
+:func:`verification` proves the run (lost = duplicated = mismatches = 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ota_protocols.errors import ConfigError, OtaSimError, StoreError, TransportError
+from ota_protocols.fleet import derive_card
+from ota_protocols.secured_packet.packet_keys import PacketKeys
+from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
+from ota_server import command_builder
+from ota_server.card_store import CardStore, HistoryRow, JobRow, Reservation
+from ota_server.config import CampaignConfig, load_network_inventory
+from ota_server.esme import (
+    DeliverReceived,
+    EsmeEvent,
+    EsmeLink,
+    EsmeSettings,
+    LinkDown,
+    LinkFailed,
+    LinkUp,
+    SubmitAccepted,
+    SubmitRejected,
+    SubmitRequest,
+    SubmitUnknown,
+    Throttled,
+)
+from ota_server.model import Action, Card, Keyset, packet_keys_for
+from ota_server.por_matcher import (
+    Candidate,
+    DeliverKind,
+    OutstandingIndex,
+    PorAssembler,
+    choose,
+    classify_deliver,
+)
+from ota_server.reconciliation import (
+    Begin,
+    DeadlinePassed,
+    Event,
+    Finish,
+    Job,
+    MessageKind,
+    Phase,
+    Policy,
+    PorArrived,
+    PorReport,
+    RejectedPor,
+    SendQuery,
+    SendScript,
+    Sent,
+    SubmitRefused,
+    Transition,
+    step,
+    verify_por,
+)
+
+log = logging.getLogger(__name__)
+progress_log = logging.getLogger("ota_server.progress")  # the CLI shows it at INFO unless --log-level ERROR
+
+_PORT_LINE = re.compile(r"listening on ([0-9.]+):(\d+)")
+REPORT_STATES = {
+    Phase.DONE: "confirmed",
+    Phase.PARTIAL: "partial",
+    Phase.FAILED: "failed",
+}
+
+
+class CampaignFailed(TransportError):
+    """The campaign could not run (SMSC unreachable, network did not start): exit 1."""
+
+
+# --------------------------------------------------------------------------- embedded network
+
+
+class EmbeddedNetwork:
+    """``handset serve`` as a child process (never imported: ota_server meets it over SMPP)."""
+
+    def __init__(self, handset_config: Path, workdir: Path) -> None:
+        self.handset_config = handset_config
+        self.report_file = workdir / "handset-report.json"
+        self.ready_file = workdir / "handset-ready"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._drains: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+
+    async def start(self, timeout_s: float = 60.0) -> int:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "handset.cli",
+            "serve",
+            "--config",
+            str(self.handset_config),
+            "--port",
+            "0",
+            "--ready-file",
+            str(self.ready_file),
+            "--report-file",
+            str(self.report_file),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        stderr_tail: list[str] = []
+        self._drains.append(asyncio.create_task(self._drain(self._proc.stderr, stderr_tail)))
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    line = await self._proc.stdout.readline()
+                    if not line:
+                        await self._proc.wait()
+                        await asyncio.sleep(0)  # let the stderr drain catch up
+                        tail = " | ".join(stderr_tail[-3:]) or "no output"
+                        raise CampaignFailed(
+                            f"embedded network ({self.handset_config}) exited with status "
+                            f"{self._proc.returncode} before listening: {tail}"
+                        )
+                    text = line.decode("utf-8", "replace").strip()
+                    log.info("network: %s", text)
+                    match = _PORT_LINE.search(text)
+                    if match:
+                        self.port = int(match.group(2))
+                        break
+        except TimeoutError:
+            await self.stop()
+            raise CampaignFailed(f"embedded network did not report its port within {timeout_s:g} s") from None
+        self._drains.append(asyncio.create_task(self._drain(self._proc.stdout, None)))
+        return self.port
+
+    @staticmethod
+    async def _drain(stream: asyncio.StreamReader, tail: list[str] | None) -> None:
+        while line := await stream.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            if tail is not None:
+                tail.append(text)
+                del tail[:-20]
+            log.debug("network: %s", text)
+
+    async def stop(self, timeout_s: float = 15.0) -> dict[str, Any] | None:
+        """SIGTERM, bounded wait (then SIGKILL), and the report file if the network wrote one."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await proc.wait()
+            except TimeoutError:
+                log.warning("embedded network ignored SIGTERM for %g s: killing it", timeout_s)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in self._drains:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(2.0):
+                    await task
+            task.cancel()
+        self._proc = None
+        try:
+            return json.loads(self.report_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("no usable network report at %s: %s", self.report_file, exc)
+            return None
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass(slots=True)
+class _JobSlot:
+    index: int
+    card: Card
+    keys: PacketKeys
+    counter_kvn: int
+    job: Job
+    version: int = 0
+    started: bool = False
+    cntr_kinds: dict[int, MessageKind] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Stats:
+    messages_sent: int = 0  # SMS segments handed to the SMSC
+    packets_sent: int = 0  # command packets (scripts + queries)
+    scripts_sent: int = 0
+    queries_sent: int = 0
+    submit_accepted: int = 0
+    submit_failed: int = 0
+    por_received: int = 0
+    por_rejected: int = 0
+    por_unmatched: int = 0
+    receipts: int = 0
+    throttled: int = 0
+
+
+class CampaignRunner:
+    """Runs one campaign to its end and returns the report (a JSON-ready dict)."""
+
+    def __init__(
+        self,
+        config: CampaignConfig,
+        *,
+        smsc: tuple[str, int] | None = None,
+        db_path: Path | None = None,
+        seed: int = 1,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.smsc = smsc
+        self.db_path = db_path
+        self.rng = random.Random(seed)
+        self.policy = Policy(
+            por_timeout_s=config.retry.por_timeout_s,
+            max_attempts=config.retry.max_attempts,
+            backoff_s=config.retry.backoff_s,
+            max_backoff_s=config.retry.max_backoff_s,
+        )
+        self.security = config.security
+        self.tar_hex = config.security.tar.hex()
+        self.actions: tuple[Action, ...] = config.actions
+        self.stats = Stats()
+        self.progress = sys.stdout.isatty() if progress is None else progress
+        self._slots: list[_JobSlot] = []
+        self._by_token: dict[tuple[int, int], _JobSlot] = {}
+        self._index: OutstandingIndex[int] = OutstandingIndex()
+        self._assembler = PorAssembler(timeout_s=max(60.0, 4 * config.retry.por_timeout_s))
+        self._waiting: list[_JobSlot] = []
+        self._open = 0
+        self._to_send: dict[int, _JobSlot] = {}
+        self._dirty: dict[int, _JobSlot] = {}
+        self._history: list[HistoryRow] = []
+        self._counters: dict[tuple[str, str], int] = {}
+        self._flush_scheduled = False
+        self._timers: list[tuple[float, int, int]] = []
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._finished = asyncio.Event()
+        self._failure: str | None = None
+        self._esme: EsmeLink | None = None
+        self._store: CardStore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_at = 0.0
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.network.handset_config is None:
+            raise ConfigError(
+                "network.handset_config", "required to derive the fleet", source=str(cfg.source)
+            )
+        inventory = load_network_inventory(cfg.network.handset_config)
+        system_id, password = cfg.smsc.system_id, cfg.smsc.password
+        if system_id is None:
+            if self.smsc is not None or not inventory.esmes:
+                why = "with --smsc" if self.smsc is not None else "(no [[smsc.esmes]] in the network config)"
+                raise ConfigError("smsc.system_id", f"required {why}", source=str(cfg.source))
+            system_id, password = inventory.esmes[0]
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ota-server-")))
+            db_path = self.db_path
+            if db_path is None:
+                db_path = workdir / "ota-server.sqlite" if self.smsc is None else Path("ota-server.sqlite")
+            store = CardStore(db_path)
+            stack.callback(store.close)
+            self._store = store
+            self._load_jobs(store, inventory.fleet)
+            network: EmbeddedNetwork | None = None
+            host_port = self.smsc
+            if host_port is None:
+                network = EmbeddedNetwork(cfg.network.handset_config, workdir)
+                port = await network.start()
+                host_port = ("127.0.0.1", port)
+            network_report: dict[str, Any] | None = None
+            try:
+                await self._run_jobs(host_port, system_id, password or "")
+            finally:
+                if self._esme is not None:
+                    await self._esme.close()
+                self._flush_now()
+                if network is not None:
+                    network_report = await network.stop()
+            if self._failure is not None:
+                raise CampaignFailed(self._failure)
+            return self._report(network_report if network is not None else None)
+
+    def _load_jobs(self, store: CardStore, fleet: Any) -> None:
+        cards: list[tuple[Card, list[Keyset]]] = []
+        for i in fleet.indices:
+            derived = derive_card(fleet, i)
+            keysets = [
+                Keyset(
+                    kvn=k.kvn,
+                    kic_algorithm=CipherAlgorithm(k.kic_algorithm),
+                    kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+                    kic=k.kic,
+                    kid=k.kid,
+                )
+                for k in derived.keysets
+            ]
+            card = Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i)
+            cards.append((card, keysets))
+        store.import_cards(cards)
+        all_keysets = store.keysets()
+        confirmed = store.confirmed_counters(self.tar_hex)
+        previous = store.load_jobs(self.config.campaign.name)
+        n = len(self.actions)
+        sec = self.security
+        for index, (card, _) in enumerate(cards):
+            keysets = all_keysets.get(card.iccid, {})
+            if sec.counter_kvn not in keysets:
+                raise ConfigError(
+                    "security.kic",
+                    f"card {card.iccid} has no key set {sec.counter_kvn}",
+                    source=str(self.config.source),
+                )
+            base = confirmed.get(card.iccid)
+            job = Job(n=n, confirmed=base, start_counter=base)
+            row = previous.get((card.iccid, self.tar_hex))
+            if row is not None:
+                job = _resume(row, n, base)
+            slot = _JobSlot(index, card, packet_keys_for(keysets, sec), sec.counter_kvn, job)
+            self._slots.append(slot)
+        log.info(
+            "campaign %s: %d cards, %d actions each, TAR %s",
+            self.config.campaign.name,
+            len(self._slots),
+            n,
+            self.tar_hex,
+        )
+
+    async def _run_jobs(self, host_port: tuple[str, int], system_id: str, password: str) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.config.smsc
+        settings = EsmeSettings(
+            host=host_port[0],
+            port=host_port[1],
+            system_id=system_id,
+            password=password,
+            system_type=s.system_type,
+            source_addr=s.source_addr,
+            source_addr_ton=s.source_addr_ton,
+            source_addr_npi=s.source_addr_npi,
+            dest_addr_ton=s.dest_addr_ton,
+            dest_addr_npi=s.dest_addr_npi,
+            registered_delivery=s.registered_delivery,
+            window=s.window,
+            max_messages_per_second=s.max_messages_per_second,
+            response_timeout_s=s.response_timeout_s,
+            enquire_link_s=s.enquire_link_s,
+            reconnect_attempts=s.reconnect_attempts,
+            reconnect_backoff_s=s.reconnect_backoff_s,
+        )
+        self._esme = EsmeLink(settings, loop, self._on_esme_events)
+        self._started_at = loop.time()
+        self._esme.start()
+        for slot in self._slots:
+            if slot.job.phase.terminal:
+                continue
+            self._waiting.append(slot)
+        self._waiting.reverse()  # pop() from the end takes them in card order
+        self._admit()
+        self._check_finished()
+        deadline = loop.call_later(self.config.campaign.deadline_s, self._deadline_reached)
+        ticker = _Ticker(self, loop)
+        ticker.start()
+        try:
+            await self._finished.wait()
+        finally:
+            deadline.cancel()
+            ticker.stop()
+            if self._timer_handle is not None:
+                self._timer_handle.cancel()
+
+    def _deadline_reached(self) -> None:
+        log.warning(
+            "campaign deadline of %g s reached: open jobs end as pending", self.config.campaign.deadline_s
+        )
+        self._finished.set()
+
+    def _admit(self) -> None:
+        limit = self.config.campaign.concurrency
+        now = self._now()
+        while self._waiting and self._open < limit:
+            slot = self._waiting.pop()
+            slot.started = True
+            self._open += 1
+            self._index.register(slot.card.msisdn, self.security.tar, slot.index)
+            self._apply(slot, step(slot.job, Begin(), now, self.policy), now)
+
+    def _check_finished(self) -> None:
+        if self._open == 0 and not self._waiting:
+            self._finished.set()
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # ------------------------------------------------------------------ transitions
+
+    def _step(self, slot: _JobSlot, event: Event) -> None:
+        now = self._now()
+        self._apply(slot, step(slot.job, event, now, self.policy), now)
+
+    def _apply(self, slot: _JobSlot, t: Transition, now: float) -> None:
+        before = slot.job
+        slot.job = t.job
+        if t.note:
+            self._history.append(
+                HistoryRow(
+                    time.time(),
+                    self.config.campaign.name,
+                    slot.card.iccid,
+                    "note",
+                    "job",
+                    None,
+                    t.job.phase.value,
+                    t.note,
+                )
+            )
+            log.debug("job %s: %s", slot.card.iccid, t.note)
+        if not t.changed and not t.note:
+            return
+        self._dirty[slot.index] = slot
+        if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
+            self._counters[(slot.card.iccid, self.tar_hex)] = t.job.confirmed
+        for command in t.commands:
+            if isinstance(command, SendScript | SendQuery):
+                self._to_send[slot.index] = slot
+            elif isinstance(command, Finish):
+                self._finish(slot)
+        if t.job.deadline is not None and t.job.deadline != before.deadline:
+            slot.version += 1
+            heapq.heappush(self._timers, (t.job.deadline, slot.index, slot.version))
+            self._rearm()
+        self._schedule_flush()
+
+    def _finish(self, slot: _JobSlot) -> None:
+        self._index.unregister(slot.card.msisdn, self.security.tar, slot.index)
+        self._open -= 1
+        self._admit()
+        self._check_finished()
+
+    # ------------------------------------------------------------------ timers
+
+    def _rearm(self) -> None:
+        if not self._timers:
+            return
+        head = self._timers[0][0]
+        if self._timer_at is not None and self._timer_at <= head:
+            return
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        assert self._loop is not None
+        self._timer_at = head
+        self._timer_handle = self._loop.call_at(head, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer_handle = None
+        self._timer_at = None
+        now = self._now()
+        while self._timers and self._timers[0][0] <= now:
+            deadline, index, version = heapq.heappop(self._timers)
+            if index < 0:
+                continue  # the reassembler's deadline: handled below
+            slot = self._slots[index]
+            if version != slot.version or slot.job.deadline != deadline:
+                continue  # superseded
+            self._apply(slot, step(slot.job, DeadlinePassed(), now, self.policy), now)
+        for expired in self._assembler.expire(now):
+            self._history.append(
+                HistoryRow(
+                    time.time(),
+                    self.config.campaign.name,
+                    None,
+                    "mo",
+                    "por_segments",
+                    None,
+                    "expired",
+                    f"{expired.originator} ref={expired.reference} "
+                    f"parts {expired.received_seqs} of {expired.total}",
+                )
+            )
+        assembler_deadline = self._assembler.next_deadline()
+        if assembler_deadline is not None:
+            heapq.heappush(self._timers, (assembler_deadline, -1, -1))
+        self._rearm()
+
+    # ------------------------------------------------------------------ group commit + send
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self._flush_now()
+        except StoreError as exc:
+            self._failure = f"card store: {exc}"
+            self._finished.set()
+
+    def _flush_now(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        now = self._now() if self._loop is not None else 0.0
+        wall = time.time()
+        campaign = self.config.campaign.name
+        sends: list[tuple[_JobSlot, MessageKind]] = []
+        reservations: list[Reservation] = []
+        for slot in self._to_send.values():
+            job = slot.job
+            if job.phase is not Phase.SENDING or job.next_kind is None:
+                continue  # a PoR settled it meanwhile
+            sends.append((slot, job.next_kind))
+            reservations.append(
+                Reservation(
+                    slot.card.iccid,
+                    slot.counter_kvn,
+                    campaign,
+                    job.next_kind.value,
+                    f"actions {job.applied + 1}..{job.n}" if job.next_kind is MessageKind.SCRIPT else "",
+                )
+            )
+        self._to_send.clear()
+        cntrs = store.reserve(reservations, at=wall) if reservations else []
+        requests: list[SubmitRequest] = []
+        for (slot, kind), cntr in zip(sends, cntrs, strict=True):
+            job = slot.job
+            actions = self.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
+            segments = command_builder.build_user_data(slot.keys, self.security, cntr, actions, rng=self.rng)
+            self._apply(slot, step(job, Sent(kind, cntr), now, self.policy), now)
+            slot.cntr_kinds[cntr] = kind
+            for ud in segments:
+                token = (slot.index, cntr)
+                self._by_token[token] = slot
+                requests.append(SubmitRequest(token, slot.card.msisdn, ud))
+            self.stats.packets_sent += 1
+            if kind is MessageKind.SCRIPT:
+                self.stats.scripts_sent += 1
+            else:
+                self.stats.queries_sent += 1
+        rows = [self._row(slot, wall) for slot in self._dirty.values()]
+        self._dirty.clear()
+        counters = [(iccid, tar, value) for (iccid, tar), value in self._counters.items()]
+        self._counters.clear()
+        history, self._history = self._history, []
+        # Write-ahead (house-style §2): reservations, jobs and history durable before any SMS leaves.
+        store.commit(jobs=rows, counters=counters, history=history, at=wall)
+        self._flush_scheduled = False
+        if requests and self._esme is not None:
+            self.stats.messages_sent += len(requests)
+            self._esme.submit_many(requests)
+
+    def _row(self, slot: _JobSlot, wall: float) -> JobRow:
+        job = slot.job
+        return JobRow(
+            campaign=self.config.campaign.name,
+            iccid=slot.card.iccid,
+            tar=self.tar_hex,
+            state=job.phase.value,
+            pending=[a.to_json() for a in self.actions[job.applied :]],
+            n=job.n,
+            applied=job.applied,
+            base=job.confirmed,
+            start_counter=job.start_counter,
+            attempts=job.attempts,
+            queries=job.queries,
+            resent_actions=job.resent_actions,
+            outstanding=list(job.outstanding_cntrs),
+            result=REPORT_STATES.get(job.phase, ""),
+            reason=job.reason,
+            counter_path=job.counter_path,
+            statuses=list(job.statuses),
+            updated_at=wall,
+        )
+
+    # ------------------------------------------------------------------ ESME events
+
+    def _on_esme_events(self, events: list[EsmeEvent]) -> None:
+        for event in events:
+            if isinstance(event, DeliverReceived):
+                self._on_deliver(event)
+            elif isinstance(event, SubmitAccepted):
+                self.stats.submit_accepted += 1
+                self._by_token.pop(event.token, None)  # type: ignore[arg-type]
+            elif isinstance(event, SubmitRejected | SubmitUnknown):
+                self.stats.submit_failed += 1
+                slot = self._by_token.pop(event.token, None)  # type: ignore[arg-type]
+                detail = (
+                    f"submit_sm refused with status {event.command_status:#x}"
+                    if isinstance(event, SubmitRejected)
+                    else event.reason
+                )
+                if slot is not None:
+                    _, cntr = event.token  # type: ignore[misc]
+                    self._history.append(
+                        HistoryRow(
+                            time.time(),
+                            self.config.campaign.name,
+                            slot.card.iccid,
+                            "mt",
+                            "submit_resp",
+                            cntr,
+                            "failed",
+                            detail,
+                        )
+                    )
+                    self._step(slot, SubmitRefused(cntr, detail))
+            elif isinstance(event, Throttled):
+                self.stats.throttled += 1
+            elif isinstance(event, LinkUp):
+                log.info("SMSC bound (%s)", event.their_system_id)
+            elif isinstance(event, LinkDown):
+                log.warning("%s; reconnecting", event.reason)
+            elif isinstance(event, LinkFailed):
+                self._failure = event.reason
+                self._finished.set()
+        self._schedule_flush()
+
+    def _on_deliver(self, event: DeliverReceived) -> None:
+        msisdn = event.source_addr.lstrip("+")
+        kind = classify_deliver(event.esm_class, event.user_data)
+        campaign = self.config.campaign.name
+        if kind is DeliverKind.RECEIPT:
+            self.stats.receipts += 1
+            self._history.append(
+                HistoryRow(
+                    time.time(),
+                    campaign,
+                    None,
+                    "mo",
+                    "receipt",
+                    None,
+                    str(event.message_state),
+                    event.receipted_message_id,
+                )
+            )
+            return
+        if kind is DeliverKind.OTHER:
+            self._history.append(HistoryRow(time.time(), campaign, None, "mo", "other", None, None, msisdn))
+            return
+        user_data: bytes | None = event.user_data
+        if kind is DeliverKind.POR_SEGMENT:
+            try:
+                user_data = self._assembler.add(msisdn, event.user_data, self._now())
+            except OtaSimError as exc:
+                self.stats.por_rejected += 1
+                self._history.append(
+                    HistoryRow(time.time(), campaign, None, "mo", "por", None, "rejected", str(exc))
+                )
+                return
+            deadline = self._assembler.next_deadline()
+            if deadline is not None:
+                heapq.heappush(self._timers, (deadline, -1, -1))
+                self._rearm()
+            if user_data is None:
+                return
+        assert user_data is not None
+        self._on_por(msisdn, user_data)
+
+    def _on_por(self, msisdn: str, user_data: bytes) -> None:
+        campaign = self.config.campaign.name
+        tar = user_data[6:9]
+        candidates: list[Candidate[int, PorReport | RejectedPor]] = []
+        for index in self._index.candidates(msisdn, tar):
+            slot = self._slots[index]
+            report = verify_por(user_data, self.security, slot.keys)
+            if isinstance(report, PorReport):
+                candidates.append(
+                    Candidate(
+                        index, frozenset(slot.job.outstanding_cntrs), report.cntr, report.status, report
+                    )
+                )
+            else:
+                candidates.append(Candidate(index, frozenset(), None, None, report))
+        chosen = choose(candidates)
+        if chosen is None or not isinstance(chosen.report, PorReport):
+            rejected = next((c.report for c in candidates if isinstance(c.report, RejectedPor)), None)
+            if rejected is not None:
+                self.stats.por_rejected += 1
+                iccid = self._slots[candidates[0].job].card.iccid
+                self._history.append(
+                    HistoryRow(time.time(), campaign, iccid, "mo", "por", None, "rejected", rejected.reason)
+                )
+                log.warning("PoR from %s rejected: %s", msisdn, rejected.reason)
+            else:
+                self.stats.por_unmatched += 1
+                self._history.append(
+                    HistoryRow(
+                        time.time(),
+                        campaign,
+                        None,
+                        "mo",
+                        "por",
+                        None,
+                        "unmatched",
+                        f"{msisdn} TAR {tar.hex()}",
+                    )
+                )
+            return
+        slot = self._slots[chosen.job]
+        report = chosen.report
+        self.stats.por_received += 1
+        counter = f" AC {report.counter.before}->{report.counter.after}" if report.counter else ""
+        sw = f" SW {report.sw:04X}" if report.sw is not None else ""
+        self._history.append(
+            HistoryRow(
+                time.time(),
+                campaign,
+                slot.card.iccid,
+                "mo",
+                "por",
+                report.cntr,
+                f"{report.status:02X}",
+                f"{report.meaning}{counter}{sw}",
+            )
+        )
+        self._step(slot, PorArrived(report))
+
+    # ------------------------------------------------------------------ report
+
+    def counts(self) -> Counter[str]:
+        c: Counter[str] = Counter()
+        for slot in self._slots:
+            c[REPORT_STATES.get(slot.job.phase, "pending")] += 1
+        return c
+
+    def _report(self, network_report: dict[str, Any] | None) -> dict[str, Any]:
+        assert self._loop is not None
+        counts = self.counts()
+        cards = []
+        for slot in self._slots:
+            job = slot.job
+            cards.append(
+                {
+                    "iccid": slot.card.iccid,
+                    "msisdn": slot.card.msisdn,
+                    "tar": self.tar_hex,
+                    "state": REPORT_STATES.get(job.phase, "pending"),
+                    "actions": job.n,
+                    "executed": job.applied,
+                    "attempts": job.attempts,
+                    "queries": job.queries,
+                    "resent_actions": job.resent_actions,
+                    "counter_path": job.counter_path,
+                    "start_counter": job.start_counter,
+                    "confirmed_counter": job.confirmed,
+                    "reason": job.reason,
+                    "statuses": list(job.statuses),
+                }
+            )
+        report: dict[str, Any] = {
+            "campaign": self.config.campaign.name,
+            "tar": self.tar_hex,
+            "summary": {
+                "cards": len(self._slots),
+                "confirmed": counts["confirmed"],
+                "partial": counts["partial"],
+                "failed": counts["failed"],
+                "pending": counts["pending"],
+                "messages_sent": self.stats.messages_sent,
+                "packets_sent": self.stats.packets_sent,
+                "scripts_sent": self.stats.scripts_sent,
+                "queries_sent": self.stats.queries_sent,
+                "por_received": self.stats.por_received,
+                "por_rejected": self.stats.por_rejected,
+                "resent_actions": sum(s.job.resent_actions for s in self._slots),
+                "throttled": self.stats.throttled,
+                "duration_s": round(self._loop.time() - self._started_at, 3),
+            },
+            "cards": cards,
+        }
+        if network_report is not None:
+            report["verification"] = verification(
+                [(s.card, s.job) for s in self._slots], self.actions, self.tar_hex, network_report
+            )
+        return report
+
+
+def _resume(row: JobRow, n: int, confirmed: int | None) -> Job:
+    """A job of an earlier run of this campaign (same DB): keep its outcome, or pick it up again."""
+    phase = Phase(row.state) if row.state in {p.value for p in Phase} else Phase.NEW
+    common: dict[str, Any] = {
+        "n": n,
+        "applied": row.applied,
+        "confirmed": confirmed if confirmed is not None else row.base,
+        "start_counter": row.start_counter,
+        "attempts": row.attempts,
+        "queries": row.queries,
+        "resent_actions": row.resent_actions,
+        "counter_path": row.counter_path,
+        "statuses": tuple(row.statuses),
+        "reason": row.reason,
+    }
+    if phase.terminal:
+        return Job(phase=phase, **common)
+    # Unresolved message from the crashed run: its CNTR marks a script that may have run, so
+    # the restart begins with a status query (Begin sees script_cntr), never with a resend.
+    outstanding = row.outstanding[0] if row.outstanding else None
+    return Job(script_cntr=outstanding, script_count=n - row.applied if outstanding else 0, **common)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def verification(
+    jobs: Sequence[tuple[Card, Job]], actions: Sequence[Action], tar_hex: str, network_report: dict[str, Any]
+) -> dict[str, Any]:
+    """Prove the run against the cards' own journals (the handset's report).
+
+    expected = counted APDUs of the actions the server believes applied; journal = the
+    card's entries for the TAR with counter > the counter at campaign start.
+    lost = expected - journal, duplicated = journal - expected (multisets);
+    counter mismatch = server's confirmed counter differs from the card's.
+    """
+    cards = (
+        network_report.get("cards", network_report) if isinstance(network_report, dict) else network_report
+    )
+    by_key: dict[str, dict[str, Any]] = {}
+    for entry in cards if isinstance(cards, list) else []:
+        if isinstance(entry, dict):
+            for key in ("iccid", "msisdn"):
+                if entry.get(key):
+                    by_key[str(entry[key])] = entry
+    lost = duplicated = mismatches = missing = 0
+    details = []
+    counted = [a.counted.encode_t0().hex() for a in actions]
+    for card, job in jobs:
+        entry = by_key.get(card.iccid) or by_key.get(card.msisdn)
+        app = None
+        for candidate in (entry or {}).get("applications", []):
+            if str(candidate.get("tar", "")).lower().replace(" ", "") == tar_hex:
+                app = candidate
+                break
+        if app is None:
+            missing += 1
+            continue
+        start = job.start_counter if job.start_counter is not None else -1
+        journal = Counter(
+            str(e.get("apdu", "")).lower()
+            for e in app.get("journal", [])
+            if isinstance(e, dict) and int(e.get("counter", -1)) > start
+        )
+        expected = Counter(counted[: job.applied])
+        card_lost = sum((expected - journal).values())
+        card_dup = sum((journal - expected).values())
+        card_counter = app.get("action_counter")
+        mismatch = job.confirmed is not None and card_counter != job.confirmed
+        lost += card_lost
+        duplicated += card_dup
+        mismatches += int(mismatch)
+        if card_lost or card_dup or mismatch:
+            details.append(
+                {
+                    "iccid": card.iccid,
+                    "lost": card_lost,
+                    "duplicated": card_dup,
+                    "server_counter": job.confirmed,
+                    "card_counter": card_counter,
+                }
+            )
+    return {
+        "lost_actions": lost,
+        "duplicated_actions": duplicated,
+        "counter_mismatches": mismatches,
+        "cards_missing_from_network_report": missing,
+        "problems": details[:50],
+    }
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Ticker:
+    """Live progress: a rich bar on a TTY, else an INFO line every few seconds (a timer, not a sleep)."""
+
+    def __init__(self, runner: CampaignRunner, loop: asyncio.AbstractEventLoop) -> None:
+        self.runner = runner
+        self.loop = loop
+        self.handle: asyncio.TimerHandle | None = None
+        self.progress: Any = None
+        self.task: Any = None
+        self.last_sent = 0
+        self.last_at = loop.time()
+        self.rate = 0.0
+
+    def start(self) -> None:
+        if self.runner.progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}"),
+            )
+            self.task = self.progress.add_task(
+                self.runner.config.campaign.name, total=len(self.runner._slots), stats=""
+            )
+            self.progress.start()
+        self._tick()
+
+    def _line(self) -> tuple[int, str]:
+        r = self.runner
+        c = r.counts()
+        now = self.loop.time()
+        elapsed = now - self.last_at
+        if elapsed > 0:
+            self.rate = (r.stats.messages_sent - self.last_sent) / elapsed
+        self.last_sent, self.last_at = r.stats.messages_sent, now
+        done = c["confirmed"] + c["partial"] + c["failed"]
+        text = (
+            f"sent {r.stats.messages_sent}  PoR ok {r.stats.por_received}  confirmed {c['confirmed']}  "
+            f"partial {c['partial']}  resent {sum(s.job.resent_actions for s in r._slots)}  "
+            f"pending {c['pending']}  failed {c['failed']}  {self.rate:.0f} SMS/s"
+        )
+        return done, text
+
+    def _tick(self) -> None:
+        done, text = self._line()
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, stats=text)
+            interval = 0.2
+        else:
+            progress_log.info("progress: %d/%d done; %s", done, len(self.runner._slots), text)
+            interval = 5.0
+        self.handle = self.loop.call_later(interval, self._tick)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        done, text = self._line()
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, stats=text)
+            self.progress.stop()
+        else:
+            progress_log.info("progress: %d/%d done; %s", done, len(self.runner._slots), text)
+
+
+def print_summary(report: dict[str, Any], file: Any = None) -> None:
+    """The final summary table (rich; plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout)
+    summary = report["summary"]
+    table = Table(title=f"campaign {report['campaign']} (TAR {report['tar']})")
+    table.add_column("result")
+    table.add_column("count", justify="right")
+    for key in (
+        "cards",
+        "confirmed",
+        "partial",
+        "failed",
+        "pending",
+        "messages_sent",
+        "queries_sent",
+        "por_received",
+        "resent_actions",
+        "duration_s",
+    ):
+        table.add_row(key, str(summary[key]))
+    if "verification" in report:
+        v = report["verification"]
+        for key in ("lost_actions", "duplicated_actions", "counter_mismatches"):
+            table.add_row(f"verification.{key}", str(v[key]))
+    console.print(table)
+    reasons = Counter(c["reason"] for c in report["cards"] if c["reason"])
+    for reason, count in reasons.most_common(5):
+        console.print(f"  {count} x {reason}")
