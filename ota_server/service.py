@@ -283,6 +283,10 @@ class CampaignRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
 
+    def outcomes(self) -> list[tuple[Card, Job]]:
+        """Every target card with its job as it stands (final once :meth:`run` returned)."""
+        return [(s.card, s.job) for s in self._slots]
+
     # ------------------------------------------------------------------ run
 
     async def run(self) -> dict[str, Any]:
@@ -817,9 +821,7 @@ class CampaignRunner:
             "cards": cards,
         }
         if network_report is not None:
-            report["verification"] = verification(
-                [(s.card, s.job) for s in self._slots], self.actions, self.tar_hex, network_report
-            )
+            report["verification"] = verification(self.outcomes(), self.actions, self.tar_hex, network_report)
         return report
 
 
