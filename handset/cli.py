@@ -6,6 +6,9 @@
 Once listening it prints ``handset: SMSC listening on HOST:PORT (N phones)`` and
 writes PORT to ``--ready-file``.  SIGTERM / SIGINT: stop accepting, unbind the
 ESMEs, write ``--report-file`` (JSON ``{"cards": [...], "smsc": {...}}``), exit 0.
+SIGUSR1: restart the SMSC listener (every SMPP connection and the listening socket
+closed, down for ``[smsc] restart_outage_s``, then listening on the same port;
+phones, cards and the store-and-forward queues survive).
 Exit codes: 0 success, 1 runtime failure, 2 usage or config error (one line on
 stderr, never a traceback).
 """
@@ -61,6 +64,8 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGUSR1: restart the SMSC listener ([smsc] restart_outage_s down, then the same port).
+    loop.add_signal_handler(signal.SIGUSR1, service.request_restart)
     if args.ready_file:  # before the line, so a reader of either sees both
         _write_atomically(args.ready_file, f"{port}\n")
     print(f"handset: SMSC listening on {host}:{port} ({service.phone_count} phones)", flush=True)

@@ -8,7 +8,8 @@ dataclasses) and reports ``ConfigError`` naming the file and the key path::
     ConfigError: configs/handset.toml: radio.mt.loss_probability: probability 1.5 outside 0..1
 
 Tables: ``[smsc]`` (+ ``[[smsc.esmes]]``), ``[fleet]``, ``[[cards]]``,
-``[radio]`` (+ ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``), ``[me]``.
+``[radio]`` (+ ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``), ``[me]``,
+``[activity]``.
 File paths in ``[fleet] card_template`` and ``[[cards]]`` are resolved against
 the config file's directory first, then the current directory.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handset.activity import ActivityConfig
 from handset.mobile_equipment import MeOptions
 from handset.radio_link import RadioConfig
 from ota_protocols.errors import ConfigError
@@ -77,6 +79,9 @@ class SmscConfig:
     force_dcs: int | None = None  # e.g. 0xF6 for pySim compatibility
     require_pid_7f: bool = False
     require_8bit_dcs: bool = False
+    # SMSC restart (SIGUSR1, HandsetService.restart_smsc): down this long, then the same port.
+    restart_outage_s: float = 5.0
+    restart_every_s: float = 0.0  # > 0: restart periodically (soak labs); 0 = only on demand
     esmes: tuple[EsmeConfig, ...] = ()
 
     def __post_init__(self) -> None:
@@ -99,6 +104,8 @@ class SmscConfig:
             "retry_max_s",
             "response_timeout_s",
             "enquire_link_interval_s",
+            "restart_outage_s",
+            "restart_every_s",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "must not be negative")
@@ -149,6 +156,7 @@ class HandsetConfig:
     cards: tuple[CardProfileConfig, ...] = ()
     radio: RadioConfig = field(default_factory=RadioConfig)
     me: MeOptions = field(default_factory=MeOptions)
+    activity: ActivityConfig = field(default_factory=ActivityConfig)
     # Where relative paths are resolved; set by load_config, not a TOML key.
     base_dir: str = field(default=".", metadata={"toml": False})
     source: str = field(default="", metadata={"toml": False})

@@ -22,6 +22,11 @@ Status word of the ENVELOPE (final, after GET RESPONSE) -> outcome::
     93 00            RetryEnvelopeAt(now + backoff); after busy_max_tries RP-ERROR D4
     6X XX, other     RP-ERROR D5 without data
     (not PID 7F + class 2)   stored: RP-ACK without TP-UD, no ENVELOPE
+    card loses power (ConnectionLost)   no RP answer; reset + TERMINAL PROFILE (+ its 91 XX)
+
+Subscriber activity: :meth:`MobileEquipment.menu_selection` sends ENVELOPE (MENU
+SELECTION, TS 102 223 §7.3) and runs the proactive session it opens (the purse's
+transaction request, patent claim 8, comes back as a :class:`MoSubmit`).
 
 Outcomes are data (:class:`RpAck`, :class:`RpError`, :class:`MoSubmit`,
 :class:`RetryEnvelopeAt`); the caller transmits them.  Nothing the card
@@ -36,13 +41,17 @@ TR TERMINAL RESPONSE; SSM SEND SHORT MESSAGE; CLA class byte.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ota_protocols.apdu.envelope import CLA_2G, CLA_UICC, SmsPpDownload
+from ota_protocols.apdu.apdu import CommandApdu
+from ota_protocols.apdu.envelope import CLA_2G, CLA_UICC, INS_ENVELOPE, SmsPpDownload
 from ota_protocols.apdu.proactive import (
     CommandDetails,
     CommandType,
+    DeviceIdentities,
+    DeviceIdentity,
     GeneralResult,
     ProactiveCommand,
     SendShortMessage,
@@ -55,6 +64,7 @@ from ota_protocols.apdu.proactive import (
 from ota_protocols.errors import ConnectionLost, DecodeError, EncodeError, LocalProtocolViolation
 from ota_protocols.sms.tpdu import FailureCause, SmsDeliver, SmsDeliverReport, SmsSubmit, is_sim_data_download
 from ota_protocols.sms.user_data_header import split_udh
+from ota_protocols.tlv import BerTag, ComprehensionTag, encode_ber, encode_comprehension
 
 __all__ = [
     "Card",
@@ -79,9 +89,17 @@ _TECHNICAL_PROBLEM = b"\x6f\x00"
 
 
 class Card(Protocol):
-    """What the ME needs of a SIM: ``sim_emulator.api.SimCard.exchange`` (T=0 semantics)."""
+    """What the ME needs of a SIM: ``sim_emulator.api.SimCard.exchange`` (T=0 semantics).
+
+    Optional, looked up with ``getattr``: ``reset()`` (power cycle) and
+    ``stop_after_actions(k)`` (the tearing hook of ``sim_emulator.api.SimCard``).
+    """
 
     def exchange(self, c_apdu: bytes) -> bytes: ...
+
+
+class _CardLost(Exception):
+    """The card lost power during an APDU (``ConnectionLost``): the phone stops what it was doing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +195,21 @@ class MobileEquipment:
             "mo_submits": 0,
             "proactive": 0,
             "card_errors": 0,
+            "card_torn": 0,
+            "menu_selections": 0,
         }
 
     @property
     def awaiting_terminal_response(self) -> bool:
         return self._pending is not None
 
-    def power_on(self) -> None:
-        """Reset the card if it can be, then TERMINAL PROFILE (TS 102 223 §5.2), as a phone at boot."""
+    def power_on(self) -> list[Outcome]:
+        """Reset the card if it can be, then TERMINAL PROFILE (TS 102 223 §5.2), as a phone at boot.
+
+        A card may answer the TERMINAL PROFILE ``91 XX`` (e.g. a purse's information message on
+        power-up, patent claim 9): the proactive session runs and its SEND SHORT MESSAGEs come back
+        as :class:`MoSubmit` outcomes for the caller to transmit (then :meth:`mo_sent`).
+        """
         self._pending = None
         reset = getattr(self.card, "reset", None)
         if callable(reset):
@@ -193,11 +218,21 @@ class MobileEquipment:
             except Exception:  # a card that cannot even reset stays as it is; the next APDU will tell
                 log.warning("phone %s: card reset failed", self.phone_id, exc_info=True)
         profile = self.options.terminal_profile
-        if profile:
-            try:
-                self.card.exchange(terminal_profile_apdu(profile, self._cla).encode_t0())
-            except Exception:
-                log.warning("phone %s: TERMINAL PROFILE failed", self.phone_id, exc_info=True)
+        if not profile:
+            return []
+        try:
+            _, sw = self._exchange(terminal_profile_apdu(profile, self._cla).encode_t0())
+            if sw >> 8 == 0x91:
+                return self._proactive_session(sw & 0xFF)
+        except _CardLost:
+            log.warning("phone %s: card lost power again during power-on; left off", self.phone_id)
+        return []
+
+    def _card_lost(self) -> list[Outcome]:
+        """The card lost power: no answer to what was in progress (no RP answer for an MT: the
+        SMSC's RP timer retries it), power-cycle the card, TERMINAL PROFILE, handle its 91 XX."""
+        self.stats["card_torn"] += 1
+        return self.power_on()
 
     # ------------------------------------------------------------------ card access
 
@@ -208,12 +243,10 @@ class MobileEquipment:
         try:
             r = self.card.exchange(apdu)
         except ConnectionLost as exc:
-            # The card lost power mid-APDU (sim_emulator's tearing hook): the phone power-cycles it.
-            log.warning(
-                "phone %s: card lost power on %s (%s); reset, SW 6F00", self.phone_id, apdu[:5].hex(), exc
-            )
-            self.power_on()
-            r = _TECHNICAL_PROBLEM
+            # The card lost power mid-APDU (sim_emulator's tearing hook): the caller power-cycles it.
+            log.warning("phone %s: card lost power on %s (%s)", self.phone_id, apdu[:5].hex(), exc)
+            self._pending = None
+            raise _CardLost(str(exc)) from None
         except Exception:  # the card is another team's code: a crash there is a card failure, not ours
             log.warning(
                 "phone %s: card raised on %s; treated as SW 6F00",
@@ -254,8 +287,28 @@ class MobileEquipment:
 
     # ------------------------------------------------------------------ MT SMS
 
-    def receive_sms(self, tpdu: bytes, now: float, *, attempt: int = 1) -> list[Outcome]:
-        """An SMS-DELIVER arrives over the air (``attempt`` > 1: retry after 93 00)."""
+    def receive_sms(
+        self,
+        tpdu: bytes,
+        now: float,
+        *,
+        attempt: int = 1,
+        tear: Callable[[], int | None] | None = None,
+    ) -> list[Outcome]:
+        """An SMS-DELIVER arrives over the air (``attempt`` > 1: retry after 93 00).
+
+        ``tear`` (fault injection): called once before an SMS-PP download's ENVELOPE; a number
+        ``k`` arms the card's ``stop_after_actions(k)``. If the card then loses power the result
+        has no RP answer, only what the power-on brings (:meth:`power_on`).
+        """
+        try:
+            return self._receive_sms(tpdu, now, attempt, tear)
+        except _CardLost:
+            return self._card_lost()
+
+    def _receive_sms(
+        self, tpdu: bytes, now: float, attempt: int, tear: Callable[[], int | None] | None
+    ) -> list[Outcome]:
         if self._pending is not None:
             raise LocalProtocolViolation(
                 f"phone {self.phone_id}: SMS delivered while a SEND SHORT MESSAGE awaits mo_sent()"
@@ -279,10 +332,57 @@ class MobileEquipment:
             log.warning("phone %s: SMS-DELIVER does not fit an ENVELOPE: %s", self.phone_id, exc)
             return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
         self.stats["envelopes"] += 1
+        armed = self._arm_tear(tear)
         data, sw = self._exchange(envelope)
+        if armed:
+            # One-shot hook, meant for this packet only: disarm it if the card did not use it.
+            self._stop_after_actions(None)
         if sw >> 8 in (0x61, 0x9F, 0x9E):
             data, sw = self._get_response(data, sw)
         return self._after_envelope(deliver, data, sw, now, attempt)
+
+    def _arm_tear(self, tear: Callable[[], int | None] | None) -> bool:
+        if tear is None:
+            return False
+        k = tear()
+        if k is None:
+            return False
+        return self._stop_after_actions(k)
+
+    def _stop_after_actions(self, k: int | None) -> bool:
+        hook = getattr(self.card, "stop_after_actions", None)
+        if not callable(hook):
+            return False
+        hook(k)
+        return True
+
+    # ------------------------------------------------------------------ subscriber activity
+
+    def menu_selection(self, item: int = 1) -> list[Outcome]:
+        """The user picks ``item`` of the card's menu: ENVELOPE (MENU SELECTION) ``D3 L 82 02 01 81
+        90 01 item`` (TS 102 223 §7.3, keypad -> UICC). ``91 XX`` -> the proactive session (a purse's
+        transaction request by SEND SHORT MESSAGE, patent claim 8); anything else ends it."""
+        if self._pending is not None:
+            raise LocalProtocolViolation(
+                f"phone {self.phone_id}: menu selection while a SEND SHORT MESSAGE awaits mo_sent()"
+            )
+        self.stats["menu_selections"] += 1
+        body = DeviceIdentities(DeviceIdentity.KEYPAD, DeviceIdentity.UICC).encode()
+        body += encode_comprehension(ComprehensionTag.ITEM_IDENTIFIER, bytes((item & 0xFF,)), True)
+        envelope = CommandApdu(
+            self._cla, INS_ENVELOPE, 0x00, 0x00, encode_ber(BerTag.MENU_SELECTION, body)
+        ).encode_t0()
+        try:
+            data, sw = self._exchange(envelope)
+            if sw >> 8 in (0x61, 0x9F):
+                data, sw = self._get_response(data, sw)
+            if sw >> 8 == 0x91:
+                return self._proactive_session(sw & 0xFF)
+        except _CardLost:
+            return self._card_lost()
+        if sw != _SW_OK:
+            log.info("phone %s: MENU SELECTION item %d answered %04X", self.phone_id, item, sw)
+        return []
 
     def _after_envelope(
         self, deliver: SmsDeliver, data: bytes, sw: int, now: float, attempt: int
@@ -417,12 +517,15 @@ class MobileEquipment:
         if details is None:
             return []
         self._pending = None
-        if rp_cause is None:
-            sw = self._terminal_response(details, GeneralResult.PERFORMED_SUCCESSFULLY)
-        else:
-            sw = self._terminal_response(details, GeneralResult.SMS_RP_ERROR, bytes((rp_cause & 0xFF,)))
-        if sw >> 8 == 0x91:
-            return self._proactive_session(sw & 0xFF)
+        try:
+            if rp_cause is None:
+                sw = self._terminal_response(details, GeneralResult.PERFORMED_SUCCESSFULLY)
+            else:
+                sw = self._terminal_response(details, GeneralResult.SMS_RP_ERROR, bytes((rp_cause & 0xFF,)))
+            if sw >> 8 == 0x91:
+                return self._proactive_session(sw & 0xFF)
+        except _CardLost:
+            return self._card_lost()
         if sw != _SW_OK:
             log.warning("phone %s: TERMINAL RESPONSE answered %04X", self.phone_id, sw)
         return []

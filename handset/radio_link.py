@@ -27,8 +27,11 @@ Faults per direction (:class:`DirectionFaults`), drawn in this fixed order:
 Besides: phone offline periods (:class:`OfflineModel`, an alternating renewal
 process per phone: offline a fraction ``offline_probability`` of the time, in
 periods of mean ``mean_offline_s``, both exponential), and SIM busy injection
-(``sim_busy_probability``: the card answers ``93 00`` to an ENVELOPE, TS 102 221
-§10.2.1.1).  The default configuration has no faults and draws no numbers.
+(``sim_busy_probability``: the card answers ``93 00`` to an SMS-PP download
+ENVELOPE, TS 102 221 §10.2.1.1), and card tearing (``tear_probability``: before an
+SMS-PP download the ME arms ``stop_after_actions(k)``, k uniform in 0..3; the card
+loses power after its CNTR and k actions, house-style §2).  The default
+configuration has no faults and draws no numbers.
 
 Glossary: MT/MO mobile terminated/originated; TPDU transfer protocol data
 unit; TP-UD user data; UDH user data header; RC/CC/DS redundancy check,
@@ -57,6 +60,9 @@ __all__ = [
     "RadioLink",
     "corrupt_user_data",
 ]
+
+
+MAX_TEAR_ACTIONS = 3  # k of stop_after_actions(k) is drawn uniformly in 0..3
 
 
 class Direction(Enum):
@@ -155,9 +161,12 @@ class RadioConfig:
     mo: DirectionFaults = field(default_factory=DirectionFaults)
     offline: OfflineModel = field(default_factory=OfflineModel)
     sim_busy_probability: float = 0.0
+    # Card tearing: per MT SMS-PP download, the card loses power after k in 0..3 actions.
+    tear_probability: float = 0.0
 
     def __post_init__(self) -> None:
         _check_probability("sim_busy_probability", self.sim_busy_probability)
+        _check_probability("tear_probability", self.tear_probability)
 
 
 def corrupt_user_data(tpdu: bytes, rng: random.Random) -> bytes:
@@ -211,6 +220,7 @@ class RadioLink:
         self.lost = {Direction.MT: 0, Direction.MO: 0}
         self.duplicated = {Direction.MT: 0, Direction.MO: 0}
         self.corrupted = {Direction.MT: 0, Direction.MO: 0}
+        self.tears_armed = 0
         self._faults = {Direction.MT: config.mt, Direction.MO: config.mo}
         self._perfect = {Direction.MT: config.mt.is_perfect, Direction.MO: config.mo.is_perfect}
 
@@ -292,6 +302,15 @@ class RadioLink:
         """When the current offline period of ``phone_id`` ends (None if not known offline)."""
         schedule = self._schedules.get(phone_id)
         return schedule.until if schedule is not None and schedule.offline else None
+
+    def draw_tear(self, rng: random.Random) -> int | None:
+        """Card tearing for one SMS-PP download: with ``tear_probability`` the number ``k`` of
+        actions (0..3) after which the card loses power (``SimCard.stop_after_actions``), else None."""
+        p = self.config.tear_probability
+        if not p or rng.random() >= p:
+            return None
+        self.tears_armed += 1
+        return rng.randint(0, MAX_TEAR_ACTIONS)
 
     def inject_busy(self, rng: random.Random) -> bool:
         """Whether this ENVELOPE is answered ``93 00`` (toolkit busy) instead of reaching the card."""

@@ -23,13 +23,14 @@ ME mobile equipment; PoR proof of receipt; S&F store-and-forward.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from handset import smsc_router
+from handset import activity, smsc_router
 from handset.config import HandsetConfig
 from handset.mobile_equipment import (
     Card,
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 _DEBUG = logging.DEBUG
 _INS_ENVELOPE = 0xC2
 _BUSY = sw_bytes(StatusWord.TOOLKIT_BUSY)
+_TAG_SMS_PP_DOWNLOAD = 0xD1
 
 
 class _BusyInjectingCard:
@@ -70,14 +72,38 @@ class _BusyInjectingCard:
         reset = getattr(self.card, "reset", None)
         return reset() if callable(reset) else b""
 
+    def stop_after_actions(self, k: int | None) -> None:
+        hook = getattr(self.card, "stop_after_actions", None)
+        if callable(hook):
+            hook(k)
+
     def exchange(self, c_apdu: bytes) -> bytes:
-        if len(c_apdu) > 1 and c_apdu[1] == _INS_ENVELOPE and self.radio.inject_busy(self.rng):
+        # SMS-PP download ENVELOPEs only (D1): a MENU SELECTION is the user's, not the network's.
+        if (
+            len(c_apdu) > 5
+            and c_apdu[1] == _INS_ENVELOPE
+            and c_apdu[5] == _TAG_SMS_PP_DOWNLOAD
+            and self.radio.inject_busy(self.rng)
+        ):
             return _BUSY
         return self.card.exchange(c_apdu)
 
 
 class Phone:
-    __slots__ = ("card", "last_origin", "me", "msisdn", "queue", "retries", "rng", "timer")
+    __slots__ = (
+        "activity_rng",
+        "activity_timer",
+        "card",
+        "last_origin",
+        "me",
+        "mo_store",
+        "msisdn",
+        "queue",
+        "retries",
+        "rng",
+        "timer",
+        "upload_timer",
+    )
 
     def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random) -> None:
         self.msisdn = msisdn
@@ -88,6 +114,12 @@ class Phone:
         self.timer: asyncio.TimerHandle | None = None
         self.retries = 0
         self.last_origin: str | None = None
+        # Terminal store (patent claims 7-9: "transactions stored in the terminal"): MO SMS-SUBMITs
+        # made while out of coverage, uploaded in order when the phone is back.
+        self.mo_store: deque[bytes] = deque()
+        self.upload_timer: asyncio.TimerHandle | None = None
+        self.activity_rng: random.Random | None = None
+        self.activity_timer: asyncio.TimerHandle | None = None
 
 
 class Network:
@@ -101,17 +133,6 @@ class Network:
         self.server: SmscServer | None = None
         smsc_address = encode_cat_address(Address(config.smsc.smsc_address, Ton.INTERNATIONAL, Npi.ISDN))
         self.phones: dict[str, Phone] = {}
-        busy = config.radio.sim_busy_probability > 0
-        for card in cards:
-            msisdn = str(card.msisdn).lstrip("+")
-            if msisdn in self.phones:
-                raise ConfigError("cards", f"MSISDN {msisdn} given to two cards")
-            port: Card = _BusyInjectingCard(card, self.radio, self.rng) if busy else card
-            me = MobileEquipment(port, smsc_address=smsc_address, options=config.me, phone_id=msisdn)
-            me.power_on()
-            self.phones[msisdn] = Phone(
-                msisdn, card, me, random.Random(f"{config.radio.seed}/offline/{msisdn}")
-            )
         self._queued = 0
         self.counters = {
             "mt_accepted": 0,
@@ -126,7 +147,25 @@ class Network:
             "receipts": 0,
             "stale_reports": 0,
             "mo_undecodable": 0,
+            "transactions": 0,
+            "mo_stored_in_terminal": 0,
+            "mo_uploaded": 0,
         }
+        busy = config.radio.sim_busy_probability > 0
+        self._tear = self._draw_tear if config.radio.tear_probability > 0 else None
+        boot: list[tuple[Phone, list[Outcome]]] = []
+        for card in cards:
+            msisdn = str(card.msisdn).lstrip("+")
+            if msisdn in self.phones:
+                raise ConfigError("cards", f"MSISDN {msisdn} given to two cards")
+            port: Card = _BusyInjectingCard(card, self.radio, self.rng) if busy else card
+            me = MobileEquipment(port, smsc_address=smsc_address, options=config.me, phone_id=msisdn)
+            phone = Phone(msisdn, card, me, random.Random(f"{config.radio.seed}/offline/{msisdn}"))
+            self.phones[msisdn] = phone
+            boot.append((phone, me.power_on()))
+        for phone, outcomes in boot:
+            # A card may report at power-up (information message, claim 9): sent once the loop runs.
+            self._handle_outcomes(phone, None, b"", outcomes)
 
     # ------------------------------------------------------------------ SMSC side
 
@@ -212,14 +251,17 @@ class Network:
 
     # ------------------------------------------------------------------ phone side
 
+    def _draw_tear(self) -> int | None:
+        return self.radio.draw_tear(self.rng)
+
     def _phone_receives(self, phone: Phone, message: MtMessage, tpdu: bytes, attempt: int) -> None:
         if phone.me.awaiting_terminal_response:  # pragma: no cover - mo_sent() always follows MoSubmit
             phone.me.mo_sent()
-        outcomes = phone.me.receive_sms(tpdu, self.loop.time(), attempt=attempt)
+        outcomes = phone.me.receive_sms(tpdu, self.loop.time(), attempt=attempt, tear=self._tear)
         self._handle_outcomes(phone, message, tpdu, outcomes)
 
     def _handle_outcomes(
-        self, phone: Phone, message: MtMessage, tpdu: bytes, outcomes: list[Outcome]
+        self, phone: Phone, message: MtMessage | None, tpdu: bytes, outcomes: list[Outcome]
     ) -> None:
         debug = log.isEnabledFor(_DEBUG)
         for _ in range(64):  # bounded: a card cannot keep the ME in a proactive loop forever
@@ -230,21 +272,101 @@ class Network:
                 if debug:
                     log.debug("phone %s: %s", phone.msisdn, describe(outcome))
                 now = self.loop.time()
+                if message is None and not isinstance(outcome, MoSubmit):
+                    continue  # no MT behind this session (activity, power-on): nothing to answer
                 if isinstance(outcome, RpAck | RpError):
+                    assert message is not None
                     fcs = outcome.fcs if isinstance(outcome, RpError) else None
                     for d in self.radio.transmit(
                         Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng
                     ):
                         self.loop.call_at(d.at, self._report_arrives, phone, message, d.payload, fcs)
                 elif isinstance(outcome, MoSubmit):
-                    for d in self.radio.transmit(Direction.MO, phone.msisdn, outcome.tpdu, now, self.rng):
-                        self.loop.call_at(d.at, self._submit_arrives, phone, d.payload)
-                    # TS 102 223 §6.4.10: TERMINAL RESPONSE once the SMS is handed to the network.
+                    self._send_mo(phone, outcome.tpdu, now)
+                    # TS 102 223 §6.4.10: TERMINAL RESPONSE once the SMS is handed to the network
+                    # (or, out of coverage, to the terminal's store, which owns it from then on).
                     more += phone.me.mo_sent()
                 elif isinstance(outcome, RetryEnvelopeAt):
+                    assert message is not None
                     self.loop.call_at(outcome.at, self._phone_receives, phone, message, tpdu, outcome.attempt)
             outcomes = more
         log.warning("phone %s: proactive session cut after 64 rounds", phone.msisdn)
+
+    # ------------------------------------------------------------------ MO, terminal store
+
+    def _send_mo(self, phone: Phone, tpdu: bytes, now: float) -> None:
+        """An SMS-SUBMIT leaves the phone, or waits in its terminal store while it is offline
+        (or while older stored ones wait: the store uploads in order)."""
+        if phone.mo_store or self.radio.is_offline(phone.msisdn, now, phone.rng):
+            phone.mo_store.append(tpdu)
+            self.counters["mo_stored_in_terminal"] += 1
+            self._schedule_upload(phone, now)
+            return
+        self._transmit_mo(phone, tpdu, now)
+
+    def _transmit_mo(self, phone: Phone, tpdu: bytes, now: float) -> None:
+        for d in self.radio.transmit(Direction.MO, phone.msisdn, tpdu, now, self.rng):
+            self.loop.call_at(d.at, self._submit_arrives, phone, d.payload)
+
+    def _schedule_upload(self, phone: Phone, now: float) -> None:
+        if phone.upload_timer is not None:
+            return
+        at = self.radio.online_again_at(phone.msisdn)
+        phone.upload_timer = self.loop.call_at(max(at or now, now), self._upload, phone)
+
+    def _upload(self, phone: Phone) -> None:
+        phone.upload_timer = None
+        now = self.loop.time()
+        if self.radio.is_offline(phone.msisdn, now, phone.rng):
+            self._schedule_upload(phone, now)
+            return
+        while phone.mo_store:
+            self.counters["mo_uploaded"] += 1
+            self._transmit_mo(phone, phone.mo_store.popleft(), now)
+
+    # ------------------------------------------------------------------ subscriber activity
+
+    def start_activity(self) -> None:
+        """Schedule every phone's transactions (``[activity]``, :mod:`handset.activity`)."""
+        config = self.config.activity
+        if not config.enabled:
+            return
+        seed = config.seed if config.seed is not None else self.config.radio.seed
+        now = self.loop.time()
+        for phone in self.phones.values():
+            phone.activity_rng = random.Random(activity.phone_seed(seed, phone.msisdn))
+            self._schedule_transaction(phone, now)
+
+    def _schedule_transaction(self, phone: Phone, after: float) -> None:
+        assert phone.activity_rng is not None
+        at = activity.next_transaction_at(
+            phone.activity_rng, after, self.config.activity.transactions_per_hour
+        )
+        if at is not None:
+            phone.activity_timer = self.loop.call_at(at, self._transaction_due, phone, at)
+
+    def _transaction_due(self, phone: Phone, at: float) -> None:
+        phone.activity_timer = None
+        self._schedule_transaction(phone, at)  # from the scheduled time: the schedule ignores loop latency
+        self.start_transaction(phone.msisdn)
+
+    def start_transaction(self, msisdn: str) -> None:
+        """The user of ``msisdn`` pays: ENVELOPE (MENU SELECTION) to the card, then its transaction
+        request goes out as an MO SMS-SUBMIT (or into the terminal store while offline)."""
+        phone = self.phones[msisdn]
+        self.counters["transactions"] += 1
+        if phone.me.awaiting_terminal_response:  # pragma: no cover - mo_sent() always follows MoSubmit
+            phone.me.mo_sent()
+        outcomes = phone.me.menu_selection(self.config.activity.menu_item)
+        self._handle_outcomes(phone, None, b"", outcomes)
+
+    def close(self) -> None:
+        """Cancel the timers that would run forever (activity) and pending uploads."""
+        for phone in self.phones.values():
+            for timer in (phone.activity_timer, phone.upload_timer):
+                if timer is not None:
+                    timer.cancel()
+            phone.activity_timer = phone.upload_timer = None
 
     def _report_arrives(self, phone: Phone, message: MtMessage, report_tpdu: bytes, fcs: int | None) -> None:
         if not phone.queue or phone.queue[0] is not message or phone.timer is None:
@@ -333,6 +455,8 @@ class HandsetService:
         self._cards = cards
         self.network: Network | None = None
         self.server: SmscServer | None = None
+        self._restart_task: asyncio.Task[None] | None = None
+        self._periodic_task: asyncio.Task[None] | None = None
 
     async def start(self, *, host: str | None = None, port: int | None = None) -> int:
         loop = asyncio.get_running_loop()
@@ -341,13 +465,65 @@ class HandsetService:
         self.network = Network(self.config, cards, loop)
         self.server = SmscServer(self.config.smsc, self.network)
         self.network.server = self.server
-        return await self.server.start(host, port)
+        bound = await self.server.start(host, port)
+        self.network.start_activity()
+        if self.config.smsc.restart_every_s > 0:
+            self._periodic_task = asyncio.create_task(self._restart_periodically())
+        return bound
+
+    # ------------------------------------------------------------------ SMSC restart
+
+    async def restart_smsc(self, outage_s: float | None = None) -> None:
+        """Restart the SMSC listener: close every SMPP connection and the listening socket, stay
+        down ``outage_s`` (default ``[smsc] restart_outage_s``), listen again on the SAME port.
+        Phones, cards, MT queues and the MO store survive. A restart already under way: no-op."""
+        if self.server is None:
+            raise RuntimeError("restart_smsc() before start()")
+        current = asyncio.current_task()
+        if (
+            self._restart_task is not None
+            and not self._restart_task.done()
+            and self._restart_task is not current
+        ):
+            log.warning("SMSC restart already in progress; ignored")
+            return
+        outage = self.config.smsc.restart_outage_s if outage_s is None else outage_s
+        self._restart_task = current
+        try:
+            await self.server.restart(outage)
+        finally:
+            self._restart_task = None
+
+    def request_restart(self, outage_s: float | None = None) -> asyncio.Task[None] | None:
+        """Start :meth:`restart_smsc` as a task (SIGUSR1); None when one is already running."""
+        if self._restart_task is not None and not self._restart_task.done():
+            log.warning("SMSC restart already in progress; SIGUSR1 ignored")
+            return None
+        task = asyncio.get_running_loop().create_task(self.restart_smsc(outage_s))
+        self._restart_task = task
+        return task
+
+    async def _restart_periodically(self) -> None:
+        period = self.config.smsc.restart_every_s
+        while True:
+            await asyncio.sleep(period)
+            task = self.request_restart()
+            if task is not None:
+                await task
 
     @property
     def phone_count(self) -> int:
         return len(self.network.phones) if self.network else 0
 
     async def stop(self) -> None:
+        for task in (self._periodic_task, self._restart_task):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._periodic_task = self._restart_task = None
+        if self.network is not None:
+            self.network.close()
         if self.server is not None:
             await self.server.stop()
 
@@ -365,6 +541,7 @@ class HandsetService:
             smsc["radio_lost"] = {d.value: n for d, n in self.network.radio.lost.items()}
             smsc["radio_duplicated"] = {d.value: n for d, n in self.network.radio.duplicated.items()}
             smsc["radio_corrupted"] = {d.value: n for d, n in self.network.radio.corrupted.items()}
+            smsc["radio_tears_armed"] = self.network.radio.tears_armed
             smsc["me"] = self.network.me_stats()
         # The names the brief's report format uses.
         smsc.setdefault("deliveries", smsc.get("mt_transmissions", 0))

@@ -176,6 +176,7 @@ class SmscServer:
         self._pump_scheduled = False
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._host: str | None = None
         self.port: int | None = None
         self.counters = {
             "connections": 0,
@@ -193,18 +194,57 @@ class SmscServer:
             "mo_stored": 0,
             "mo_dropped": 0,
             "mo_expired": 0,
+            "restarts": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         self._loop = asyncio.get_running_loop()
+        self._host = host or self.config.host
         self._server = await asyncio.start_server(
-            self._serve, host or self.config.host, self.config.port if port is None else port
+            self._serve, self._host, self.config.port if port is None else port
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("SMSC listening on %s:%d", host or self.config.host, self.port)
+        log.info("SMSC listening on %s:%d", self._host, self.port)
         return self.port
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    async def suspend(self, *, grace_s: float = 2.0) -> None:
+        """The first half of a restart: close the listening socket and every SMPP connection at
+        once (no unbind, as a crashing SMSC). Unanswered deliver_sm go back to the MO store; the
+        MO store and the network's MT queues are kept (a real SMSC's persistent store)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.counters["restarts"] += 1
+        log.warning("SMSC going down: closing %d connection(s)", len(self._connections))
+        for conn in list(self._connections):
+            self._close(conn)
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def resume(self) -> int:
+        """The second half of a restart: listen again on the SAME host and port."""
+        if self._server is not None:
+            return self.port or 0
+        assert self.port is not None, "resume() before start()"
+        self._server = await asyncio.start_server(self._serve, self._host, self.port)
+        log.warning("SMSC listening again on %s:%d", self._host, self.port)
+        return self.port
+
+    async def restart(self, outage_s: float) -> None:
+        """:meth:`suspend`, stay down ``outage_s`` seconds, :meth:`resume`."""
+        await self.suspend()
+        await asyncio.sleep(outage_s)
+        await self.resume()
 
     async def stop(self, *, grace_s: float = 2.0) -> None:
         """Stop accepting, unbind every bound ESME, wait up to ``grace_s`` for them, close."""

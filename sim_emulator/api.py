@@ -122,6 +122,10 @@ class SimCard:
             if s.balance is not None:
                 entry["balance"] = s.balance
                 entry["parameters"] = {f"{k:02x}": v.hex() for k, v in sorted(s.parameters.items())}
+                # Card-originated messages (docs/action-counter.md "Deferred reports").
+                entry["mo_cntr"] = s.mo_cntr
+                entry["request_sequence"] = s.request_sequence
+                entry["replies"] = [{"sequence": r.sequence, "accepted": r.accepted} for r in s.replies]
             if s.load_files or s.instances:
                 entry["load_files"] = {
                     aid.hex(): {"blocks": lf.blocks, "complete": lf.complete}

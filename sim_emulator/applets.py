@@ -3,7 +3,8 @@
 Clauses: TS 102 226 §7 (remote file management: ISO/IEC 7816-4 / TS 102 221 §11 file
 commands), TS 102 226 §8 with GlobalPlatform Card Spec 2.x §11.2 (DELETE), §11.5
 (INSTALL), §11.6 (LOAD) for remote application management; the e-purse of patent
-WO 00/07153 (RELOAD, SET PARAMETER, GET DATA balance); ISO/IEC 7816-4 §5.6 SWs and
+WO 00/07153 (RELOAD, SET PARAMETER, GET DATA balance; payment and TRANSACTION REPLY of
+claims 7-9, docs/action-counter.md "Deferred reports"); ISO/IEC 7816-4 §5.6 SWs and
 GET RESPONSE (T=0 ``61 XX``).
 
 Glossary: TAR toolkit application reference, RFM/RAM remote file/application
@@ -32,6 +33,7 @@ from ota_protocols.apdu.card_commands import (
     INS_LOAD,
     INS_PURSE_RELOAD,
     INS_PURSE_SET_PARAMETER,
+    INS_PURSE_TRANSACTION_REPLY,
     INSTALL_FOR_LOAD,
     LOAD_LAST_BLOCK,
     PURSE_BALANCE_TAG,
@@ -39,7 +41,7 @@ from ota_protocols.apdu.card_commands import (
     parse_install,
 )
 from ota_protocols.errors import ApduRejected, DecodeError
-from sim_emulator.card_state import AppState, InstanceState, LoadFileState
+from sim_emulator.card_state import AppState, InstanceState, LoadFileState, ReplyEntry
 from sim_emulator.file_system import (
     FILE_INSTRUCTIONS,
     INS_SELECT,
@@ -137,7 +139,7 @@ class Application:
                 return _rfm(apdu, app, files, session, options)
             if kind is AppKind.RAM:
                 return _ram(apdu, app, session)
-            return _purse(self.profile, apdu, app, session)
+            return _purse(self.profile, apdu, app, session, options)
         except ApduRejected as exc:
             return CommandResult(_sw(exc.status_word), session, app)
 
@@ -280,7 +282,39 @@ def _get_status(apdu: CommandApdu, app: AppState) -> ResponseApdu:
 # --------------------------------------------------------------------------- purse
 
 
-def _purse(profile: ApplicationProfile, apdu: CommandApdu, app: AppState, session: Session) -> CommandResult:
+def purse_payment(profile: ApplicationProfile, app: AppState) -> AppState | None:
+    """The purse state after one "pay" (the patent's transaction request, claim 8): the balance
+    debited by ``payment_amount`` and the next request sequence number; None when the balance is
+    too low (refused locally, no message). The caller adds the MO CNTR and commits it all at once."""
+    balance = app.balance or 0
+    amount = profile.payment_amount
+    if balance < amount or app.request_sequence >= 0xFFFFFFFF:
+        return None
+    return replace(app, balance=balance - amount, request_sequence=app.request_sequence + 1)
+
+
+def _transaction_reply(apdu: CommandApdu, app: AppState, options: CardOptions) -> AppState:
+    """TRANSACTION REPLY ``80 36 P1 00 04 sequence`` (docs/action-counter.md; not counted):
+    P1 01 accepted, 00 refused. Known sequences are those of requests this purse sent."""
+    if apdu.p1 not in (0x00, 0x01) or apdu.p2 != 0x00:
+        raise ApduRejected(StatusWord.INCORRECT_P1_P2, f"TRANSACTION REPLY P1P2 {apdu.p1:02X}{apdu.p2:02X}")
+    if len(apdu.data) != 4:
+        raise ApduRejected(StatusWord.WRONG_LENGTH, f"TRANSACTION REPLY needs 4 octets, got {len(apdu.data)}")
+    sequence = int.from_bytes(apdu.data, "big")
+    if not 1 <= sequence <= app.request_sequence:
+        raise ApduRejected(
+            StatusWord.REFERENCED_DATA_NOT_FOUND,
+            f"TRANSACTION REPLY for sequence {sequence}; last request was {app.request_sequence}",
+        )
+    replies = (*app.replies, ReplyEntry(sequence, apdu.p1 == 0x01))
+    if len(replies) > options.journal_limit:
+        replies = replies[len(replies) - options.journal_limit :]
+    return replace(app, replies=replies)
+
+
+def _purse(
+    profile: ApplicationProfile, apdu: CommandApdu, app: AppState, session: Session, options: CardOptions
+) -> CommandResult:
     if apdu.cla != 0x80:
         raise ApduRejected(StatusWord.CLA_NOT_SUPPORTED, f"purse: CLA {apdu.cla:02X}")
     balance = app.balance or 0
@@ -307,6 +341,8 @@ def _purse(profile: ApplicationProfile, apdu: CommandApdu, app: AppState, sessio
         if (apdu.p1 << 8 | apdu.p2) != PURSE_BALANCE_TAG:
             raise ApduRejected(StatusWord.REFERENCED_DATA_NOT_FOUND, f"GET DATA {apdu.p1:02X}{apdu.p2:02X}")
         return CommandResult(ResponseApdu(balance.to_bytes(4, "big"), StatusWord.OK), session, app)
+    if apdu.ins == INS_PURSE_TRANSACTION_REPLY:
+        return CommandResult(ok, session, _transaction_reply(apdu, app, options))
     raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"purse: INS {apdu.ins:02X}")
 
 

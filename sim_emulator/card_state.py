@@ -3,7 +3,8 @@
 What persists (house-style §2): the 03.48 replay counters per (key set, TAR) (TS 102
 225 §5.1.1, protocols.md §5), the EFs a card changed, and per application (TAR) the
 action counter of docs/action-counter.md with its journal, the purse balance and
-parameters, and the GlobalPlatform registry (GP Card Spec §11).
+parameters, its MO counter, last request sequence and TRANSACTION REPLYs (patent claims
+7-9, "Deferred reports"), and the GlobalPlatform registry (GP Card Spec §11).
 
 Glossary: CNTR replay counter, KVN key version number, TAR toolkit application
 reference, LF load file, AID application identifier.
@@ -42,6 +43,14 @@ class JournalEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyEntry:
+    """A TRANSACTION REPLY the purse accepted: the request it answers and the server's verdict."""
+
+    sequence: int
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LoadFileState:
     """GP load file: ``blocks`` LOAD blocks received so far, ``complete`` after the last one."""
 
@@ -68,6 +77,10 @@ class AppState:
     parameters: Mapping[int, bytes] = field(default_factory=lambda: _NO_PARAMETERS)  # purse
     load_files: Mapping[bytes, LoadFileState] = field(default_factory=lambda: _NO_LOAD_FILES)  # ram
     instances: Mapping[bytes, InstanceState] = field(default_factory=lambda: _NO_INSTANCES)  # ram
+    # Card-originated messages (docs/action-counter.md "Deferred reports"), purse:
+    mo_cntr: int = 0  # the application's own MO CNTR, +1 per message, saved before it leaves
+    request_sequence: int = 0  # sequence number of the last transaction request
+    replies: tuple[ReplyEntry, ...] = ()  # TRANSACTION REPLYs received, oldest first (bounded)
 
     def counted(self, apdu: bytes, journal_limit: int) -> AppState:
         """One more successful counted command (docs/action-counter.md, claim 1b)."""
@@ -139,6 +152,10 @@ def _app_to_json(app: AppState) -> dict[str, Any]:
             aid.hex(): {"blocks": lf.blocks, "size": lf.size, "complete": lf.complete}
             for aid, lf in sorted(app.load_files.items())
         }
+    if app.mo_cntr or app.request_sequence or app.replies:
+        out["mo_cntr"] = app.mo_cntr
+        out["request_sequence"] = app.request_sequence
+        out["replies"] = [[r.sequence, r.accepted] for r in app.replies]
     if app.instances:
         out["instances"] = {
             aid.hex(): {"load_file": i.load_file_aid.hex(), "module": i.module_aid.hex()}
@@ -181,4 +198,7 @@ def _app_from_json(a: dict[str, Any]) -> AppState:
                 for k, v in a.get("instances", {}).items()
             }
         ),
+        mo_cntr=int(a.get("mo_cntr", 0)),
+        request_sequence=int(a.get("request_sequence", 0)),
+        replies=tuple(ReplyEntry(int(s), bool(ok)) for s, ok in a.get("replies", [])),
     )

@@ -200,6 +200,7 @@ def _application(t: _Table) -> ApplicationProfile:
         values["balance"] = t.int("balance", 0, high=values["max_balance"])
         values["balance_step"] = t.int("balance_step", 0, high=0xFFFFFFFF)
         values["balance_modulo"] = t.int("balance_modulo", 1, low=1)
+        values["payment_amount"] = t.int("payment_amount", 100, low=1, high=0xFFFFFFFF)
     if values["msl"] & 0xE0:
         raise t.error("msl", f"{values['msl']:02x} sets reserved SPI1 bits b8..b6")
     t.done()
@@ -249,7 +250,12 @@ def _options(t: _Table) -> CardOptions:
         counter_update_on_no_check=t.bool("counter_update_on_no_check", defaults.counter_update_on_no_check),
         por_padding=t.octet("por_padding", defaults.por_padding),
         journal_limit=t.int("journal_limit", defaults.journal_limit, low=1),
+        ota_platform_address=t.str("ota_platform_address", defaults.ota_platform_address),
+        info_message_on_power_up=t.bool("info_message_on_power_up", defaults.info_message_on_power_up),
     )
+    address = options.ota_platform_address
+    if not address.isdigit() or not 1 <= len(address) <= 20:
+        raise t.error("ota_platform_address", f"{address!r}: expected 1 to 20 digits (TS 23.040 §9.1.2.5)")
     t.done()
     return options
 

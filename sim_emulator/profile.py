@@ -83,6 +83,8 @@ class ApplicationProfile:
     # purse, fleet template: balance + (index % balance_modulo) * balance_step
     balance_step: int = 0
     balance_modulo: int = 1
+    # purse: what one "pay" menu selection debits (docs/action-counter.md "Deferred reports")
+    payment_amount: int = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +129,10 @@ class CardOptions:
     counter_update_on_no_check: bool = False
     por_padding: int = 0x00
     journal_limit: int = 10_000
+    # Card-originated messages (patent claims 7-9): TP-DA of their SMS-SUBMIT (TON 1, NPI 1).
+    ota_platform_address: str = "12345"
+    # Claim 9: after a reset, answer the TERMINAL PROFILE 91 XX with an information message per purse.
+    info_message_on_power_up: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

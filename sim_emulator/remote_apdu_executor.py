@@ -13,6 +13,8 @@ After every counted command that succeeded (``action_counter.is_counted``), the
 application's action counter goes up by one and the new card state (the command's
 effect and the counter together) is handed to ``commit`` as ONE value, which the
 shell writes atomically before the next command runs (house-style §2 step 3). A
+non-counted command that changes state (the purse's TRANSACTION REPLY) is handed to
+``save`` instead: written the same way, never counted. A
 ``commit`` may raise to simulate a power cut: what was committed stays, the rest
 never happened. No GET RESPONSE is issued automatically: the script must contain it
 (``no_auto_get_response``, SJA5 behaviour, protocols.md §8).
@@ -75,6 +77,7 @@ def _execute(
     initial: Mapping[FilePath, bytes | None],
     options: CardOptions,
     commit: Commit,
+    save: Commit | None = None,
 ) -> _Run:
     """``None`` in ``commands`` stands for an undecodable command (SW 67 00)."""
     tar = application.tar
@@ -95,8 +98,11 @@ def _execute(
             new_app = result.app.counted(apdu.encode_t0(), options.journal_limit)
             state = state.with_app(tar, new_app, result.writes)
             commit(state)  # effect + action counter in one atomic write
-        elif result.app is not app or result.writes:  # pragma: no cover - navigation never changes state
+        elif result.app is not app or result.writes:
+            # Not an action, yet a state change (the purse's TRANSACTION REPLY record): saved, not counted.
             state = state.with_app(tar, result.app, result.writes)
+            if save is not None:
+                save(state)
     return _Run(len(responses), tuple(responses), False, state)
 
 
@@ -109,11 +115,12 @@ def run_script(
     initial: Mapping[FilePath, bytes | None],
     options: CardOptions,
     commit: Commit,
+    save: Commit | None = None,
 ) -> ScriptOutcome:
     before = state.applications[application.tar].action_counter
     if script_format is ScriptFormat.COMPACT:
         commands = _decode_compact(script, application.case2_instructions)
-        run = _execute(commands, application, state, tree, initial, options, commit)
+        run = _execute(commands, application, state, tree, initial, options, commit, save)
         last = run.responses[-1] if run.responses else ResponseApdu(b"", StatusWord.OK)
         response = CompactResponse(run.executed, last.sw, last.data).encode()
     else:
@@ -129,7 +136,7 @@ def run_script(
         ):
             response = ExpandedResponse(0, bad_format=BAD_FORMAT_UNKNOWN_TAG).encode()
             return ScriptOutcome(response, 0, StatusWord.OK, True, before, before, state)
-        run = _execute(list(template.apdus), application, state, tree, initial, options, commit)
+        run = _execute(list(template.apdus), application, state, tree, initial, options, commit, save)
         last = run.responses[-1] if run.responses else ResponseApdu(b"", StatusWord.OK)
         response = ExpandedResponse(run.executed, run.responses, indefinite=template.indefinite).encode()
     after = run.state.applications[application.tar].action_counter

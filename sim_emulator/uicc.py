@@ -22,6 +22,12 @@ card state atomically. Theory of operation for one SMS-PP DOWNLOAD ENVELOPE:
    ``por_max_deliver_report``), else a short status-0B PoR now and the real one by
    proactive SEND SHORT MESSAGE (one per SMS-SUBMIT segment), ``91 XX`` announcing it.
 
+Card-originated messages (patent claims 7-9, docs/action-counter.md "Deferred
+reports"): an ENVELOPE (MENU SELECTION) item 1 makes the purse pay and queue a
+transaction request; with ``info_message_on_power_up`` the first TERMINAL PROFILE
+after a reset queues an information message per purse. Each is saved (new MO CNTR,
+sequence, balance) before it is queued as SEND SHORT MESSAGE, announced by ``91 XX``.
+
 Volatile state (selection, GET RESPONSE data, proactive queue, reassembly) is
 dropped by :meth:`Uicc.reset`. ``tear_after_actions`` simulates a power cut: after
 that many committed actions of the next script :class:`CardTorn` is raised, the
@@ -34,23 +40,31 @@ Every input gets a status word: ``ApduRejected`` becomes its SW, any other
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ota_protocols.action_counter import CounterReport
+from ota_protocols.action_counter import CardMessage, CardMessageKind, CounterReport
 from ota_protocols.apdu.apdu import CommandApdu, ResponseApdu, StatusWord
-from ota_protocols.apdu.envelope import SmsPpDownload
-from ota_protocols.apdu.proactive import SendShortMessage, TerminalResponse
+from ota_protocols.apdu.envelope import SmsPpDownload, decode_envelope
+from ota_protocols.apdu.proactive import (
+    DeviceIdentities,
+    DeviceIdentity,
+    SendShortMessage,
+    TerminalResponse,
+)
 from ota_protocols.errors import ApduRejected, DecodeError, OtaSimError, StoreError
 from ota_protocols.secured_packet.response_packet import ResponseStatus
 from ota_protocols.sms.address import Address
 from ota_protocols.sms.concatenation import Reassembler, split_user_data
 from ota_protocols.sms.tpdu import SmsDeliver, SmsSubmit
 from ota_protocols.sms.user_data_header import RPI, Iei, parse_concatenation, split_udh
-from sim_emulator.card_state import CardState
+from ota_protocols.tlv import BerTag, ComprehensionTag
+from sim_emulator.applets import Application, purse_payment
+from sim_emulator.card_messages import card_message_submit, mo_keyset, seal_card_message
+from sim_emulator.card_state import AppState, CardState
 from sim_emulator.card_template import CardTemplate
 from sim_emulator.file_system import FileView, Selection, execute_file_command
 from sim_emulator.ota_security import KeyRing, por_wanted, seal_por, verify
-from sim_emulator.profile import CardIdentity
+from sim_emulator.profile import AppKind, CardIdentity
 from sim_emulator.remote_apdu_executor import run_script
 
 ATR = bytes.fromhex("3b024f54")  # TS, T0 (2 historical octets), "OT": a minimal T=0 ATR
@@ -68,6 +82,8 @@ _CASE2 = {INS_READ_BINARY, INS_READ_RECORD, INS_GET_RESPONSE, INS_STATUS, INS_FE
 _SMS_UD_MAX = 140  # TS 23.040 §9.2.3.16, 8-bit data
 _PID_DATA_DOWNLOAD, _DCS_CLASS2_8BIT = 0x7F, 0xF6
 _REASSEMBLY_TIMEOUT = 1e12  # the card has no clock: partial sets live until reset or eviction
+MENU_ITEM_PAY = 0x01  # the purse's menu item "pay" (MENU SELECTION item identifier)
+_MAX_MO_CNTR = (1 << 40) - 1  # 5-octet CNTR (TS 102 225 §5.1)
 
 
 class CardTorn(Exception):
@@ -98,6 +114,7 @@ class Uicc:
         "_initial_files",
         "_mr",
         "_pending",
+        "_power_up_report_due",
         "_proactive",
         "_reassembler",
         "_script_actions",
@@ -136,6 +153,8 @@ class Uicc:
         self._reassembler: Reassembler | None = None
         self._envelopes = 0
         self.terminal_profile = b""
+        # Claim 9: the first TERMINAL PROFILE after a reset triggers the information messages.
+        self._power_up_report_due = self.template.options.info_message_on_power_up
         return ATR
 
     def files(self) -> FileView:
@@ -182,6 +201,9 @@ class Uicc:
             if ins == INS_TERMINAL_RESPONSE:
                 return self._terminal_response(apdu)
             self.terminal_profile = apdu.data
+            if self._power_up_report_due:
+                self._power_up_report_due = False
+                self._information_messages()
             return self._final(b"", StatusWord.OK, cla)
         raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"INS {ins:02X}")
 
@@ -276,6 +298,8 @@ class Uicc:
 
     def _envelope(self, apdu: CommandApdu) -> ResponseApdu:
         cla = apdu.cla
+        if apdu.data and apdu.data[0] == BerTag.MENU_SELECTION:
+            return self._menu_selection(apdu)
         if not apdu.data or apdu.data[0] != 0xD1:
             return self._final(b"", StatusWord.OK, cla)  # other ENVELOPEs: accepted, nothing to do
         try:
@@ -333,6 +357,10 @@ class Uicc:
             if tear_after is not None and self._script_actions >= tear_after:
                 self._tear()
 
+        def save(state: CardState) -> None:  # a non-counted change (TRANSACTION REPLY): no tear point
+            self._commit(state)
+            self.state = state
+
         outcome = run_script(
             verdict.opened.data,
             verdict.application.profile.format,
@@ -342,6 +370,7 @@ class Uicc:
             self._initial_files,
             options,
             commit_action,
+            save,
         )
         self.state = outcome.state
         if not por_wanted(verdict.spi, ResponseStatus.POR_OK, outcome.stopped_on_error, options):
@@ -377,3 +406,65 @@ class Uicc:
             ).encode()
             self._mr = (self._mr + 1) & 0xFF
             self._proactive.append(_Proactive(self._group, SendShortMessage(tpdu).encode()))
+
+    # ----------------------------------------------------------------- card-originated messages
+
+    def _menu_selection(self, apdu: CommandApdu) -> ResponseApdu:
+        """ENVELOPE (MENU SELECTION), TS 102 223 §7.3 / TS 31.111: ``D3 L 82 02 01 81 90 01 item``
+        (keypad -> UICC). Item 1 ("pay") starts a purse payment: claim 8's transaction request."""
+        try:
+            envelope = decode_envelope(apdu.data, base_offset=5)
+            identities = envelope.find(ComprehensionTag.DEVICE_IDENTITIES)
+            item = envelope.find(ComprehensionTag.ITEM_IDENTIFIER)
+            if identities is None or item is None or len(item.value) != 1:
+                raise DecodeError(
+                    "menu_selection", 7, "needs device identities and a 1-octet item identifier"
+                )
+            DeviceIdentities.from_tlv(identities, 7).expect(
+                DeviceIdentity.KEYPAD, DeviceIdentity.UICC, 7, "TS 102 223 §7.3"
+            )
+        except DecodeError as exc:
+            raise ApduRejected(StatusWord.WRONG_DATA, f"MENU SELECTION: {exc}") from exc
+        if item.value[0] == MENU_ITEM_PAY:
+            purse = self._purses()[:1]
+            for application in purse:
+                paid = purse_payment(application.profile, self.state.applications[application.tar])
+                if paid is not None:  # balance too low: refused locally, no message
+                    amount = application.profile.payment_amount.to_bytes(4, "big")
+                    self._card_message(application, paid, CardMessageKind.TRANSACTION_REQUEST, amount)
+        return self._final(b"", StatusWord.OK, apdu.cla)
+
+    def _information_messages(self) -> None:
+        for application in self._purses():
+            app = self.state.applications[application.tar]
+            self._card_message(application, app, CardMessageKind.INFORMATION, b"")
+
+    def _purses(self) -> list[Application]:
+        return [a for a in self.template.applications if a.profile.kind is AppKind.PURSE]
+
+    def _card_message(
+        self, application: Application, app: AppState, kind: CardMessageKind, payload: bytes
+    ) -> None:
+        """Save the application's new state with its next MO CNTR FIRST (house-style §2), then
+        queue the SEND SHORT MESSAGE (docs/action-counter.md "Deferred reports")."""
+        keyset = mo_keyset(self.identity.keysets)
+        if keyset is None or app.mo_cntr >= _MAX_MO_CNTR:
+            return  # no keys, or the MO counter is exhausted: the card stays silent
+        keys = self.keyring.keys(keyset.kvn)
+        assert keys is not None
+        cntr = app.mo_cntr + 1
+        app = replace(app, mo_cntr=cntr)
+        message = CardMessage(kind, app.request_sequence, app.action_counter, payload)
+        try:
+            packet = seal_card_message(message, tar=application.tar, cntr=cntr, keyset=keyset, keys=keys)
+            tpdu = card_message_submit(
+                packet, destination=self.template.options.ota_platform_address, mr=self._mr
+            )
+        except OtaSimError:
+            return  # a key set that cannot cipher + MAC (e.g. CRC KID): nothing to send
+        state = self.state.with_app(application.tar, app)
+        self._commit(state)
+        self.state = state
+        self._mr = (self._mr + 1) & 0xFF
+        self._group += 1
+        self._proactive.append(_Proactive(self._group, SendShortMessage(tpdu).encode()))

@@ -48,6 +48,8 @@ PURE_APPLICATION_MODULES = {
     "sim_emulator.profile",
     "sim_emulator.card_state",
     "sim_emulator.card_template",
+    "sim_emulator.card_messages",
+    "handset.activity",
 }
 ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
 SMPPLIB_MODULES = {"ota_server.esme"}

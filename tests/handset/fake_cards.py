@@ -117,13 +117,18 @@ class RecordingCard:
     def __init__(self, card: object) -> None:
         self.card = card
         self.apdus: list[bytes] = []
+        self.resets = 0
 
     @property
     def msisdn(self) -> str:
         return self.card.msisdn  # type: ignore[attr-defined, no-any-return]
 
     def reset(self) -> bytes:
+        self.resets += 1
         return self.card.reset()  # type: ignore[attr-defined, no-any-return]
+
+    def stop_after_actions(self, k: int | None) -> None:
+        self.card.stop_after_actions(k)  # type: ignore[attr-defined]
 
     def exchange(self, c_apdu: bytes) -> bytes:
         self.apdus.append(c_apdu)
