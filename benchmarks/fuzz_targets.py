@@ -41,8 +41,11 @@ from ota_protocols.tlv import decode_ber_all, decode_comprehension_all
 
 Entry = tuple[str, Callable[[bytes], object], tuple[bytes, ...], Callable[[bytes], bytes] | None]
 
-APDUS = [CommandApdu(0x00, 0xA4, 0x00, 0x0C, b"\x3f\x00"), CommandApdu(0x00, 0xB0, 0, 0, b"", 10),
-         CommandApdu(0x00, 0xD6, 0, 0, b"\x01\x02\x03")]
+APDUS = [
+    CommandApdu(0x00, 0xA4, 0x00, 0x0C, b"\x3f\x00"),
+    CommandApdu(0x00, 0xB0, 0, 0, b"", 10),
+    CommandApdu(0x00, 0xD6, 0, 0, b"\x01\x02\x03"),
+]
 OTA_UD = bytes.fromhex("02700000201506193535b00011ae733256918d050b87c94fbfe12e4dc402f262c41cf67f2f")
 
 
@@ -56,27 +59,57 @@ def _frame(raw: bytes) -> object:
 
 
 def targets() -> list[Entry]:
-    deliver = SmsDeliver(tp_oa=Address("12345", Ton.INTERNATIONAL), tp_pid=0x7F, tp_dcs=0xF6,
-                         tp_scts=scts_from_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)), tp_ud=OTA_UD,
-                         tp_udhi=True)
-    submit = SmsSubmit(tp_mr=1, tp_da=Address("12345"), tp_pid=0x7F, tp_dcs=0xF6, tp_ud=b"\x02\x71\x00\x00\x01",
-                       tp_udhi=True)
+    deliver = SmsDeliver(
+        tp_oa=Address("12345", Ton.INTERNATIONAL),
+        tp_pid=0x7F,
+        tp_dcs=0xF6,
+        tp_scts=scts_from_datetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        tp_ud=OTA_UD,
+        tp_udhi=True,
+    )
+    submit = SmsSubmit(
+        tp_mr=1, tp_da=Address("12345"), tp_pid=0x7F, tp_dcs=0xF6, tp_ud=b"\x02\x71\x00\x00\x01", tp_udhi=True
+    )
     report = SmsDeliverReport(tp_udhi=True, tp_pid=0x7F, tp_dcs=0xF6, tp_ud=b"\x02\x71\x00\x00\x01")
     envelope = SmsPpDownload(deliver.encode(), b"\x91\x21\x43").encode()
     ssm = SendShortMessage(submit.encode()).encode()
     terminal_response = TerminalResponse(CommandDetails(1, 0x13, 0), 0).encode()
     compact = encode_compact_commands(APDUS)
     expanded = ExpandedCommandScript(tuple(APDUS)).encode()
-    expanded_response = ExpandedResponse(2, (ResponseApdu(b"", 0x9000), ResponseApdu(b"\x01", 0x6A82))).encode()
-    submit_sm = encode_pdu(SubmitSm(sequence_number=7, source_addr="12345", destination_addr="491700000001",
-                                    esm_class=0x43, protocol_id=0x7F, data_coding=0xF6, short_message=OTA_UD))
-    deliver_sm = encode_pdu(DeliverSm(sequence_number=9, source_addr="491700000001", destination_addr="12345",
-                                      esm_class=0x40, protocol_id=0x7F, data_coding=0xF6, short_message=OTA_UD))
+    expanded_response = ExpandedResponse(
+        2, (ResponseApdu(b"", 0x9000), ResponseApdu(b"\x01", 0x6A82))
+    ).encode()
+    submit_sm = encode_pdu(
+        SubmitSm(
+            sequence_number=7,
+            source_addr="12345",
+            destination_addr="491700000001",
+            esm_class=0x43,
+            protocol_id=0x7F,
+            data_coding=0xF6,
+            short_message=OTA_UD,
+        )
+    )
+    deliver_sm = encode_pdu(
+        DeliverSm(
+            sequence_number=9,
+            source_addr="491700000001",
+            destination_addr="12345",
+            esm_class=0x40,
+            protocol_id=0x7F,
+            data_coding=0xF6,
+            short_message=OTA_UD,
+        )
+    )
     return [
         ("sms_mt_tpdu", decode_mt_tpdu, (deliver.encode(),), None),
         ("sms_mo_tpdu", decode_mo_tpdu, (submit.encode(), report.encode()), None),
-        ("sms_deliver_report_error", lambda raw: SmsDeliverReport.decode(raw, rp_error=True),
-         (SmsDeliverReport(tp_fcs=0xD5).encode(),), None),
+        (
+            "sms_deliver_report_error",
+            lambda raw: SmsDeliverReport.decode(raw, rp_error=True),
+            (SmsDeliverReport(tp_fcs=0xD5).encode(),),
+            None,
+        ),
         ("sms_udh", split_udh, (OTA_UD, bytes.fromhex("0700030a0201700000")), None),
         ("sms_address", lambda raw: Address.decode(ByteReader(raw)), (Address("4917000001").encode(),), None),
         ("ber_tlv", decode_ber_all, (envelope, expanded), None),
@@ -93,6 +126,10 @@ def targets() -> list[Entry]:
         ("command_apdu", CommandApdu.decode, tuple(a.encode() for a in APDUS), None),
         ("smpp_pdu", decode_pdu, (submit_sm, deliver_sm), _smpp_length_fix),
         ("smpp_framing", _frame, (submit_sm + deliver_sm,), None),
-        ("action_counter_block", split_counter_report,
-         (append_counter_report(b"\x01\x90\x00", CounterReport(3, 4)),), None),
+        (
+            "action_counter_block",
+            split_counter_report,
+            (append_counter_report(b"\x01\x90\x00", CounterReport(3, 4)),),
+            None,
+        ),
     ]

@@ -128,6 +128,7 @@ class FleetConfig:
     imsi_prefix: str = "00101"
     msisdn_prefix: str = "4917"
     msisdn_digits: int = 12
+    issued_action_counter: int | None = None  # issuer knowledge for the OTA server; cards use the template
 
     def spec(self) -> FleetSpec:
         return FleetSpec(
@@ -138,6 +139,7 @@ class FleetConfig:
             imsi_prefix=self.imsi_prefix,
             msisdn_prefix=self.msisdn_prefix,
             msisdn_digits=self.msisdn_digits,
+            issued_action_counter=self.issued_action_counter,
         )
 
 

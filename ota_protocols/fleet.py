@@ -48,11 +48,16 @@ class FleetSpec:
     msisdn_prefix: str = "4917"
     msisdn_digits: int = 12
     keysets: tuple[KeysetTemplate, ...] = DEFAULT_KEYSETS
+    # The action counter every application had when the fleet was issued, as the issuer recorded it
+    # (WO 00/07153: the server stores CA). None: unknown, so the OTA server asks each card first.
+    issued_action_counter: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("iccid_prefix", "imsi_prefix", "msisdn_prefix"):
             if not getattr(self, name).isdigit():
                 raise ConfigError(name, f"must be digits, got {getattr(self, name)!r}")
+        if self.issued_action_counter is not None and not 0 <= self.issued_action_counter <= 0xFFFFFFFF:
+            raise ConfigError("issued_action_counter", f"{self.issued_action_counter} does not fit 4 octets")
         if self.count < 0 or self.first_index < 0:
             raise ConfigError("count", "count and first_index must not be negative")
         last = self.first_index + self.count - 1

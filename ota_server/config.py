@@ -388,6 +388,7 @@ _FLEET_FIELDS = (
     "imsi_prefix",
     "msisdn_prefix",
     "msisdn_digits",
+    "issued_action_counter",
 )
 
 

@@ -361,7 +361,9 @@ class CampaignRunner:
                     f"card {card.iccid} has no key set {sec.counter_kvn}",
                     source=str(self.config.source),
                 )
-            base = confirmed.get(card.iccid)
+            # The server's stored CA: from earlier reports, else the issuer's record of the fleet (a
+            # wrong record is caught by the PoR's "before" value); unknown -> the job asks the card first.
+            base = confirmed.get(card.iccid, fleet.issued_action_counter)
             job = Job(n=n, confirmed=base, start_counter=base)
             row = previous.get((card.iccid, self.tar_hex))
             if row is not None:

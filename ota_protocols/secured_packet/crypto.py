@@ -197,9 +197,9 @@ class ChecksumKey:
         aes = algorithm is IntegrityAlgorithm.AES_CMAC
         self._cbc = _ChainedCbc(aes, key)
         if aes:
-            # RFC 4493 §2.3: L = AES-K(0^128); K1 = L << 1 (^ Rb); K2 = K1 << 1 (^ Rb), Rb = 0x87.
-            ecb = AES.new(key, AES.MODE_ECB)
-            lvalue = ecb.encrypt(bytes(16))
+            # RFC 4493 §2.3: L = AES-K(0^128) (one block of CBC with IV 0 is one block of ECB);
+            # K1 = L << 1 (^ Rb if the MSB was set); K2 = K1 << 1 (likewise); Rb = 0x87.
+            lvalue = self._cbc.encrypt(bytes(16))
             k1 = _shift_left_one(lvalue)
             if lvalue[0] & 0x80:
                 k1 = k1[:-1] + bytes((k1[-1] ^ 0x87,))

@@ -40,7 +40,7 @@ class PacketKeys:
         self.kic_implicit = kic_implicit
         self.kid_implicit = kid_implicit
         self._ciphers: dict[CipherAlgorithm, CipherKey] = {}
-        self._checksums: dict[tuple[IntegrityAlgorithm, int | None], ChecksumKey] = {}
+        self._checksums: dict[tuple[IntegrityAlgorithm, int], ChecksumKey] = {}
 
     def __repr__(self) -> str:
         def describe(key: bytes | None) -> str:
@@ -71,6 +71,8 @@ class PacketKeys:
         algorithm = resolve_integrity(kid, mode, self.kid_implicit)
         if algorithm is None:
             return None
+        if length is None:
+            length = algorithm.default_length()  # one cache entry whether the length was implied or read
         cached = self._checksums.get((algorithm, length))
         if cached is not None:
             return cached
