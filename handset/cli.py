@@ -2,6 +2,7 @@
 
     handset serve --config configs/handset.toml [--host H] [--port P]
                   [--ready-file F] [--report-file F] [--log-level L]
+                  [--pcap FILE] [--exit-with-parent]
 
 Once listening it prints ``handset: SMSC listening on HOST:PORT (N phones)`` and
 writes PORT to ``--ready-file``.  SIGTERM / SIGINT: stop accepting, unbind the
@@ -9,6 +10,12 @@ ESMEs, write ``--report-file`` (JSON ``{"cards": [...], "smsc": {...}}``), exit 
 SIGUSR1: restart the SMSC listener (every SMPP connection and the listening socket
 closed, down for ``[smsc] restart_outage_s``, then listening on the same port;
 phones, cards and the store-and-forward queues survive).
+``--pcap FILE``: write every SMPP exchange (TCP/IPv4) and every SIM APDU exchange
+(GSMTAP-SIM, UDP 4729) to FILE for Wireshark, flushed on exit (capture_writer.py).
+``--exit-with-parent``: stop as on SIGTERM when stdin reaches end of file.  A parent
+that gives the child a pipe as stdin (the OTA server's embedded network does) holds
+its write end; when the parent dies, even by SIGKILL, the kernel closes it and the
+child sees EOF.  Portable, no race with the fork, nothing Linux-only.
 Exit codes: 0 success, 1 runtime failure, 2 usage or config error (one line on
 stderr, never a traceback).
 """
@@ -40,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port, 0 = any free port (overrides [smsc] port)")
     serve.add_argument("--ready-file", help="write the bound port here once listening")
     serve.add_argument("--report-file", help="write the JSON report here on shutdown")
+    serve.add_argument("--pcap", metavar="FILE", help="write SMPP and SIM APDU traffic to this pcap file")
+    serve.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit (as on SIGTERM) when stdin reaches end of file: give the child a pipe as stdin",
+    )
     serve.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     )
@@ -53,11 +66,35 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, target)
 
 
+def _stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """``--exit-with-parent``: set ``stop`` once stdin is at end of file (the parent is gone)."""
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)  # whatever the parent writes is ignored
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            loop.remove_reader(fd)
+            log.warning("stdin closed (parent gone): stopping")
+            stop.set()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (PermissionError, ValueError, OSError):  # a regular file or /dev/null cannot be watched
+        why = "stdin must be a pipe (or socket) held by the parent"
+        raise ConfigError("--exit-with-parent", why) from None
+    os.set_blocking(fd, False)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError("--port", f"{args.port} outside 0..65535")
-    service = HandsetService(config)
+    service = HandsetService(config, pcap=args.pcap)
     host = args.host or config.smsc.host
     port = await service.start(host=host, port=args.port)
     stop = asyncio.Event()
@@ -66,6 +103,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     # SIGUSR1: restart the SMSC listener ([smsc] restart_outage_s down, then the same port).
     loop.add_signal_handler(signal.SIGUSR1, service.request_restart)
+    if args.exit_with_parent:
+        _stop_on_stdin_eof(loop, stop)
     if args.ready_file:  # before the line, so a reader of either sees both
         _write_atomically(args.ready_file, f"{port}\n")
     print(f"handset: SMSC listening on {host}:{port} ({service.phone_count} phones)", flush=True)

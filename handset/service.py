@@ -16,6 +16,11 @@ EXPIRED.  RP-ACK -> DELIVRD, RP-ERROR -> UNDELIV with err = TP-FCS
 (smpp-and-peers.md §1.6).  A report arriving for a message no longer in
 flight (a duplicate's, or after a retry) is dropped, as a real MSC would.
 
+Capture (``--pcap``): given a :class:`~handset.capture_writer.PcapWriter`, every
+phone's SIM port is wrapped in a :class:`~handset.capture_writer.CapturingCard`
+(outside the busy injector, so the capture shows the ``93 00`` the ME saw) and
+the SMSC server records its SMPP streams; without one nothing is wrapped.
+
 Glossary: MT/MO mobile terminated/originated; RP relay protocol (TS 24.011);
 ME mobile equipment; PoR proof of receipt; S&F store-and-forward.
 """
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handset import activity, smsc_router
+from handset.capture_writer import CapturingCard, PcapWriter
 from handset.config import HandsetConfig
 from handset.mobile_equipment import (
     Card,
@@ -125,7 +131,14 @@ class Phone:
 class Network:
     """The radio network: phones, their MT queues and the radio link.  See the module docstring."""
 
-    def __init__(self, config: HandsetConfig, cards: list[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: HandsetConfig,
+        cards: list[Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        capture: PcapWriter | None = None,
+    ) -> None:
         self.config = config
         self.loop = loop
         self.radio = RadioLink(config.radio)
@@ -159,6 +172,8 @@ class Network:
             if msisdn in self.phones:
                 raise ConfigError("cards", f"MSISDN {msisdn} given to two cards")
             port: Card = _BusyInjectingCard(card, self.radio, self.rng) if busy else card
+            if capture is not None:
+                port = CapturingCard(port, capture, loop.time)
             me = MobileEquipment(port, smsc_address=smsc_address, options=config.me, phone_id=msisdn)
             phone = Phone(msisdn, card, me, random.Random(f"{config.radio.seed}/offline/{msisdn}"))
             self.phones[msisdn] = phone
@@ -450,9 +465,13 @@ def build_cards(config: HandsetConfig) -> list[Any]:
 class HandsetService:
     """Wires cards, phones, the radio link and the SMSC server; owns their lifecycle."""
 
-    def __init__(self, config: HandsetConfig, *, cards: list[Any] | None = None) -> None:
+    def __init__(
+        self, config: HandsetConfig, *, cards: list[Any] | None = None, pcap: str | None = None
+    ) -> None:
         self.config = config
         self._cards = cards
+        self.pcap = pcap
+        self.capture: PcapWriter | None = None
         self.network: Network | None = None
         self.server: SmscServer | None = None
         self._restart_task: asyncio.Task[None] | None = None
@@ -462,8 +481,11 @@ class HandsetService:
         loop = asyncio.get_running_loop()
         cards = self._cards if self._cards is not None else build_cards(self.config)
         self._cards = cards
-        self.network = Network(self.config, cards, loop)
+        if self.pcap is not None and self.capture is None:
+            self.capture = PcapWriter(self.pcap, loop_now=loop.time())
+        self.network = Network(self.config, cards, loop, capture=self.capture)
         self.server = SmscServer(self.config.smsc, self.network)
+        self.server.capture = self.capture
         self.network.server = self.server
         bound = await self.server.start(host, port)
         self.network.start_activity()
@@ -526,6 +548,8 @@ class HandsetService:
             self.network.close()
         if self.server is not None:
             await self.server.stop()
+        if self.capture is not None:
+            self.capture.close()
 
     def report(self) -> dict[str, Any]:
         """JSON-able: every card's own report and the network counters."""

@@ -24,6 +24,11 @@ MO traffic:
 Writes are batched: everything a read chunk produces is written once, then one
 drain; MO sent from callbacks is flushed once per loop iteration.
 
+Capture (``handset serve --pcap``): with :attr:`SmscServer.capture` set (a
+:class:`handset.capture_writer.PcapWriter`), each connection gets a TCP stream in
+the capture and every chunk read or written is recorded with its loop time; left
+``None`` (the default) nothing is recorded and nothing is allocated.
+
 Glossary: ESME external short message entity; SMSC short message service
 centre; MT/MO mobile terminated/originated; RX/TX/TRX receiver/transmitter/
 transceiver bind; PoR proof of receipt.
@@ -56,7 +61,9 @@ from ota_protocols.smpp.pdu_codec import BindKind, DeliverSm, SubmitSm, SubmitSm
 from ota_protocols.smpp.session import Role, SessionState, SmppSession
 
 if TYPE_CHECKING:
+    from handset.capture_writer import PcapWriter
     from handset.config import EsmeConfig, SmscConfig
+    from ota_protocols.capture import TcpStream
 
 __all__ = ["MtMessage", "MtNetwork", "SmscServer"]
 
@@ -123,7 +130,7 @@ class _MoItem:
 
 
 class _Connection:
-    __slots__ = ("bucket", "closed", "config", "inflight", "peer", "session", "timer", "writer")
+    __slots__ = ("bucket", "closed", "config", "inflight", "peer", "session", "stream", "timer", "writer")
 
     def __init__(self, session: SmppSession, writer: asyncio.StreamWriter, peer: str) -> None:
         self.session = session
@@ -134,6 +141,7 @@ class _Connection:
         self.config: EsmeConfig | None = None
         self.inflight: dict[int, _MoItem] = {}
         self.closed = False
+        self.stream: TcpStream | None = None  # capture only
 
     @property
     def system_id(self) -> str | None:
@@ -169,6 +177,7 @@ class SmscServer:
         self._owners = {a: e.system_id for e in config.esmes for a in e.addresses}
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._accepting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog: deque[_MoItem] = deque()
         self._dirty: set[_Connection] = set()
@@ -178,6 +187,7 @@ class SmscServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host: str | None = None
         self.port: int | None = None
+        self.capture: PcapWriter | None = None  # handset serve --pcap
         self.counters = {
             "connections": 0,
             "binds": 0,
@@ -202,6 +212,7 @@ class SmscServer:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         self._loop = asyncio.get_running_loop()
         self._host = host or self.config.host
+        self._accepting = True
         self._server = await asyncio.start_server(
             self._serve, self._host, self.config.port if port is None else port
         )
@@ -218,6 +229,7 @@ class SmscServer:
         once (no unbind, as a crashing SMSC). Unanswered deliver_sm go back to the MO store; the
         MO store and the network's MT queues are kept (a real SMSC's persistent store)."""
         server, self._server = self._server, None
+        self._accepting = False
         if server is not None:
             server.close()
         self.counters["restarts"] += 1
@@ -236,6 +248,7 @@ class SmscServer:
         if self._server is not None:
             return self.port or 0
         assert self.port is not None, "resume() before start()"
+        self._accepting = True
         self._server = await asyncio.start_server(self._serve, self._host, self.port)
         log.warning("SMSC listening again on %s:%d", self._host, self.port)
         return self.port
@@ -284,6 +297,11 @@ class SmscServer:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if not self._accepting:
+            # Accepted by the kernel just before a restart closed the listener, but served only
+            # after the sweep of open connections: a down SMSC serves nobody.
+            writer.close()
+            return
         loop = asyncio.get_running_loop()
         peer = writer.get_extra_info("peername")
         session = SmppSession(
@@ -292,6 +310,10 @@ class SmscServer:
             enquire_link_interval_s=self.config.enquire_link_interval_s or None,
         )
         conn = _Connection(session, writer, f"{peer[0]}:{peer[1]}" if peer else "?")
+        capture = self.capture
+        if capture is not None and peer:
+            local = writer.get_extra_info("sockname") or (self._host or "127.0.0.1", self.port or 0)
+            conn.stream = capture.tcp_open(peer, local, loop.time())
         self._connections.add(conn)
         self.counters["connections"] += 1
         log.info("ESME connected from %s", conn.peer)
@@ -300,6 +322,8 @@ class SmscServer:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if conn.stream is not None and capture is not None:
+                    capture.tcp_data(conn.stream, True, data, loop.time())
                 session.receive_data(data, loop.time())
                 self._process(conn)
                 self._flush(conn)
@@ -325,6 +349,7 @@ class SmscServer:
             with contextlib.suppress(Exception):
                 data = conn.session.data_to_send()
                 if data:
+                    self._record_sent(conn, data)
                     conn.writer.write(data)
             with contextlib.suppress(Exception):
                 conn.writer.close()
@@ -337,10 +362,16 @@ class SmscServer:
     def _flush(self, conn: _Connection) -> None:
         data = conn.session.data_to_send()
         if data and not conn.closed:
+            if conn.stream is not None:
+                self._record_sent(conn, data)
             try:
                 conn.writer.write(data)
             except (ConnectionError, OSError, RuntimeError):
                 self._close(conn)
+
+    def _record_sent(self, conn: _Connection, data: bytes) -> None:
+        if conn.stream is not None and self.capture is not None and self._loop is not None:
+            self.capture.tcp_data(conn.stream, False, data, self._loop.time())
 
     def _mark_dirty(self, conn: _Connection) -> None:
         self._dirty.add(conn)

@@ -111,7 +111,7 @@ async def test_both_por_paths_confirm_every_card(tmp_path: Path, spi: str) -> No
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("security", "status"),
-    [({"tar": "b0ffff"}, "09"), ({"spi": "0639"}, "0A")],
+    [({"tar": "b0ffff"}, "09"), ({"spi": "1239"}, "0A")],  # SPI1 12: CC + counter, no cipher: below MSL 16
     ids=["unknown-tar-09", "below-msl-0a"],
 )
 async def test_security_refusals_end_failed_with_the_standard_status(

@@ -21,6 +21,8 @@ from ota_protocols.secured_packet.security_parameters import Spi
 from ota_protocols.sms.address import Address, Npi, Ton
 from ota_protocols.sms.tpdu import SmsDeliver, SmsDeliverReport, SmsSubmit, scts_from_datetime
 
+pytestmark = pytest.mark.interop
+
 TS31115 = pytest.importorskip("pycrate_mobile.TS31115")
 TS23040 = pytest.importorskip("pycrate_mobile.TS23040_SMS")
 
