@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS action_counters (
     updated_at REAL NOT NULL,
     PRIMARY KEY (iccid, tar)
 );
+CREATE TABLE IF NOT EXISTS mo_counters (
+    iccid TEXT NOT NULL,
+    tar TEXT NOT NULL,
+    cntr INTEGER NOT NULL,                -- last MO CNTR accepted from the card (replay rule)
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (iccid, tar)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     campaign TEXT NOT NULL,
     iccid TEXT NOT NULL,
@@ -76,6 +83,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     counter_path TEXT,
     statuses TEXT NOT NULL DEFAULT '[]',
     updated_at REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}',     -- JSON: script_cntr, replies owed, card reports, ...
     PRIMARY KEY (campaign, iccid, tar)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -112,6 +120,7 @@ class JobRow:
     counter_path: str | None = None
     statuses: list[str] = field(default_factory=list)
     updated_at: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,9 @@ class CardStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "extra" not in columns:  # a store written before card messages existed
+                self._db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the card store: {exc}") from exc
         self._cntr: dict[tuple[str, int], int] = {}
@@ -222,12 +234,19 @@ class CardStore:
             self._db.execute("SELECT iccid, confirmed FROM action_counters WHERE tar = ?", (tar,)).fetchall()
         )
 
+    def mo_counters(self) -> dict[tuple[str, str], int]:
+        """(ICCID, TAR hex) -> the last MO CNTR accepted from that application."""
+        return {
+            (iccid, tar): int(cntr)
+            for iccid, tar, cntr in self._db.execute("SELECT iccid, tar, cntr FROM mo_counters")
+        }
+
     def load_jobs(self, campaign: str) -> dict[tuple[str, str], JobRow]:
         out = {}
         for r in self._db.execute(
             "SELECT campaign, iccid, tar, state, pending, n, applied, base, start_counter, attempts, "
-            "queries, resent_actions, outstanding, result, reason, counter_path, statuses, updated_at "
-            "FROM jobs WHERE campaign = ?",
+            "queries, resent_actions, outstanding, result, reason, counter_path, statuses, updated_at, "
+            "extra FROM jobs WHERE campaign = ?",
             (campaign,),
         ):
             row = JobRow(
@@ -249,6 +268,7 @@ class CardStore:
                 r[15],
                 json.loads(r[16]),
                 r[17],
+                json.loads(r[18] or "{}"),
             )
             out[(row.iccid, row.tar)] = row
         return out
@@ -275,11 +295,12 @@ class CardStore:
         jobs: Iterable[JobRow] = (),
         counters: Iterable[tuple[str, str, int]] = (),
         history: Iterable[HistoryRow] = (),
+        mo_counters: Iterable[tuple[str, str, int]] = (),
         at: float = 0.0,
     ) -> None:
         """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
-        counters and history. On return the reservations are durable, so the caller may send:
-        a crash from here on burns these values, never reuses them (house-style §2)."""
+        counters, accepted MO CNTRs and history. On return the reservations are durable, so the
+        caller may send: a crash from here on burns these values, never reuses them (house-style §2)."""
         touched, self._touched = self._touched, {}
         sent_rows, self._sent_rows = self._sent_rows, []
         job_rows = [
@@ -302,6 +323,7 @@ class CardStore:
                 j.counter_path,
                 json.dumps(j.statuses),
                 j.updated_at,
+                json.dumps(j.extra),
             )
             for j in jobs
         ]
@@ -309,7 +331,8 @@ class CardStore:
             (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail) for h in history
         ]
         counter_rows = [(iccid, tar, value, at) for iccid, tar, value in counters]
-        if not (touched or sent_rows or job_rows or history_rows or counter_rows):
+        mo_rows = [(iccid, tar, value, at) for iccid, tar, value in mo_counters]
+        if not (touched or sent_rows or job_rows or history_rows or counter_rows or mo_rows):
             return
         try:
             with self._transaction():
@@ -328,8 +351,8 @@ class CardStore:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
                         "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
-                        "reason, counter_path, statuses, updated_at) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "reason, counter_path, statuses, updated_at, extra) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         job_rows,
                     )
                 if counter_rows:
@@ -338,6 +361,14 @@ class CardStore:
                         "ON CONFLICT(iccid, tar) DO UPDATE SET confirmed = excluded.confirmed, "
                         "updated_at = excluded.updated_at",
                         counter_rows,
+                    )
+                if mo_rows:
+                    # Never lower: the replay rule needs the highest MO CNTR ever accepted.
+                    self._db.executemany(
+                        "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
+                        "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
+                        "updated_at = excluded.updated_at",
+                        mo_rows,
                     )
         except BaseException:
             # Nothing was committed: forget the in-memory increments (the next read reloads them).

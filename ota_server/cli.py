@@ -3,7 +3,9 @@
 * ``ota-server packet encode-command|decode-command|encode-response|decode-response``
   (JSON on stdin, JSON on stdout; packet_tool.py).
 * ``ota-server campaign run CAMPAIGN.toml [--smsc HOST:PORT] [--report PATH] [--db PATH]
-  [--seed N] [--log-level L]`` (service.py; format in docs/campaigns.md).
+  [--seed N] [--log-level L] [--pcap FILE]`` (service.py; format in docs/campaigns.md). ``--pcap``
+  makes the embedded network capture SMPP and SIM APDUs (``handset serve --pcap``); refused with
+  ``--smsc`` (exit 2): that network is not ours to capture.
 
 Exit codes: 0 success (a campaign that ran, even with partial cards), 1 runtime
 failure (one line, e.g. SMSC unreachable), 2 usage, config or input error (one
@@ -73,9 +75,12 @@ def _campaign_run(args: argparse.Namespace) -> int:
     from ota_server.config import load_campaign
     from ota_server.service import CampaignRunner, print_summary
 
+    if args.pcap is not None and args.smsc is not None:
+        print("ota-server: --pcap captures the embedded network only; not with --smsc", file=sys.stderr)
+        return EXIT_USAGE
     _configure_logging(args.log_level)
     config = load_campaign(args.campaign)
-    runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed)
+    runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
     report = asyncio.run(runner.run())
     if args.report is not None:
         try:
@@ -125,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default WARNING",
+    )
+    run.add_argument(
+        "--pcap",
+        type=Path,
+        metavar="FILE",
+        help="embedded network only: write its SMPP and SIM APDU traffic to this pcap file (Wireshark)",
     )
     run.set_defaults(handler=_campaign_run)
     return parser

@@ -28,7 +28,7 @@ from ota_protocols.apdu import card_commands as cc
 from ota_protocols.apdu.apdu import CommandApdu
 from ota_protocols.errors import CodecError, ConfigError
 from ota_protocols.fleet import FleetSpec, KeysetTemplate
-from ota_protocols.secured_packet.security_parameters import Spi
+from ota_protocols.secured_packet.security_parameters import CounterMode, Spi
 from ota_server.model import Action, ScriptFormat, Security
 
 _MISSING: Any = object()
@@ -271,13 +271,24 @@ def _security(t: _Table) -> Security:
     tar = t.hex("tar", bytes.fromhex("b00010"), length=3)
     length = t.integer("checksum_length", None, low=1, high=8)
     fmt = t.string("script_format", "compact")
+    unsafe_counter_mode = t.boolean("unsafe_counter_mode", False)
     try:
         script_format = ScriptFormat(fmt)
     except ValueError:
         raise t.error("script_format", f"expected 'compact' or 'expanded', got {fmt!r}") from None
+    spi = Spi.from_bytes(spi_raw)
+    if spi.counter_mode is not CounterMode.HIGHER and not unsafe_counter_mode:
+        # docs/campaigns.md §4 "Fences": a query's PoR proves older scripts dead only when the card
+        # refuses every lower CNTR (TS 102 225 §5.1.1 SPI1 b5b4 = 10). Mode 11 is refused too: a
+        # lost packet would block the key set (the server burns CNTR values on a crash).
+        raise t.error(
+            "spi",
+            f"SPI1 {spi.spi1:02X} has counter mode {int(spi.counter_mode):02b}, not 10 (higher): "
+            "resends would not be safe; set unsafe_counter_mode = true to run anyway",
+        )
     t.done()
     return Security(
-        spi=Spi.from_bytes(spi_raw),
+        spi=spi,
         kic=kic,
         kid=kid,
         tar=tar,

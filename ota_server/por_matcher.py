@@ -31,6 +31,7 @@ ESM_UDHI = 0x40
 ESM_TYPE_MASK = 0x3C
 ESM_DELIVERY_RECEIPT = 0x04
 RPI_UDH = b"\x02\x71\x00"
+CPI_UDH = b"\x02\x70\x00"  # TS 31.115 §4.2: a command packet, here one sent BY a card (claims 7-9)
 
 _K = TypeVar("_K")
 _R = TypeVar("_R")
@@ -39,7 +40,8 @@ _R = TypeVar("_R")
 class DeliverKind(Enum):
     RECEIPT = "receipt"  # SMSC delivery receipt: recorded, never a PoR
     POR = "por"  # a whole PoR TP-UD (02 71 00 ...)
-    POR_SEGMENT = "por_segment"  # one part of a concatenated PoR SMS-SUBMIT
+    POR_SEGMENT = "por_segment"  # one part of a concatenated PoR or card-message SMS-SUBMIT
+    CARD_MESSAGE = "card_message"  # a whole card-originated command packet (02 70 00 ...)
     OTHER = "other"
 
 
@@ -53,18 +55,23 @@ def classify_deliver(esm_class: int, user_data: bytes) -> DeliverKind:
         return DeliverKind.OTHER
     if user_data.startswith(RPI_UDH):
         return DeliverKind.POR
+    if user_data.startswith(CPI_UDH):
+        return DeliverKind.CARD_MESSAGE
     try:
         header, _ = split_udh(user_data)
         info = parse_concatenation(header)
     except DecodeError:
         return DeliverKind.OTHER
     if info is None:
-        return DeliverKind.POR if header.has(Iei.RESPONSE_PACKET) else DeliverKind.OTHER
+        if header.has(Iei.RESPONSE_PACKET):
+            return DeliverKind.POR
+        return DeliverKind.CARD_MESSAGE if header.has(Iei.COMMAND_PACKET) else DeliverKind.OTHER
     return DeliverKind.POR_SEGMENT
 
 
 class PorAssembler:
-    """Concatenated PoR parts per subscriber -> whole PoR TP-UD starting ``02 71 00``."""
+    """Concatenated parts per subscriber -> the whole TP-UD: ``02 71 00`` + a PoR, or ``02 70 00`` +
+    a card-originated command packet (IEI 70 in the first UDH, the same §14.1 layout)."""
 
     __slots__ = ("_reassembler",)
 
@@ -72,15 +79,17 @@ class PorAssembler:
         self._reassembler = Reassembler(timeout_s=timeout_s, max_pending=max_pending)
 
     def add(self, msisdn: str, user_data: bytes, now: float) -> bytes | None:
-        """The whole PoR once every part is in, else None. Raises DecodeError on a bad UDH."""
+        """The whole message once every part is in, else None. Raises DecodeError on a bad UDH."""
         whole = self._reassembler.add(msisdn, user_data, now)
         if whole is None:
             return None
         header, rest = split_udh(whole)
-        if not header.has(Iei.RESPONSE_PACKET):
-            raise DecodeError("udh", 0, "reassembled message carries no RPI (IEI 71): not a PoR")
-        # TS 31.115 §4.3: the PoR is read as one SMS would carry it, RPI alone in the UDH.
-        return RPI_UDH + rest
+        # TS 31.115 §4.2 / §4.3: read as one SMS would carry it, RPI (or CPI) alone in the UDH.
+        if header.has(Iei.RESPONSE_PACKET):
+            return RPI_UDH + rest
+        if header.has(Iei.COMMAND_PACKET):
+            return CPI_UDH + rest
+        raise DecodeError("udh", 0, "reassembled message carries no RPI (71) nor CPI (70)")
 
     def next_deadline(self) -> float | None:
         return self._reassembler.next_deadline()

@@ -35,9 +35,12 @@ States (:class:`Phase`)::
   counter mismatch, recorded; a script PoR leads to a query, a query PoR to FAILED.
 * Timeout: no blind resend. Back off, then send a status query; its PoR decides.
 * Other statuses: 0B / 08 keep waiting (deadline renewed); 02 (CNTR low) is a replayed
-  copy of a packet, not a failure: keep waiting; 01, 03, 04, 05, 06, 09, 0A end the job
-  FAILED (no script ran: keys, TAR or security level are wrong); 07 and RFU codes are
-  resolved by a query.
+  copy of a packet, not a failure: keep waiting; 03 and 04 end the job FAILED (the card's
+  counter forbids the campaign's packets). 01, 05, 06, 09 and 0A mean no script ran, and a
+  radio that corrupts a byte earns them as surely as wrong keys or a wrong TAR do: they are
+  resolved by a status query (a fence: an undamaged copy of the packet may still be in
+  flight), and after ``max_attempts`` refusals in a row the job ends FAILED naming the
+  status. 07 and RFU codes are resolved by a query.
 * ``max_attempts`` bounds the scripts sent and the consecutive unanswered messages.
 """
 
@@ -46,15 +49,27 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from ota_protocols.action_counter import CounterReport, missing_actions, split_counter_report
+from ota_protocols.action_counter import (
+    CardMessage,
+    CardMessageKind,
+    CounterReport,
+    missing_actions,
+    split_counter_report,
+)
 from ota_protocols.apdu.remote_commands import CompactResponse, ExpandedResponse
-from ota_protocols.errors import DecodeError
+from ota_protocols.errors import DecodeError, SecurityRejection
+from ota_protocols.secured_packet.command_packet import (
+    CPI_UDH,
+    open_command_packet,
+    parse_command_header,
+)
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.response_packet import (
     ResponseStatus,
     decode_response_packet,
     status_meaning,
 )
+from ota_protocols.secured_packet.security_parameters import IntegrityMode, key_index
 from ota_server.model import ScriptFormat, Security
 
 # docs/action-counter.md and the brief: SWs that will fail again if resent.
@@ -79,9 +94,18 @@ _SW_MEANINGS = {
     0x9300: "toolkit busy",
 }
 
-# TS 102 225 §5.2: after these no script ran; they are configuration problems, not loss.
-FAILING_STATUSES = frozenset({0x01, 0x03, 0x04, 0x05, 0x06, 0x09, 0x0A})
+# TS 102 225 §5.2: after these no script ran. 03 / 04: the card's counter refuses the campaign's
+# packets for good. The others are what a corrupted packet earns too, so they are retried through
+# a fence query until max_attempts refusals in a row show a configuration problem.
+FAILING_STATUSES = frozenset({0x03, 0x04})
+REFUSED_STATUSES = frozenset({0x01, 0x05, 0x06, 0x09, 0x0A})
 WAITING_STATUSES = frozenset({ResponseStatus.MORE_TIME_NEEDED, ResponseStatus.ACTUAL_RESPONSE_BY_SMS_SUBMIT})
+
+
+# Report statuses that are not a PoR status (docs/campaigns.md §3 lists every one with its meaning).
+STATUS_TIMEOUT = "no PoR in time: status query (never a blind resend)"
+STATUS_FENCE_DONE = "status query: the script ran, its PoR was lost (nothing resent)"
+STATUS_FENCE_RESEND = "status query: the last actions did not run (those resent)"
 
 
 def sw_meaning(sw: int) -> str:
@@ -149,6 +173,71 @@ def verify_por(user_data: bytes, security: Security, keys: PacketKeys) -> PorRep
     return PorReport(decoded.tar, decoded.cntr, decoded.status, counter, sw, executed)
 
 
+# --------------------------------------------------------------------------- card-originated messages
+
+
+@dataclass(frozen=True, slots=True)
+class CardReport:
+    """A card-originated secured packet (claims 7-9) whose CC was verified with the card's key set."""
+
+    tar: bytes
+    cntr: int  # the application's MO CNTR (replay rule: must exceed the last one accepted)
+    message: CardMessage
+
+    @property
+    def label(self) -> str:
+        """The report's ``counter_path``: "transaction" (kind 01) or "information" (kind 02)."""
+        return "transaction" if self.message.kind is CardMessageKind.TRANSACTION_REQUEST else "information"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedCardMessage:
+    """An MO packet that cannot be trusted (undecodable, no CC/DS, wrong checksum): recorded, ignored."""
+
+    tar: bytes
+    reason: str
+
+
+def open_card_message(user_data: bytes, keysets: dict[int, PacketKeys]) -> CardReport | RejectedCardMessage:
+    """Open ``02 70 00`` + a command packet sent BY the card (docs/action-counter.md "Deferred
+    reports"; TS 102 225 §5.1 in the MO direction) with the card's key set named by KIc b8..b5.
+
+    Only an authenticated packet counts (claim 4: the counter travels secured): SPI1 must ask for a
+    CC or DS (an RC is no authentication) and the checksum must verify. The replay rule (CNTR
+    higher than the last accepted, :func:`mo_cntr_fresh`) is the caller's, which owns the store.
+    """
+    tar = user_data[9:12] if len(user_data) >= 12 else b""
+    if user_data[:3] != CPI_UDH:
+        return RejectedCardMessage(tar, f"not a command packet: UDH {user_data[:3].hex()}")
+    try:
+        header = parse_command_header(user_data[3:], base_offset=3)
+    except DecodeError as exc:
+        return RejectedCardMessage(tar, f"undecodable card message: {exc}")
+    tar = header.tar
+    if header.spi.integrity not in (IntegrityMode.CC, IntegrityMode.DS):
+        return RejectedCardMessage(tar, f"SPI {header.spi} asks for no CC/DS: unauthenticated, ignored")
+    keys = keysets.get(key_index(header.kic)) or keysets.get(key_index(header.kid))
+    if keys is None:
+        return RejectedCardMessage(tar, f"no key set {key_index(header.kic)} for this card")
+    try:
+        opened = open_command_packet(header, keys)
+    except (SecurityRejection, DecodeError) as exc:
+        return RejectedCardMessage(tar, f"card message cannot be opened: {exc}")
+    if opened.checksum_valid is not True:
+        return RejectedCardMessage(tar, "card message checksum wrong: forged or corrupt")
+    try:
+        message = CardMessage.decode(opened.data)
+    except DecodeError as exc:
+        return RejectedCardMessage(tar, f"card message body unreadable: {exc}")
+    return CardReport(tar, opened.cntr, message)
+
+
+def mo_cntr_fresh(last_accepted: int | None, cntr: int) -> bool:
+    """The server's replay rule for MO packets, counter mode "higher" (TS 102 225 §5.1.1 b5b4 = 10):
+    a copy (duplicate, replay, late resend) carries a CNTR not above the last one accepted."""
+    return cntr > (last_accepted if last_accepted is not None else 0)
+
+
 # --------------------------------------------------------------------------- the job machine
 
 
@@ -203,6 +292,12 @@ class Job:
     last_sw: int | None = None
     reason: str = ""
     statuses: tuple[str, ...] = ()
+    # Card-originated reports (claims 7-9) and the message-2 answers they are owed.
+    mo_reports: int = 0  # authenticated, fresh card messages seen for this (card, TAR)
+    mo_counter: int | None = None  # the action counter the last of them carried
+    replies: tuple[int, ...] = ()  # transaction requests (sequences) not yet proven answered
+    reply_carriers: tuple[tuple[int, tuple[int, ...]], ...] = ()  # (CNTR, sequences it carried)
+    replies_sent: int = 0  # TRANSACTION REPLY commands sent (each copy counts)
 
     @property
     def pending_first(self) -> int:
@@ -246,7 +341,14 @@ class DeadlinePassed:
     pass
 
 
-Event = Begin | Sent | PorArrived | SubmitRefused | DeadlinePassed
+@dataclass(frozen=True, slots=True)
+class CardReportArrived:
+    """An authenticated, fresh (MO CNTR higher) card message for this job's (card, TAR)."""
+
+    report: CardReport
+
+
+Event = Begin | Sent | PorArrived | SubmitRefused | DeadlinePassed | CardReportArrived
 
 
 # Commands ------------------------------------------------------------------
@@ -266,12 +368,20 @@ class SendQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class SendReply:
+    """Message 2 on its own, for a job that will send nothing more: a command packet whose script
+    is the TRANSACTION REPLY of each sequence (no counted action). Not tracked by the job."""
+
+    sequences: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     phase: Phase
     reason: str
 
 
-Command = SendScript | SendQuery | Finish
+Command = SendScript | SendQuery | SendReply | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +402,12 @@ def _send(job: Job, kind: MessageKind, note: str | None = None) -> Transition:
 
 def _finish(job: Job, phase: Phase, reason: str) -> Transition:
     job = replace(job, phase=phase, reason=reason, deadline=None, next_kind=None)
-    return Transition(job, (Finish(phase, reason),), reason)
+    commands: tuple[Command, ...] = (Finish(phase, reason),)
+    if job.replies:
+        # Message 2 is still owed (never proven received): send it on its own, once more.
+        commands = (SendReply(job.replies), *commands)
+        job = replace(job, replies=(), reply_carriers=(), replies_sent=job.replies_sent + len(job.replies))
+    return Transition(job, commands, reason)
 
 
 def _unchanged(job: Job, note: str | None = None) -> Transition:
@@ -306,6 +421,8 @@ def _with_status(job: Job, text: str) -> Job:
 
 def step(job: Job, event: Event, now: float, policy: Policy) -> Transition:
     """(job, event, now) -> (new job, commands, audit note). See the module docstring."""
+    if isinstance(event, CardReportArrived):
+        return _on_card_report(job, event.report, now, policy)
     if job.phase.terminal:
         if isinstance(event, PorArrived):
             return _unchanged(job, f"late PoR cntr={event.report.cntr} after the job ended, ignored")
@@ -334,6 +451,14 @@ def _on_sent(job: Job, event: Sent, now: float, policy: Policy) -> Transition:
     if job.phase is not Phase.SENDING or event.kind is not job.next_kind:
         return _unchanged(job)
     deadline = now + policy.por_timeout_s
+    if job.replies:
+        # Every message sent while a reply is owed carries it (a repeated reply is harmless: not
+        # counted, recorded again by the card); a status-00 PoR of one of them proves it answered.
+        job = replace(
+            job,
+            reply_carriers=(*job.reply_carriers, (event.cntr, job.replies)),
+            replies_sent=job.replies_sent + len(job.replies),
+        )
     if event.kind is MessageKind.SCRIPT:
         job = replace(
             job,
@@ -363,7 +488,7 @@ def _on_deadline(job: Job, now: float, policy: Policy, *, note: str | None = Non
     if job.phase is not Phase.WAITING:
         return _unchanged(job)
     unanswered = job.unanswered + 1
-    job = replace(job, unanswered=unanswered)
+    job = _with_status(replace(job, unanswered=unanswered), STATUS_TIMEOUT)
     if unanswered >= policy.max_attempts:
         what = (
             f"outcome of the script cntr={job.script_cntr} unknown"
@@ -379,7 +504,22 @@ def _on_deadline(job: Job, now: float, policy: Policy, *, note: str | None = Non
     return Transition(job, (), note or f"PoR timeout: status query in {delay:g} s")
 
 
+def _replies_proven(job: Job, report: PorReport) -> Job:
+    carried = dict(job.reply_carriers).get(report.cntr)
+    if carried is None or report.status != ResponseStatus.POR_OK:
+        return job
+    # TS 102 225 §5.2: status 00 = the packet was accepted and its script ran from its first
+    # command, which is the TRANSACTION REPLY: answered (its own SW failing is a card refusal).
+    return replace(
+        job,
+        replies=tuple(s for s in job.replies if s not in carried),
+        reply_carriers=tuple((c, seqs) for c, seqs in job.reply_carriers if c != report.cntr),
+    )
+
+
 def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transition:
+    before = job
+    job = _replies_proven(job, report)
     if report.cntr == job.script_cntr and job.script_cntr is not None:
         via = "por"
     elif report.cntr in job.query_cntrs:
@@ -387,7 +527,8 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
     elif report.status != ResponseStatus.POR_OK and report.cntr == 0 and job.outstanding_cntrs:
         via = "error"  # protocols.md §6.4: CNTR zero, matched to the job's open round
     else:
-        return _unchanged(job, f"stale PoR cntr={report.cntr} status {report.status:02X}, ignored")
+        note = f"stale PoR cntr={report.cntr} status {report.status:02X}, ignored"
+        return Transition(job, (), note, changed=job.replies != before.replies)
 
     status = report.status
     if status == ResponseStatus.POR_OK:
@@ -404,6 +545,20 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
         return Transition(job, (), f"PoR {text}: waiting for the actual PoR")
     if status in FAILING_STATUSES:
         return _finish(job, Phase.FAILED, f"PoR status {text}: no script ran")
+    if status in REFUSED_STATUSES and job.phase is Phase.WAITING:
+        refused = job.unanswered + 1
+        job = replace(job, unanswered=refused)
+        if refused >= policy.max_attempts:
+            return _finish(
+                job, Phase.FAILED, f"PoR status {text} for {refused} messages in a row: no script ran"
+            )
+        # No direct resend: a clean copy of the refused packet may still be on its way and would run
+        # beside the resend. A status query with a fresh CNTR fences it off, then the counter decides.
+        delay = policy.backoff(refused)
+        if delay <= 0:
+            return _send(job, MessageKind.QUERY, f"PoR {text}: status query")
+        job = replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
+        return Transition(job, (), f"PoR {text}: status query in {delay:g} s")
     # 07 and RFU / proprietary codes: unauthenticated, so let the action counter decide.
     return _on_deadline(job, now, policy, note=f"PoR {text}: status query")
 
@@ -432,6 +587,7 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
         return _finish(job, Phase.FAILED, detail)
 
     executed = count - x
+    job = _with_status(job, f"00 {report.meaning}")
     job = replace(
         job,
         applied=job.applied + executed,
@@ -443,16 +599,119 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
         last_sw=report.sw if via == "por" else job.last_sw,
     )
     if x == 0:
+        if via == "query" and count:
+            job = _with_status(job, STATUS_FENCE_DONE)
         return _finish(job, Phase.DONE, "")
     first_missing = job.applied + 1  # 1-based action number
     if via == "por":
         sw = report.sw if report.sw is not None else 0x6F00
         why = f"last {x} not executed: action {first_missing} failed with SW {sw:04X} ({sw_meaning(sw)})"
         if sw in PERMANENT_SWS:
+            job = _with_status(job, f"SW {sw:04X} {sw_meaning(sw)}: permanent, not resent")
             return _finish(job, Phase.PARTIAL if job.applied else Phase.FAILED, why)
+        job = _with_status(job, f"SW {sw:04X} {sw_meaning(sw)}: transient, resent")
     else:
         why = "script lost" if x == count else f"last {x} not executed (PoR lost)"
+        job = _with_status(job, STATUS_FENCE_RESEND)
     if job.attempts >= policy.max_attempts:
         return _finish(job, Phase.FAILED, f"gave up after {job.attempts} scripts: {why}")
     job = replace(job, resent_actions=job.resent_actions + x)
     return _send(job, MessageKind.SCRIPT, f"{why}: resending those {x}")
+
+
+def _on_card_report(job: Job, card: CardReport, now: float, policy: Policy) -> Transition:
+    """Claims 7-9: the counter in a card-originated message, under the FENCE rule.
+
+    A counter value may decide a resend only when no script of the job can still be in flight.
+    A status-00 PoR of a packet with CNTR q is a fence (counter mode "higher": every packet with a
+    lower CNTR is refused from then on, so older scripts are dead). A card message is NOT a fence:
+    a script sent before it but delivered after it may still run. Hence:
+
+    * no unresolved script: the counter is authoritative (reconciled against CA with n = 0);
+    * unresolved script: the report is recorded; only ``x = 0`` (the whole script ran, so nothing
+      is resent) settles the job; otherwise a status query (carrying the reply of a transaction
+      request: message 2 alone) is the fence, and its PoR decides as in claim 1c;
+    * a counter below CA is an old report delivered late (counters never go down): ignored.
+    """
+    message = card.message
+    label = card.label
+    is_request = message.kind is CardMessageKind.TRANSACTION_REQUEST
+    counter = message.counter
+    head = f"{label} message" if not is_request else f"transaction request {message.sequence}"
+    job = replace(job, mo_reports=job.mo_reports + 1, mo_counter=counter)
+    if is_request:
+        job = _with_status(job, "transaction request (claim 8): counter reported, reply owed")
+    else:
+        job = _with_status(job, "information message (claim 9): counter reported")
+    if job.phase.terminal:
+        note = f"{head}: counter {counter} after the job ended"
+        if job.confirmed is not None and counter > job.confirmed:
+            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            note += f" (mismatch: the job confirmed {job.confirmed})"
+        commands: tuple[Command, ...] = ()
+        if is_request:
+            commands = (SendReply((message.sequence,)),)
+            job = replace(job, replies_sent=job.replies_sent + 1)
+        return Transition(job, commands, note)
+    if is_request and message.sequence not in job.replies:
+        job = replace(job, replies=(*job.replies, message.sequence))
+
+    if job.script_cntr is None:
+        # Nothing of this job can run any more on the card: the report is authoritative.
+        if job.confirmed is None:
+            job = replace(job, confirmed=counter, start_counter=counter, counter_path=label, query_cntrs=())
+            note = f"{head}: action counter {counter} (first contact)"
+            if job.phase in (Phase.NEW, Phase.SENDING):
+                return Transition(job, (), note)  # Begin / the pending send carries on
+            return _send(job, MessageKind.SCRIPT, note)
+        if counter < job.confirmed:
+            return Transition(job, (), f"{head}: counter {counter} below CA {job.confirmed}: an old report")
+        if counter > job.confirmed:
+            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            return Transition(
+                job, (), f"{head}: counter mismatch: card reports {counter}, expected {job.confirmed}"
+            )
+        job = replace(job, counter_path=label)
+        note = f"{head}: counter {counter} = CA, {job.n - job.applied} action(s) to send"
+        if job.phase in (Phase.WAITING, Phase.BACKOFF):
+            # Only a first-contact query can be out here: the counter makes it moot.
+            return _send(replace(job, query_cntrs=()), MessageKind.SCRIPT, note)
+        return Transition(job, (), note)  # NEW / SENDING: the next message carries the reply
+
+    base = job.confirmed if job.confirmed is not None else 0
+    count = job.script_count
+    try:
+        x = missing_actions(base, count, counter)
+    except DecodeError:
+        if counter < base:
+            note = f"{head}: counter {counter} below CA {base}: an old report"
+        else:
+            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            note = f"{head}: counter mismatch: card reports {counter}, expected {base}..{base + count}"
+        return _fence(job, is_request, note)
+    if x == 0:
+        # The whole script ran: safe without a fence, since nothing is resent (claim 1c, x = 0).
+        job = replace(
+            job,
+            applied=job.applied + count,
+            confirmed=counter,
+            script_cntr=None,
+            script_count=0,
+            query_cntrs=(),
+            unanswered=0,
+            counter_path=label,
+        )
+        return _finish(job, Phase.DONE, "")
+    note = (
+        f"{head}: counter {counter}, the last {x} of script cntr={job.script_cntr} not run yet; "
+        "not a fence (the script may still arrive): a status query decides"
+    )
+    return _fence(job, is_request, note)
+
+
+def _fence(job: Job, is_request: bool, note: str) -> Transition:
+    """A script is unresolved: never resend on a card message. A transaction request gets its
+    reply now, in a status query (message 2 alone), which is also the fence."""
+    if is_request and job.phase in (Phase.WAITING, Phase.BACKOFF):
+        return _send(job, MessageKind.QUERY, note + "; reply in a status query")
+    return Transition(job, (), note)

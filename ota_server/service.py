@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ota_protocols.apdu import card_commands
 from ota_protocols.errors import ConfigError, OtaSimError, StoreError, TransportError
 from ota_protocols.fleet import derive_card
 from ota_protocols.secured_packet.packet_keys import PacketKeys
@@ -65,6 +66,7 @@ from ota_server.esme import (
 )
 from ota_server.model import Action, Card, Keyset, packet_keys_for
 from ota_server.por_matcher import (
+    CPI_UDH,
     Candidate,
     DeliverKind,
     OutstandingIndex,
@@ -74,6 +76,8 @@ from ota_server.por_matcher import (
 )
 from ota_server.reconciliation import (
     Begin,
+    CardReport,
+    CardReportArrived,
     DeadlinePassed,
     Event,
     Finish,
@@ -85,10 +89,13 @@ from ota_server.reconciliation import (
     PorReport,
     RejectedPor,
     SendQuery,
+    SendReply,
     SendScript,
     Sent,
     SubmitRefused,
     Transition,
+    mo_cntr_fresh,
+    open_card_message,
     step,
     verify_por,
 )
@@ -104,6 +111,23 @@ REPORT_STATES = {
 }
 
 
+# docs/campaigns.md §3: what the report's per-card fields say.
+REPORT_MEANINGS = {
+    "state": {
+        "confirmed": "every action proven run by the card's action counter (claim 1c)",
+        "partial": "some actions ran; the rest failed permanently (reason names the SW)",
+        "failed": "no action of this campaign ran, or the outcome could not be proven",
+        "pending": "still open at the campaign deadline (resumed by the next run on this --db)",
+    },
+    "counter_path": {
+        "por": "the script's own PoR (claims 5-6)",
+        "query": "a status query's PoR: a fence, older scripts are dead",
+        "transaction": "a card's transaction request (claim 8)",
+        "information": "a card's information message (claim 9)",
+    },
+}
+
+
 class CampaignFailed(TransportError):
     """The campaign could not run (SMSC unreachable, network did not start): exit 1."""
 
@@ -112,10 +136,16 @@ class CampaignFailed(TransportError):
 
 
 class EmbeddedNetwork:
-    """``handset serve`` as a child process (never imported: ota_server meets it over SMPP)."""
+    """``handset serve`` as a child process (never imported: ota_server meets it over SMPP).
 
-    def __init__(self, handset_config: Path, workdir: Path) -> None:
+    The child runs with ``--exit-with-parent`` and a stdin pipe whose write end only this
+    process holds: if the server dies, even by SIGKILL, the child reads EOF and stops.
+    ``pcap`` (``campaign run --pcap``) is passed on as ``handset serve --pcap``.
+    """
+
+    def __init__(self, handset_config: Path, workdir: Path, *, pcap: Path | None = None) -> None:
         self.handset_config = handset_config
+        self.pcap = pcap
         self.report_file = workdir / "handset-report.json"
         self.ready_file = workdir / "handset-ready"
         self._proc: asyncio.subprocess.Process | None = None
@@ -136,7 +166,9 @@ class EmbeddedNetwork:
             str(self.ready_file),
             "--report-file",
             str(self.report_file),
-            stdin=asyncio.subprocess.DEVNULL,
+            "--exit-with-parent",
+            *(["--pcap", str(Path(self.pcap).resolve())] if self.pcap is not None else []),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -233,6 +265,11 @@ class Stats:
     por_unmatched: int = 0
     receipts: int = 0
     throttled: int = 0
+    mo_received: int = 0  # card messages accepted (authenticated, fresh MO CNTR)
+    mo_rejected: int = 0  # undecodable, unauthenticated or wrong checksum
+    mo_replayed: int = 0  # MO CNTR not above the last accepted: a copy, never processed twice
+    mo_unmatched: int = 0  # unknown MSISDN, or a TAR without a job of this campaign
+    replies_sent: int = 0  # TRANSACTION REPLY commands sent (message 2)
 
 
 class CampaignRunner:
@@ -246,8 +283,10 @@ class CampaignRunner:
         db_path: Path | None = None,
         seed: int = 1,
         progress: bool | None = None,
+        pcap: Path | None = None,
     ) -> None:
         self.config = config
+        self.pcap = pcap  # the embedded network's capture file (handset serve --pcap)
         self.smsc = smsc
         self.db_path = db_path
         self.rng = random.Random(seed)
@@ -272,6 +311,11 @@ class CampaignRunner:
         self._dirty: dict[int, _JobSlot] = {}
         self._history: list[HistoryRow] = []
         self._counters: dict[tuple[str, str], int] = {}
+        self._by_msisdn: dict[str, _JobSlot] = {}
+        self._mo_keys: dict[str, dict[int, PacketKeys]] = {}
+        self._mo_cntrs: dict[tuple[str, str], int] = {}
+        self._mo_dirty: dict[tuple[str, str], int] = {}
+        self._replies_out: list[tuple[_JobSlot, tuple[int, ...]]] = []
         self._flush_scheduled = False
         self._timers: list[tuple[float, int, int]] = []
         self._timer_handle: asyncio.TimerHandle | None = None
@@ -315,7 +359,7 @@ class CampaignRunner:
             network: EmbeddedNetwork | None = None
             host_port = self.smsc
             if host_port is None:
-                network = EmbeddedNetwork(cfg.network.handset_config, workdir)
+                network = EmbeddedNetwork(cfg.network.handset_config, workdir, pcap=self.pcap)
                 port = await network.start()
                 host_port = ("127.0.0.1", port)
             network_report: dict[str, Any] | None = None
@@ -349,6 +393,7 @@ class CampaignRunner:
             cards.append((card, keysets))
         store.import_cards(cards)
         all_keysets = store.keysets()
+        self._mo_cntrs = store.mo_counters()
         confirmed = store.confirmed_counters(self.tar_hex)
         previous = store.load_jobs(self.config.campaign.name)
         n = len(self.actions)
@@ -370,6 +415,9 @@ class CampaignRunner:
                 job = _resume(row, n, base)
             slot = _JobSlot(index, card, packet_keys_for(keysets, sec), sec.counter_kvn, job)
             self._slots.append(slot)
+            self._by_msisdn[card.msisdn] = slot
+            # Card messages come under the card's own key set (KIc b8..b5), whatever the campaign's.
+            self._mo_keys[card.iccid] = {kvn: ks.packet_keys() for kvn, ks in keysets.items()}
         log.info(
             "campaign %s: %d cards, %d actions each, TAR %s",
             self.config.campaign.name,
@@ -476,6 +524,8 @@ class CampaignRunner:
         for command in t.commands:
             if isinstance(command, SendScript | SendQuery):
                 self._to_send[slot.index] = slot
+            elif isinstance(command, SendReply):
+                self._replies_out.append((slot, command.sequences))
             elif isinstance(command, Finish):
                 self._finish(slot)
         if t.job.deadline is not None and t.job.deadline != before.deadline:
@@ -485,6 +535,13 @@ class CampaignRunner:
         self._schedule_flush()
 
     def _finish(self, slot: _JobSlot) -> None:
+        if not slot.started:
+            # Settled by a card message before it was admitted (a resumed job): never opened.
+            slot.started = True
+            if slot in self._waiting:
+                self._waiting.remove(slot)
+            self._check_finished()
+            return
         self._index.unregister(slot.card.msisdn, self.security.tar, slot.index)
         self._open -= 1
         self._admit()
@@ -574,11 +631,27 @@ class CampaignRunner:
                 )
             )
         self._to_send.clear()
+        replies_out, self._replies_out = self._replies_out, []
+        for slot, sequences in replies_out:
+            reservations.append(
+                Reservation(
+                    slot.card.iccid,
+                    slot.counter_kvn,
+                    campaign,
+                    "reply",
+                    "transaction reply " + ",".join(str(q) for q in sequences),
+                )
+            )
         cntrs = store.reserve(reservations, at=wall) if reservations else []
+        reply_cntrs = cntrs[len(sends) :]
+        cntrs = cntrs[: len(sends)]
         requests: list[SubmitRequest] = []
         for (slot, kind), cntr in zip(sends, cntrs, strict=True):
             job = slot.job
             actions = self.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
+            # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
+            actions = (*_reply_actions(job.replies), *actions)
+            self.stats.replies_sent += len(job.replies)
             segments = command_builder.build_user_data(slot.keys, self.security, cntr, actions, rng=self.rng)
             self._apply(slot, step(job, Sent(kind, cntr), now, self.policy), now)
             slot.cntr_kinds[cntr] = kind
@@ -591,13 +664,25 @@ class CampaignRunner:
                 self.stats.scripts_sent += 1
             else:
                 self.stats.queries_sent += 1
+        for (slot, sequences), cntr in zip(replies_out, reply_cntrs, strict=True):
+            # Not tracked by the job (it sends nothing more): its PoR is recorded as unmatched.
+            segments = command_builder.build_user_data(
+                slot.keys, self.security, cntr, _reply_actions(sequences), rng=self.rng
+            )
+            for ud in segments:
+                requests.append(SubmitRequest((slot.index, cntr), slot.card.msisdn, ud))
+            self.stats.packets_sent += 1
+            self.stats.replies_sent += len(sequences)
         rows = [self._row(slot, wall) for slot in self._dirty.values()]
         self._dirty.clear()
         counters = [(iccid, tar, value) for (iccid, tar), value in self._counters.items()]
         self._counters.clear()
+        mo_counters = [(iccid, tar, value) for (iccid, tar), value in self._mo_dirty.items()]
+        self._mo_dirty.clear()
         history, self._history = self._history, []
-        # Write-ahead (house-style §2): reservations, jobs and history durable before any SMS leaves.
-        store.commit(jobs=rows, counters=counters, history=history, at=wall)
+        # Write-ahead (house-style §2): reservations, jobs, counters (CA and accepted MO CNTRs) and
+        # history durable in ONE transaction before any SMS leaves.
+        store.commit(jobs=rows, counters=counters, history=history, mo_counters=mo_counters, at=wall)
         self._flush_scheduled = False
         if requests and self._esme is not None:
             self.stats.messages_sent += len(requests)
@@ -624,6 +709,7 @@ class CampaignRunner:
             counter_path=job.counter_path,
             statuses=list(job.statuses),
             updated_at=wall,
+            extra=_job_extra(job),
         )
 
     # ------------------------------------------------------------------ ESME events
@@ -692,6 +778,9 @@ class CampaignRunner:
             self._history.append(HistoryRow(time.time(), campaign, None, "mo", "other", None, None, msisdn))
             return
         user_data: bytes | None = event.user_data
+        if kind is DeliverKind.CARD_MESSAGE:
+            self._on_card_message(msisdn, event.user_data)
+            return
         if kind is DeliverKind.POR_SEGMENT:
             try:
                 user_data = self._assembler.add(msisdn, event.user_data, self._now())
@@ -708,7 +797,67 @@ class CampaignRunner:
             if user_data is None:
                 return
         assert user_data is not None
+        if user_data.startswith(CPI_UDH):
+            self._on_card_message(msisdn, user_data)  # a concatenated card message, reassembled
+            return
         self._on_por(msisdn, user_data)
+
+    def _on_card_message(self, msisdn: str, user_data: bytes) -> None:
+        """Claims 7-9: an MO secured packet from a card. Authenticate, apply the replay rule per
+        (card, TAR), then hand the counter to the job (the fence rule lives in reconciliation.py).
+        Whatever happens, the deliver_sm was already acknowledged; nothing here raises."""
+        campaign = self.config.campaign.name
+        slot = self._by_msisdn.get(msisdn)
+        if slot is None:
+            self.stats.mo_unmatched += 1
+            self._history.append(
+                HistoryRow(time.time(), campaign, None, "mo", "card_message", None, "unknown", msisdn)
+            )
+            return
+        iccid = slot.card.iccid
+        opened = open_card_message(user_data, self._mo_keys.get(iccid, {}))
+        if not isinstance(opened, CardReport):
+            self.stats.mo_rejected += 1
+            self._history.append(
+                HistoryRow(
+                    time.time(), campaign, iccid, "mo", "card_message", None, "rejected", opened.reason
+                )
+            )
+            log.warning("card message from %s rejected: %s", msisdn, opened.reason)
+            return
+        message = opened.message
+        key = (iccid, opened.tar.hex())
+        what = f"{opened.label} seq={message.sequence} counter={message.counter} TAR {opened.tar.hex()}"
+        if not mo_cntr_fresh(self._mo_cntrs.get(key), opened.cntr):
+            self.stats.mo_replayed += 1
+            self._history.append(
+                HistoryRow(
+                    time.time(),
+                    campaign,
+                    iccid,
+                    "mo",
+                    "card_message",
+                    opened.cntr,
+                    "replayed",
+                    f"{what}: MO CNTR not above {self._mo_cntrs.get(key)}, ignored",
+                )
+            )
+            return
+        # Accepted: the new MO CNTR is committed with the job's outcome, before any reply leaves.
+        self._mo_cntrs[key] = opened.cntr
+        self._mo_dirty[key] = opened.cntr
+        self.stats.mo_received += 1
+        if opened.tar != self.security.tar:
+            self.stats.mo_unmatched += 1
+            self._history.append(
+                HistoryRow(time.time(), campaign, iccid, "mo", "card_message", opened.cntr, "no job", what)
+            )
+            self._schedule_flush()
+            return
+        self._history.append(
+            HistoryRow(time.time(), campaign, iccid, "mo", "card_message", opened.cntr, "accepted", what)
+        )
+        self._step(slot, CardReportArrived(opened))
 
     def _on_por(self, msisdn: str, user_data: bytes) -> None:
         campaign = self.config.campaign.name
@@ -797,6 +946,11 @@ class CampaignRunner:
                     "counter_path": job.counter_path,
                     "start_counter": job.start_counter,
                     "confirmed_counter": job.confirmed,
+                    "card_messages": job.mo_reports,
+                    "card_message_counter": job.mo_counter,
+                    "replies_sent": job.replies_sent,
+                    "replies_owed": len(job.replies),
+                    "counter_mismatches": job.mismatches,
                     "reason": job.reason,
                     "statuses": list(job.statuses),
                 }
@@ -818,9 +972,15 @@ class CampaignRunner:
                 "por_rejected": self.stats.por_rejected,
                 "resent_actions": sum(s.job.resent_actions for s in self._slots),
                 "throttled": self.stats.throttled,
+                "card_messages": self.stats.mo_received,
+                "card_messages_rejected": self.stats.mo_rejected,
+                "card_messages_replayed": self.stats.mo_replayed,
+                "card_messages_unmatched": self.stats.mo_unmatched,
+                "replies_sent": self.stats.replies_sent,
                 "duration_s": round(self._loop.time() - self._started_at, 3),
             },
             "cards": cards,
+            "meanings": REPORT_MEANINGS,
         }
         if network_report is not None:
             report["verification"] = verification(self.outcomes(), self.actions, self.tar_hex, network_report)
@@ -841,13 +1001,45 @@ def _resume(row: JobRow, n: int, confirmed: int | None) -> Job:
         "counter_path": row.counter_path,
         "statuses": tuple(row.statuses),
         "reason": row.reason,
+        "mo_reports": int((row.extra or {}).get("mo_reports", 0)),
+        "mo_counter": (row.extra or {}).get("mo_counter"),
+        "replies_sent": int((row.extra or {}).get("replies_sent", 0)),
+        "mismatches": int((row.extra or {}).get("mismatches", 0)),
     }
     if phase.terminal:
         return Job(phase=phase, **common)
     # Unresolved message from the crashed run: its CNTR marks a script that may have run, so
-    # the restart begins with a status query (Begin sees script_cntr), never with a resend.
-    outstanding = row.outstanding[0] if row.outstanding else None
-    return Job(script_cntr=outstanding, script_count=n - row.applied if outstanding else 0, **common)
+    # the restart begins with a status query (Begin sees script_cntr), never with a resend. The
+    # query is the fence; owed transaction replies ride on it.
+    extra = row.extra or {}
+    if "script_cntr" in extra:
+        outstanding = extra["script_cntr"]
+    else:  # a row written before ``extra``: the first outstanding CNTR may be a script's
+        outstanding = row.outstanding[0] if row.outstanding else None
+    return Job(
+        script_cntr=outstanding,
+        script_count=n - row.applied if outstanding is not None else 0,
+        replies=tuple(int(q) for q in extra.get("replies", ())),
+        **common,
+    )
+
+
+def _job_extra(job: Job) -> dict[str, Any]:
+    return {
+        "script_cntr": job.script_cntr,
+        "replies": list(job.replies),
+        "mo_reports": job.mo_reports,
+        "mo_counter": job.mo_counter,
+        "replies_sent": job.replies_sent,
+        "mismatches": job.mismatches,
+    }
+
+
+def _reply_actions(sequences: Sequence[int]) -> tuple[Action, ...]:
+    """TRANSACTION REPLY (accepted) per sequence: navigation-like, never counted (action-counter.md)."""
+    return tuple(
+        Action(f"reply {q}", (card_commands.transaction_reply(q, accepted=True),)) for q in sequences
+    )
 
 
 # --------------------------------------------------------------------------- verification

@@ -143,22 +143,47 @@ def _error_por(status: int, cntr: int) -> bytes:
     return seal_response(ResponsePacket(SECURITY.tar, cntr, status), None, None)
 
 
-def test_configuration_statuses_fail_the_job_with_their_meaning() -> None:
+def test_refusing_statuses_are_fenced_then_fail_after_max_attempts_with_their_meaning() -> None:
     for status, meaning in (
         (0x01, "RC/CC/DS failed"),
+        (0x05, "ciphering error"),
+        (0x06, "unidentified security error"),
         (0x09, "TAR unknown"),
         (0x0A, "insufficient security"),
     ):
         h = started(2)
-        h.feed_por(_error_por(status, h.mt[0][0]))
+        scripts_before = sum(1 for kind, _, _ in h.sends if kind is MessageKind.SCRIPT)
+        for attempt in range(1, POLICY.max_attempts + 1):
+            h.feed_por(_error_por(status, h.mt[-1][0]))
+            if attempt < POLICY.max_attempts:
+                # No script ran and a clean copy may be in flight: a fence query, never a direct resend.
+                assert h.job.phase is Phase.BACKOFF, (status, attempt)
+                h.deadline()
+                assert h.sends[-1][0] is MessageKind.QUERY
         assert h.job.phase is Phase.FAILED, status
         assert meaning in h.job.reason and f"{status:02X}" in h.job.reason
+        assert sum(1 for kind, _, _ in h.sends if kind is MessageKind.SCRIPT) == scripts_before
 
 
 def test_error_por_with_zero_cntr_matches_the_open_round() -> None:
     h = started(2)
     h.feed_por(_error_por(0x09, 0))
-    assert h.job.phase is Phase.FAILED
+    assert "09 TAR unknown" in h.job.statuses  # matched, not ignored as stale
+    assert h.job.phase is Phase.BACKOFF
+
+
+def test_a_corrupted_script_is_fenced_then_resent_and_every_action_runs_once() -> None:
+    h = started(3)
+    # The radio corrupted the script: the card answered 01 and ran nothing.
+    h.mt.pop(0)
+    h.feed_por(_error_por(0x01, h.cntr))
+    h.deadline()  # back-off over: the fence query goes out
+    assert h.sends[-1][0] is MessageKind.QUERY
+    h.round_trip()  # the query's PoR: counter unchanged, all 3 actions missing -> resent
+    assert h.sends[-1] == (MessageKind.SCRIPT, 0, 3)
+    h.round_trip()
+    assert h.job.phase is Phase.DONE
+    assert h.journal_actions() == [0, 1, 2]
 
 
 def test_cntr_low_is_a_replayed_copy_not_a_failure() -> None:
