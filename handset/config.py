@@ -8,7 +8,7 @@ dataclasses) and reports ``ConfigError`` naming the file and the key path::
     ConfigError: configs/handset.toml: radio.mt.loss_probability: probability 1.5 outside 0..1
 
 Tables: ``[smsc]`` (+ ``[[smsc.esmes]]``), ``[fleet]``, ``[[cards]]``,
-``[radio]`` (+ ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``), ``[me]``,
+``[radio]`` (+ ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``, ``[[radio.script]]``), ``[me]``,
 ``[activity]``.
 File paths in ``[fleet] card_template`` and ``[[cards]]`` are resolved against
 the config file's directory first, then the current directory.

@@ -33,6 +33,15 @@ SMS-PP download the ME arms ``stop_after_actions(k)``, k uniform in 0..3; the ca
 loses power after its CNTR and k actions, house-style §2).  The default
 configuration has no faults and draws no numbers.
 
+Scripted faults (:class:`ScriptedFault`, ``[[radio.script]]``) make a named
+scenario deterministic: "drop the 1st MT to 491700000001", "duplicate the 2nd
+MO SMS-SUBMIT whose TP-UD starts 02 71 00".  Each entry counts the
+transmissions it matches (direction, phone, TPDU type, TP-UD prefix) per phone;
+the ``nth`` .. ``nth + count - 1`` matches get its action.  A scripted hit
+replaces the random model for that transmission (the random draws are skipped);
+the first matching entry with a hit wins, every matching entry counts.  No
+script: nothing changes, no extra work.
+
 Glossary: MT/MO mobile terminated/originated; TPDU transfer protocol data
 unit; TP-UD user data; UDH user data header; RC/CC/DS redundancy check,
 cryptographic checksum, digital signature.
@@ -58,6 +67,7 @@ __all__ = [
     "OfflineModel",
     "RadioConfig",
     "RadioLink",
+    "ScriptedFault",
     "corrupt_user_data",
 ]
 
@@ -152,6 +162,50 @@ class OfflineModel:
             raise ConfigError("mean_offline_s", f"{self.mean_offline_s} must be > 0")
 
 
+SCRIPT_ACTIONS = ("drop", "duplicate", "corrupt", "delay")
+SCRIPT_TPDUS = ("any", "sms-deliver", "sms-submit", "deliver-report")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScriptedFault:
+    """``[[radio.script]]``: one deterministic fault, applied before the random model.
+
+    ``action``: ``drop`` (lost), ``duplicate`` (a second copy ``delay_s`` after the first),
+    ``corrupt`` (one bit of the TP-UD after the UDH, as the random model's corruption),
+    ``delay`` (arrives ``delay_s`` late).  ``msisdn`` "" = every phone (counted per phone).
+    ``tpdu``: MT is always an SMS-DELIVER; MO is a DELIVER-REPORT (the RP answer to an MT) or an
+    SMS-SUBMIT (TS 23.040 §9.2.3.1 TP-MTI).  ``ud_prefix``: hex the TP-UD must start with
+    (``027100``: a PoR, ``027000``: a command or a card's own message, TS 31.115 §4).
+    ``count`` 0 = every match from ``nth`` on.
+    """
+
+    direction: str  # "mt" | "mo"
+    action: str  # "drop" | "duplicate" | "corrupt" | "delay"
+    msisdn: str = ""
+    nth: int = 1
+    count: int = 1
+    delay_s: float = 0.0
+    tpdu: str = "any"
+    ud_prefix: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("mt", "mo"):
+            raise ConfigError("direction", f"{self.direction!r}, expected 'mt' or 'mo'")
+        if self.action not in SCRIPT_ACTIONS:
+            raise ConfigError("action", f"{self.action!r}, expected one of {', '.join(SCRIPT_ACTIONS)}")
+        if self.tpdu not in SCRIPT_TPDUS:
+            raise ConfigError("tpdu", f"{self.tpdu!r}, expected one of {', '.join(SCRIPT_TPDUS)}")
+        if self.nth < 1:
+            raise ConfigError("nth", f"{self.nth} must be at least 1 (the first match is 1)")
+        if self.count < 0:
+            raise ConfigError("count", f"{self.count} must be >= 0 (0 = every match from nth on)")
+        _check_non_negative("delay_s", self.delay_s)
+
+    def hits(self, match_number: int) -> bool:
+        """Whether the ``match_number``-th (1-based) matching transmission gets the action."""
+        return match_number >= self.nth and (self.count == 0 or match_number < self.nth + self.count)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RadioConfig:
     """``[radio]``: seed, ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``, busy injection."""
@@ -163,10 +217,31 @@ class RadioConfig:
     sim_busy_probability: float = 0.0
     # Card tearing: per MT SMS-PP download, the card loses power after k in 0..3 actions.
     tear_probability: float = 0.0
+    # Deterministic faults for named scenarios, applied before the random model.
+    script: tuple[ScriptedFault, ...] = ()
 
     def __post_init__(self) -> None:
         _check_probability("sim_busy_probability", self.sim_busy_probability)
         _check_probability("tear_probability", self.tear_probability)
+
+
+def _tp_mti_name(direction: Direction, tpdu: bytes) -> str:
+    """TS 23.040 §9.2.3.1: TP-MTI (b1b0 of the first octet) 00 = SMS-DELIVER (MT) or
+    SMS-DELIVER-REPORT (MO), 01 = SMS-SUBMIT (MO)."""
+    if direction is Direction.MT:
+        return "sms-deliver"
+    mti = tpdu[0] & 0x03 if tpdu else 0
+    return "sms-submit" if mti == 0x01 else "deliver-report"
+
+
+def _user_data(tpdu: bytes) -> bytes | None:
+    """The TP-UD of a TPDU we carry (UDH included), or None when it does not decode."""
+    for decode in (SmsDeliver.decode, SmsSubmit.decode, SmsDeliverReport.decode):
+        try:
+            return decode(tpdu).tp_ud
+        except (DecodeError, ValueError):
+            continue
+    return None
 
 
 def corrupt_user_data(tpdu: bytes, rng: random.Random) -> bytes:
@@ -223,6 +298,9 @@ class RadioLink:
         self.tears_armed = 0
         self._faults = {Direction.MT: config.mt, Direction.MO: config.mo}
         self._perfect = {Direction.MT: config.mt.is_perfect, Direction.MO: config.mo.is_perfect}
+        self._script = config.script
+        self._script_matches: dict[tuple[int, str], int] = {}
+        self.scripted_hits = 0
 
     # -------------------------------------------------------------- transmit
 
@@ -230,6 +308,10 @@ class RadioLink:
         self, direction: Direction, phone_id: str, payload: bytes, now: float, rng: random.Random
     ) -> list[Delivery]:
         """The copies of ``payload`` that arrive, with their times; empty = lost."""
+        if self._script:
+            scripted = self._scripted(direction, phone_id, payload, now, rng)
+            if scripted is not None:
+                return scripted
         if self._perfect[direction]:
             return [Delivery(now, payload)]
         faults = self._faults[direction]
@@ -244,6 +326,41 @@ class RadioLink:
             self.duplicated[direction] += 1
             deliveries.append(Delivery(now + self._delay(faults, rng), payload))
         return deliveries
+
+    def _scripted(
+        self, direction: Direction, phone_id: str, payload: bytes, now: float, rng: random.Random
+    ) -> list[Delivery] | None:
+        """The deliveries of the first ``[[radio.script]]`` entry that hits, else None."""
+        hit: ScriptedFault | None = None
+        ud: bytes | None = None
+        for i, entry in enumerate(self._script):
+            if entry.direction != direction.value or (entry.msisdn and entry.msisdn != phone_id):
+                continue
+            if entry.tpdu != "any" and entry.tpdu != _tp_mti_name(direction, payload):
+                continue
+            if entry.ud_prefix:
+                if ud is None:
+                    ud = _user_data(payload) or b""
+                if not ud.startswith(entry.ud_prefix):
+                    continue
+            key = (i, phone_id)
+            number = self._script_matches.get(key, 0) + 1
+            self._script_matches[key] = number
+            if hit is None and entry.hits(number):
+                hit = entry
+        if hit is None:
+            return None
+        self.scripted_hits += 1
+        if hit.action == "drop":
+            self.lost[direction] += 1
+            return []
+        if hit.action == "corrupt":
+            self.corrupted[direction] += 1
+            return [Delivery(now, corrupt_user_data(payload, rng))]
+        if hit.action == "duplicate":
+            self.duplicated[direction] += 1
+            return [Delivery(now, payload), Delivery(now + hit.delay_s, payload)]
+        return [Delivery(now + hit.delay_s, payload)]  # "delay"
 
     def _lost(self, faults: DirectionFaults, direction: Direction, phone_id: str, rng: random.Random) -> bool:
         lost = bool(faults.loss_probability) and rng.random() < faults.loss_probability

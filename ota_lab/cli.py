@@ -1,0 +1,247 @@
+"""``ota-lab``: run one seed of a lab, or sweep many, and prove each run from the cards' journals.
+
+    ota-lab run LAB.toml --seed N [--report r.json]
+    ota-lab sweep LAB.toml --seeds 1-500 [--jobs K] [--report sweep.json]
+
+One line per seed (seed, fault mix, confirmed/partial/failed/pending, messages, lost/duplicated/
+mismatches/stuck), then totals. Exit status: 0 every seed proved itself, 1 a seed lost or duplicated an
+action, had a counter mismatch or failed to run (the seeds are named with the command that replays
+one), 2 bad arguments or lab file (one line naming file and key). A rich table on a terminal, plain
+lines otherwise. docs/labs.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ota_lab.config import LabConfig, load_lab
+from ota_lab.runner import LabResult, run_lab
+from ota_protocols.errors import ConfigError
+
+__all__ = ["main", "parse_seeds"]
+
+PROG = "ota-lab"
+MAX_SEEDS = 1_000_000
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``7``, ``1-500``, ``1,5,9-12`` -> the seeds in order, each once."""
+    seeds: list[int] = []
+    seen: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                low_text, high_text = part.split("-", 1)
+                low, high = int(low_text), int(high_text)
+            else:
+                low = high = int(part)
+        except ValueError:
+            raise UsageError(f"--seeds: {part!r} is not N or N-M") from None
+        if low < 0 or high < low:
+            raise UsageError(f"--seeds: {part!r} is not an increasing range of seeds >= 0")
+        if high - low + len(seeds) >= MAX_SEEDS:
+            raise UsageError(f"--seeds: more than {MAX_SEEDS} seeds")
+        for seed in range(low, high + 1):
+            if seed not in seen:
+                seen.add(seed)
+                seeds.append(seed)
+    return seeds
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fault-injection labs: an OTA campaign against a faulty network, proved by the cards.",
+    )
+    parser.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one seed of a lab")
+    run.add_argument("lab", help="lab file (configs/labs/*.toml)")
+    run.add_argument("--seed", type=int, required=True, help="the seed that draws the whole run")
+    run.add_argument("--report", help="write the JSON report of the run here")
+    run.add_argument("--workdir", help="keep the generated handset/campaign files and the SQLite store here")
+    sweep = sub.add_parser("sweep", help="run many seeds; exit 1 if any lost/duplicated/mismatched")
+    sweep.add_argument("lab", help="lab file (configs/labs/*.toml)")
+    sweep.add_argument("--seeds", required=True, help="N, N-M or a comma list of them (1-500)")
+    sweep.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes")
+    sweep.add_argument("--report", help="write every seed's result and the totals as JSON here")
+    return parser
+
+
+class _Output:
+    """Plain lines, or rich on a terminal."""
+
+    def __init__(self) -> None:
+        self.console: Any = None
+        if sys.stdout.isatty():
+            try:
+                from rich.console import Console
+
+                self.console = Console(highlight=False)
+            except ImportError:  # pragma: no cover - rich is a dependency
+                self.console = None
+
+    def seed_line(self, result: LabResult) -> None:
+        if self.console is None:
+            print(result.line(), flush=True)
+        else:
+            style = "green" if result.ok else "bold red"
+            self.console.print(result.line(), style=style, markup=False)
+
+    def run_table(self, result: LabResult) -> None:
+        if self.console is None:
+            self.seed_line(result)
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{result.lab} seed {result.seed}", show_header=False)
+        table.add_row("fault mix", result.mix.summary())
+        s, inv = result.summary, result.invariants
+        table.add_row(
+            "cards",
+            " ".join(f"{k} {s.get(k, 0)}" for k in ("cards", "confirmed", "partial", "failed", "pending")),
+        )
+        table.add_row(
+            "messages", f"{s.get('messages_sent', 0)} ({s.get('resent_actions', 0)} actions resent)"
+        )
+        table.add_row("network", json.dumps(result.network))
+        if result.events:
+            table.add_row("events", ", ".join(result.events))
+        verdict = "[green]ok[/]" if result.ok else "[bold red]FAILED[/]"
+        table.add_row(
+            "invariants",
+            f"lost {inv.lost} dup {inv.duplicated} mismatch {inv.mismatches} stuck {inv.stuck}  {verdict}",
+        )
+        if result.error:
+            table.add_row("error", result.error)
+        table.add_row("wall", f"{result.wall_s:.2f} s")
+        self.console.print(table)
+
+    def totals(self, rows: list[tuple[str, str]]) -> None:
+        if self.console is None:
+            for key, value in rows:
+                print(f"{key}: {value}")
+            return
+        from rich.table import Table
+
+        table = Table(title="sweep totals", show_header=False)
+        for key, value in rows:
+            table.add_row(key, value)
+        self.console.print(table)
+
+
+def _worker(lab: LabConfig, seed: int) -> LabResult:
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    return run_lab(lab, seed)
+
+
+def _results(lab: LabConfig, seeds: Sequence[int], jobs: int) -> Iterator[LabResult]:
+    if jobs <= 1 or len(seeds) == 1:
+        for seed in seeds:
+            yield run_lab(lab, seed)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(_worker, [lab] * len(seeds), seeds)
+
+
+def _replay(lab_path: str, seed: int) -> str:
+    return f"{PROG} run {lab_path} --seed {seed}"
+
+
+def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
+    lab = load_lab(args.lab)
+    result = run_lab(lab, args.seed, workdir=Path(args.workdir) if args.workdir else None)
+    out.run_table(result)
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if not result.ok:
+        why = result.error or "lost/duplicated actions or counter mismatches"
+        print(f"{PROG}: seed {args.seed} FAILED: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, out: _Output) -> int:
+    lab = load_lab(args.lab)
+    seeds = parse_seeds(args.seeds)
+    if args.jobs < 1:
+        raise UsageError("--jobs: at least 1")
+    started = time.monotonic()
+    totals = {k: 0 for k in ("cards", "confirmed", "partial", "failed", "pending", "messages_sent")}
+    lost = duplicated = mismatches = stuck = 0
+    bad: list[int] = []
+    results: list[dict[str, Any]] = []
+    for result in _results(lab, seeds, args.jobs):
+        out.seed_line(result)
+        for key in totals:
+            totals[key] += int(result.summary.get(key, 0))
+        inv = result.invariants
+        lost, duplicated = lost + inv.lost, duplicated + inv.duplicated
+        mismatches, stuck = mismatches + inv.mismatches, stuck + inv.stuck
+        if not result.ok:
+            bad.append(result.seed)
+        if args.report:
+            results.append(result.to_dict() | {"cards": []})
+    wall = time.monotonic() - started
+    rows = [
+        ("seeds", f"{len(seeds)} ({len(seeds) - len(bad)} ok, {len(bad)} failed) in {wall:.1f} s"),
+        ("cards", " ".join(f"{k} {v}" for k, v in totals.items() if k != "messages_sent")),
+        ("messages", str(totals["messages_sent"])),
+        ("invariants", f"lost {lost} duplicated {duplicated} mismatches {mismatches} stuck {stuck}"),
+    ]
+    out.totals(rows)
+    if args.report:
+        Path(args.report).write_text(
+            json.dumps(
+                {
+                    "lab": args.lab,
+                    "seeds": len(seeds),
+                    "failed_seeds": bad,
+                    "totals": totals
+                    | {"lost": lost, "duplicated": duplicated, "mismatches": mismatches, "stuck": stuck},
+                    "wall_s": round(wall, 1),
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    if bad:
+        shown = ", ".join(str(s) for s in bad[:20]) + (" …" if len(bad) > 20 else "")
+        print(f"{PROG}: {len(bad)} seed(s) FAILED: {shown}; replay one: {_replay(args.lab, bad[0])}")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr)
+    out = _Output()
+    try:
+        if args.command == "run":
+            return _cmd_run(args, out)
+        return _cmd_sweep(args, out)
+    except (ConfigError, UsageError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

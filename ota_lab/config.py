@@ -1,0 +1,339 @@
+"""Lab files: TOML -> frozen dataclasses (house-style §4), docs/labs.md.
+
+A *lab* is a network, a campaign, fault RANGES and scheduled events; each seed of a sweep draws one
+concrete fault mix from the ranges (:mod:`ota_lab.runner`). Unknown keys are errors; every error is
+a ``ConfigError`` naming the file and the key path::
+
+    ConfigError: configs/labs/lossy.toml: faults.mt_loss: range [0.4, 0.2]: low above high
+
+Tables: ``[lab]`` (name, transport, fleet_size), ``[network]`` (``handset_config`` + inline
+handset tables merged over it), ``[campaign]`` (``path`` + inline campaign tables merged over it),
+``[faults]`` (ranges), ``[timing]`` (timeouts written into both configs), ``[events]``.
+
+Glossary: MT/MO mobile terminated/originated; SMSC short message service centre; PoR proof of receipt.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tomllib
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ota_protocols.errors import ConfigError
+
+__all__ = [
+    "DIRECTIONAL_FAULTS",
+    "Events",
+    "FaultRanges",
+    "LabConfig",
+    "Range",
+    "Timing",
+    "Transport",
+    "load_lab",
+]
+
+
+class Transport(Enum):
+    """How the server meets the network. ``smpp``: real SMPP over loopback TCP in wall-clock time
+    (the only one so far; a virtual-time driver will join it)."""
+
+    SMPP = "smpp"
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A closed interval a seed draws one value from (uniform; integers for integer ranges)."""
+
+    low: float
+    high: float
+    integer: bool = False
+
+    def draw(self, rng: random.Random) -> float:
+        if self.low == self.high:
+            return self.low  # a fixed value draws nothing, so adding one keeps the other draws
+        if self.integer:
+            return float(rng.randint(int(self.low), int(self.high)))
+        return rng.uniform(self.low, self.high)
+
+    def __str__(self) -> str:
+        return f"{self.low:g}" if self.low == self.high else f"[{self.low:g}, {self.high:g}]"
+
+
+# Faults drawn separately for each direction: mt_<name> and mo_<name> in [faults].
+DIRECTIONAL_FAULTS = ("loss", "burst", "duplicate", "reorder", "jitter_s", "late", "corrupt")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultRanges:
+    """``[faults]``: per-seed ranges, and the fixed shape of the faults they switch on.
+
+    Directional (``mt_`` / ``mo_`` prefix): ``loss`` (independent), ``burst`` (Gilbert-Elliott
+    GOOD->BAD per message, loss 1 in BAD), ``duplicate``, ``reorder``, ``jitter_s`` (uniform delay),
+    ``late`` (a "hours late" copy, scaled to the lab's clock), ``corrupt``.  Global: ``offline``
+    (fraction of time out of coverage), ``busy`` (SIM answers 93 00), ``tear`` (card loses power
+    mid-script).
+    """
+
+    ranges: dict[str, Range] = field(default_factory=dict)
+    burst_p_bad_to_good: float = 0.5
+    reorder_extra_s: float = 1.0
+    late_min_s: float = 2.0
+    late_max_s: float = 8.0
+    mean_offline_s: float = 1.0
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        directional = tuple(f"{d}_{name}" for d in ("mt", "mo") for name in DIRECTIONAL_FAULTS)
+        return (*directional, "offline", "busy", "tear")
+
+    def get(self, key: str) -> Range:
+        return self.ranges.get(key, Range(0.0, 0.0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    """``[timing]``: written into the campaign (``por_timeout_s``, ``deadline_s``, ``max_attempts``,
+    ``backoff_s``, ``max_backoff_s``) and the network's SMSC (``rp_timeout_s``, ``retry_min_s``,
+    ``retry_max_s``, ``validity_s``). None keeps the file's value."""
+
+    por_timeout_s: float | None = None
+    deadline_s: float | None = None
+    max_attempts: int | None = None
+    backoff_s: float | None = None
+    max_backoff_s: float | None = None
+    rp_timeout_s: float | None = None
+    retry_min_s: float | None = None
+    retry_max_s: float | None = None
+    validity_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Events:
+    """``[events]``: scheduled during the run, seconds after the campaign starts."""
+
+    smsc_restart_at_s: tuple[float, ...] = ()
+    smsc_outage_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabConfig:
+    source: str
+    name: str
+    transport: Transport
+    fleet_size: Range | None
+    handset_config: Path | None
+    network: dict[str, Any]
+    campaign_path: Path | None
+    campaign: dict[str, Any]
+    faults: FaultRanges
+    timing: Timing
+    events: Events
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Table:
+    """One TOML table with its key path; every read is checked, ``done`` rejects the rest."""
+
+    def __init__(self, source: str, path: str, raw: Any) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(path, f"expected a table, got {type(raw).__name__}", source=source)
+        self.source, self.path, self.raw, self.used = source, path, raw, set[str]()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.key(name), message, source=self.source)
+
+    def get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.raw.get(name)
+
+    def number(self, name: str, default: float | None, *, positive: bool = False) -> float | None:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.error(name, f"expected a number, got {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise self.error(name, f"{value} must be {'> 0' if positive else '>= 0'}")
+        return float(value)
+
+    def integer(self, name: str, default: int | None, *, low: int = 0) -> int | None:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"expected an integer, got {value!r}")
+        if value < low:
+            raise self.error(name, f"{value} must be at least {low}")
+        return value
+
+    def string(self, name: str, default: str | None) -> str | None:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.error(name, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def range(self, name: str, *, probability: bool, integer: bool = False) -> Range | None:
+        value = self.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low = high = value
+        elif (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            low, high = value
+        else:
+            raise self.error(name, f"expected a number or a range [low, high], got {value!r}")
+        if integer and not (float(low).is_integer() and float(high).is_integer()):
+            raise self.error(name, f"range {value!r}: expected integers")
+        if not (math.isfinite(low) and math.isfinite(high)) or low < 0:
+            raise self.error(name, f"range {value!r}: values must be finite and >= 0")
+        if low > high:
+            raise self.error(name, f"range {value!r}: low above high")
+        if probability and high > 1.0:
+            raise self.error(name, f"range {value!r}: a probability is at most 1")
+        if name == "offline" and high >= 1.0:
+            raise self.error(name, f"range {value!r}: offline all the time never delivers")
+        return Range(float(low), float(high), integer)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _path(base: Path, t: _Table, name: str) -> Path | None:
+    value = t.string(name, None)
+    if value is None:
+        return None
+    p = Path(value)
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise t.error(name, f"no such file {str(p)!r}")
+    return p
+
+
+def load_lab(path: str | Path) -> LabConfig:
+    """Read and check a lab file; every problem is a ``ConfigError`` naming the file and key."""
+    p = Path(path)
+    source = str(path)
+    try:
+        raw = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("", "no such file", source=source) from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror}", source=source) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"not valid TOML: {exc}", source=source) from None
+    base = p.parent
+    top = _Table(source, "", raw)
+
+    lab = _Table(source, "lab", top.get("lab"))
+    name = lab.string("name", p.stem) or p.stem
+    transport_name = lab.string("transport", Transport.SMPP.value)
+    try:
+        transport = Transport(transport_name)
+    except ValueError:
+        known = ", ".join(t.value for t in Transport)
+        raise lab.error("transport", f"{transport_name!r} unknown (known: {known})") from None
+    fleet_size = lab.range("fleet_size", probability=False, integer=True)
+    if fleet_size is not None and fleet_size.low < 1:
+        raise lab.error("fleet_size", "at least one card")
+    lab.done()
+
+    net = _Table(source, "network", top.get("network"))
+    handset_config = _path(base, net, "handset_config")
+    network = {k: v for k, v in net.raw.items() if k != "handset_config"}
+    for key, value in network.items():
+        if not isinstance(value, dict):
+            raise net.error(
+                key, "expected a table of the handset config ([network.smsc], [network.radio], …)"
+            )
+    if handset_config is None and "fleet" not in network:
+        raise net.error("handset_config", "required (or an inline [network.fleet] table)")
+
+    camp = _Table(source, "campaign", top.get("campaign"))
+    campaign_path = _path(base, camp, "path")
+    campaign = {k: v for k, v in camp.raw.items() if k != "path"}
+    if campaign_path is None and "actions" not in campaign:
+        raise camp.error("path", "required (or inline [[campaign.actions]])")
+    if "network" in campaign:
+        raise camp.error("network", "the lab's [network] is the campaign's network")
+
+    f = _Table(source, "faults", top.get("faults"))
+    ranges: dict[str, Range] = {}
+    for key in FaultRanges.names():
+        r = f.range(key, probability=not key.endswith("_s"))
+        if r is not None:
+            ranges[key] = r
+    shape: dict[str, float] = {}
+    for fld in fields(FaultRanges):
+        if fld.name == "ranges":
+            continue
+        value = f.number(fld.name, None, positive=fld.name in ("mean_offline_s", "burst_p_bad_to_good"))
+        if value is not None:
+            shape[fld.name] = value
+    if shape.get("burst_p_bad_to_good", 0.5) > 1.0:
+        raise f.error("burst_p_bad_to_good", "a probability is at most 1")
+    if shape.get("late_max_s", 8.0) < shape.get("late_min_s", 2.0):
+        raise f.error("late_max_s", "below late_min_s")
+    f.done()
+    faults = FaultRanges(ranges=ranges, **shape)
+
+    t = _Table(source, "timing", top.get("timing"))
+    timing = Timing(
+        por_timeout_s=t.number("por_timeout_s", None, positive=True),
+        deadline_s=t.number("deadline_s", None, positive=True),
+        max_attempts=t.integer("max_attempts", None, low=1),
+        backoff_s=t.number("backoff_s", None),
+        max_backoff_s=t.number("max_backoff_s", None),
+        rp_timeout_s=t.number("rp_timeout_s", None, positive=True),
+        retry_min_s=t.number("retry_min_s", None),
+        retry_max_s=t.number("retry_max_s", None),
+        validity_s=t.number("validity_s", None, positive=True),
+    )
+    t.done()
+
+    e = _Table(source, "events", top.get("events"))
+    restarts = e.get("smsc_restart_at_s")
+    if restarts is None:
+        restart_at: tuple[float, ...] = ()
+    elif isinstance(restarts, int | float) and not isinstance(restarts, bool) and restarts >= 0:
+        restart_at = (float(restarts),)
+    elif isinstance(restarts, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in restarts
+    ):
+        restart_at = tuple(float(v) for v in restarts)
+    else:
+        raise e.error("smsc_restart_at_s", f"expected seconds >= 0 or a list of them, got {restarts!r}")
+    events = Events(smsc_restart_at_s=restart_at, smsc_outage_s=e.number("smsc_outage_s", 1.0) or 0.0)
+    e.done()
+    top.done()
+    return LabConfig(
+        source=source,
+        name=name,
+        transport=transport,
+        fleet_size=fleet_size,
+        handset_config=handset_config,
+        network=network,
+        campaign_path=campaign_path,
+        campaign=campaign,
+        faults=faults,
+        timing=timing,
+        events=events,
+    )
