@@ -82,9 +82,10 @@ def main() -> None:
             "PoR encode": lambda r=por, k=keys, i=kic: encode_response_packet(r, SPI, i, i, k),
             "PoR decode": lambda u=por_ud, k=keys, i=kic: decode_response_packet(u, SPI, i, i, k),
         }
-        kic_key, kid_key = keys.kic_key, keys.kid_key
 
-        def setup(i: int = kic) -> None:
+        def setup(
+            i: int = kic, kic_key: bytes | None = keys.kic_key, kid_key: bytes | None = keys.kid_key
+        ) -> None:
             fresh = PacketKeys(kic_key=kic_key, kid_key=kid_key)
             fresh.cipher(i)
             fresh.checksum(i, SPI.integrity)
