@@ -73,6 +73,8 @@ class CounterReport:
     after: int
 
     def __post_init__(self) -> None:
+        if 0 <= self.before <= MAX_ACTION_COUNTER and 0 <= self.after <= MAX_ACTION_COUNTER:
+            return
         for name in ("before", "after"):
             value = getattr(self, name)
             if not 0 <= value <= MAX_ACTION_COUNTER:

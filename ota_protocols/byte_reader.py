@@ -32,20 +32,22 @@ class ByteReader:
         return self._pos >= len(self._data)
 
     def take(self, n: int, field: str) -> bytes:
-        if n < 0:
-            raise DecodeError(field, self.offset, f"negative length {n}")
-        if n > self.remaining:
+        pos = self._pos
+        end = pos + n
+        if n < 0 or end > len(self._data):
+            if n < 0:
+                raise DecodeError(field, self.offset, f"negative length {n}")
             raise TruncatedData(field, self.offset, n, self.remaining)
-        chunk = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
+        self._pos = end
+        return self._data[pos:end]
 
     def u8(self, field: str) -> int:
-        if self._pos >= len(self._data):
+        pos = self._pos
+        data = self._data
+        if pos >= len(data):
             raise TruncatedData(field, self.offset, 1, 0)
-        value = self._data[self._pos]
-        self._pos += 1
-        return value
+        self._pos = pos + 1
+        return data[pos]
 
     def uint(self, n: int, field: str) -> int:
         return int.from_bytes(self.take(n, field), "big")
@@ -56,8 +58,9 @@ class ByteReader:
         return self._data[self._pos]
 
     def rest(self) -> bytes:
-        chunk = self._data[self._pos :]
-        self._pos = len(self._data)
+        data = self._data
+        chunk = data[self._pos :] if self._pos else data
+        self._pos = len(data)
         return chunk
 
     def cstring(self, field: str, max_length: int) -> bytes:

@@ -15,6 +15,7 @@ derived fleet for real cards.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -110,10 +111,22 @@ def _pad(prefix: str, index: int, width: int) -> str:
     return prefix + str(index).rjust(width - len(prefix), "0")
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(seed: str) -> hmac.HMAC:
+    """HMAC-SHA-256 keyed with ``seed``, never updated: copies of it skip the key setup."""
+    return hmac.new(seed.encode(), digestmod=hashlib.sha256)
+
+
+def _hmac(seed: str, message: bytes) -> bytes:
+    mac = _keyed(seed).copy()
+    mac.update(message)
+    return mac.digest()
+
+
 def _derive_key(seed: str, iccid: str, kvn: int, role: str, length: int) -> bytes:
-    digest = hmac.new(seed.encode(), f"{iccid}|{kvn}|{role}".encode(), hashlib.sha256).digest()
+    digest = _hmac(seed, f"{iccid}|{kvn}|{role}".encode())
     while len(digest) < length:  # 32 octets cover AES-256; longer keys are not used
-        digest += hmac.new(seed.encode(), digest, hashlib.sha256).digest()
+        digest += _hmac(seed, digest)
     return digest[:length]
 
 

@@ -75,6 +75,9 @@ class CommandResult:
     writes: tuple[tuple[FilePath, bytes], ...] = ()
 
 
+_OK = ResponseApdu(b"", StatusWord.OK)  # immutable: one instance for every plain 90 00
+
+
 def _sw(sw: int) -> ResponseApdu:
     return ResponseApdu(b"", sw)
 
@@ -91,16 +94,19 @@ def get_response(session: Session, apdu: CommandApdu) -> tuple[ResponseApdu, Ses
         return _sw(0x6C00 | len(pending)), session  # T=0: wrong Le, XX = what there is
     chunk, rest = pending[:le], pending[le:]
     if rest:
-        return ResponseApdu(chunk, 0x6100 | (len(rest) & 0xFF)), replace(session, pending_response=rest)
-    return ResponseApdu(chunk, StatusWord.OK), replace(session, pending_response=None)
+        return ResponseApdu(chunk, 0x6100 | (len(rest) & 0xFF)), Session(session.selection, rest)
+    return ResponseApdu(chunk, StatusWord.OK), Session(session.selection)
 
 
 def _offer(data: bytes, session: Session, options: CardOptions) -> tuple[ResponseApdu, Session]:
     """Response data of a case-4 command: ``61 XX`` + GET RESPONSE (no_auto_get_response, SJA5)
     or the data directly."""
+    # Sessions are built directly (not dataclasses.replace): several per script command.
     if not data or not options.no_auto_get_response:
-        return ResponseApdu(data, StatusWord.OK), replace(session, pending_response=None)
-    return _sw(0x6100 | (len(data) & 0xFF)), replace(session, pending_response=data)
+        if session.pending_response is not None:
+            session = Session(session.selection)
+        return (ResponseApdu(data, StatusWord.OK) if data else _OK), session
+    return _sw(0x6100 | (len(data) & 0xFF)), Session(session.selection, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,8 @@ class Application:
             if apdu.ins == INS_GET_RESPONSE:
                 response, session = get_response(session, apdu)
                 return CommandResult(response, session, app)
-            session = replace(session, pending_response=None)
+            if session.pending_response is not None:
+                session = Session(session.selection)
             kind = self.profile.kind
             if kind is AppKind.RFM:
                 return _rfm(apdu, app, files, session, options)
@@ -155,7 +162,8 @@ def _rfm(
     if apdu.ins not in FILE_INSTRUCTIONS:
         raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"RFM: INS {apdu.ins:02X}")
     outcome = execute_file_command(files, session.selection, apdu)
-    session = replace(session, selection=outcome.selection)
+    if outcome.selection is not session.selection:
+        session = Session(outcome.selection, session.pending_response)
     response = outcome.response
     if apdu.ins == INS_SELECT:
         response, session = _offer(response.data, session, options)

@@ -17,7 +17,7 @@ two writes leaves exactly the last one. The journal is bounded (``journal_limit`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -88,7 +88,18 @@ class AppState:
         journal = (*self.journal, JournalEntry(after, apdu))
         if len(journal) > journal_limit:
             journal = journal[len(journal) - journal_limit :]
-        return replace(self, action_counter=after, journal=journal)
+        # The constructor, not dataclasses.replace: this runs once per action (hot path).
+        return AppState(
+            after,
+            journal,
+            self.balance,
+            self.parameters,
+            self.load_files,
+            self.instances,
+            self.mo_cntr,
+            self.request_sequence,
+            self.replies,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +111,12 @@ class CardState:
     def with_counter(self, key: CounterKey, cntr: int) -> CardState:
         counters = dict(self.counters)
         counters[key] = cntr
-        return replace(self, counters=_frozen(counters))
+        return CardState(self.applications, MappingProxyType(counters), self.files)
 
     def with_files(self, writes: tuple[tuple[FilePath, bytes], ...]) -> CardState:
         changed = dict(self.files)
         changed.update(writes)
-        return replace(self, files=_frozen(changed))
+        return CardState(self.applications, self.counters, MappingProxyType(changed))
 
     def with_app(
         self, tar: bytes, app: AppState, writes: tuple[tuple[FilePath, bytes], ...] = ()
@@ -116,8 +127,8 @@ class CardState:
         if writes:
             changed = dict(files)
             changed.update(writes)
-            files = _frozen(changed)
-        return replace(self, applications=_frozen(applications), files=files)
+            files = MappingProxyType(changed)
+        return CardState(MappingProxyType(applications), self.counters, files)
 
 
 # --------------------------------------------------------------------------- JSON form

@@ -41,6 +41,7 @@ FILE_INSTRUCTIONS = frozenset(
     {INS_SELECT, INS_STATUS, INS_READ_BINARY, INS_UPDATE_BINARY, INS_READ_RECORD, INS_UPDATE_RECORD}
 )
 _EMPTY: Mapping[FilePath, bytes | None] = MappingProxyType({})
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ class FileTree:
         self._children = children
 
     def child(self, df: FilePath, fid: bytes) -> FilePath | None:
-        return self._children.get(df, {}).get(fid)
+        children = self._children.get(df)
+        return None if children is None else children.get(fid)
 
     def with_files(self, files: tuple[FileProfile, ...]) -> FileTree:
         """A tree with EFs added or overridden (TOML ``[[files]]``); raises ValueError."""
@@ -206,11 +208,12 @@ class FileView:
         return node
 
     def content(self, path: FilePath) -> bytes | None:
-        if path in self.overlay:
-            return self.overlay[path]
-        if path in self.initial:
-            return self.initial[path]
-        return self.tree.defaults.get(path)
+        value = self.overlay.get(path, _MISSING)
+        if value is _MISSING:
+            value = self.initial.get(path, _MISSING)
+            if value is _MISSING:
+                return self.tree.defaults.get(path)
+        return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,9 @@ class FileOutcome:
     response: ResponseApdu
     selection: Selection
     writes: tuple[tuple[FilePath, bytes], ...] = ()
+
+
+_OK = ResponseApdu(b"", StatusWord.OK)  # immutable, so one instance serves every plain 90 00
 
 
 def _reject(sw: int, message: str) -> ApduRejected:
@@ -266,15 +272,18 @@ def _resolve_fid(view: FileView, selection: Selection, fid: bytes) -> FilePath |
     df = selection.df
     if fid == MF[0]:
         return MF
-    candidates = [view.tree.child(df, fid)]
-    if df[-1] == fid:
-        candidates.append(df)
+    # Candidates in that order, each looked up only when the previous ones did not match.
+    tree = view.tree
+    path = tree.child(df, fid)
+    if path is not None and view.node(path) is not None:
+        return path
+    if df[-1] == fid and view.node(df) is not None:
+        return df
     if len(df) > 1:
         parent = df[:-1]
-        if parent[-1] == fid:
-            candidates.append(parent)
-        candidates.append(view.tree.child(parent, fid))
-    for path in candidates:
+        if parent[-1] == fid and view.node(parent) is not None:
+            return parent
+        path = tree.child(parent, fid)
         if path is not None and view.node(path) is not None:
             return path
     return None
@@ -307,9 +316,10 @@ def _select(view: FileView, selection: Selection, apdu: CommandApdu) -> FileOutc
             f"file {apdu.data.hex().upper()} not found from {path_text(selection.df)}",
         )
     node = view.tree.nodes[path]
-    new = Selection(df=path) if isinstance(node, DedicatedFile) else Selection(df=path[:-1], ef=path)
-    data = fcp(view, path) if apdu.p2 in (0x04, 0x00) else b""
-    return FileOutcome(ResponseApdu(data, StatusWord.OK), new)
+    new = Selection(path) if isinstance(node, DedicatedFile) else Selection(path[:-1], path)
+    if apdu.p2 == 0x0C:
+        return FileOutcome(_OK, new)
+    return FileOutcome(ResponseApdu(fcp(view, path), StatusWord.OK), new)
 
 
 def _current_ef(view: FileView, selection: Selection, structure: EfStructure) -> ElementaryFile:
@@ -360,7 +370,7 @@ def _update_binary(view: FileView, selection: Selection, apdu: CommandApdu) -> F
         )
     content = view.content(ef.path) or b"\xff" * ef.size
     new = content[:offset] + apdu.data + content[offset + len(apdu.data) :]
-    return FileOutcome(ResponseApdu(b"", StatusWord.OK), selection, ((ef.path, new),))
+    return FileOutcome(_OK, selection, ((ef.path, new),))
 
 
 def _record_number(ef: ElementaryFile, selection: Selection, apdu: CommandApdu) -> int:

@@ -38,10 +38,11 @@ from ota_protocols.secured_packet.command_packet import (
     MIN_CHL,
     CommandHeader,
     OpenedCommand,
-    open_command_packet,
+    open_command,
     parse_command_header,
 )
 from ota_protocols.secured_packet.counter_rules import CounterVerdict, check_counter, counter_after
+from ota_protocols.secured_packet.crypto import ChecksumKey, CipherKey
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.response_packet import (
     ResponsePacket,
@@ -63,16 +64,18 @@ from sim_emulator.profile import CardOptions, ErrorPorStyle, KeysetProfile
 
 CLEAR_HEADER = 10  # CPL(2) CHL SPI(2) KIc KID TAR(3)
 _NO_KEYS = PacketKeys()
+_MAX_KEY_CHECKS = 64
 
 
 class KeyRing:
     """Key sets by KVN, with their :class:`PacketKeys` built on first use and cached."""
 
-    __slots__ = ("_cache", "_profiles")
+    __slots__ = ("_cache", "_checks", "_profiles")
 
     def __init__(self, keysets: tuple[KeysetProfile, ...]) -> None:
         self._profiles = {k.kvn: k for k in keysets}
         self._cache: dict[int, PacketKeys] = {}
+        self._checks: dict[tuple[int, int, int, int, int], KeyCheck] = {}
 
     def profile(self, kvn: int) -> KeysetProfile | None:
         return self._profiles.get(kvn)
@@ -92,8 +95,99 @@ class KeyRing:
             self._cache[kvn] = cached
         return cached
 
+    def check(self, header: CommandHeader) -> KeyCheck:
+        """Step 4 of protocols.md §2.5 for this header: which key set, and whether its keys and
+        algorithms suit KIc, KID, SPI and CHL. A pure function of those octets and the key sets,
+        so its answer is kept (per KIc, KID, SPI and CHL) and a card pays for it once."""
+        spi = header.spi
+        memo_key = (header.kic, header.kid, spi.spi1, spi.spi2, header.chl)
+        found = self._checks.get(memo_key)
+        if found is None:
+            found = _check_keys(header, self)
+            if len(self._checks) >= _MAX_KEY_CHECKS:
+                self._checks.clear()  # bounded: a sender varying these octets cannot grow it
+            self._checks[memo_key] = found
+        return found
+
     def __repr__(self) -> str:
         return f"KeyRing(kvns={sorted(self._profiles)})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """The outcome of step 4: ``status`` None with the key set, else the status and why."""
+
+    kvn: int
+    keys: PacketKeys
+    status: int | None = None
+    reason: str = ""
+    cipher_key: CipherKey | None = None  # for KIc, when the command or its PoR is ciphered
+    checksum_key: ChecksumKey | None = None  # the command's RC/CC (SPI1 b2b1)
+    por: tuple[CipherKey | None, ChecksumKey | None] | None = None  # por_keys(), when a PoR is asked
+
+
+def _check_keys(header: CommandHeader, keyring: KeyRing) -> KeyCheck:
+    spi = header.spi
+    n = header.checksum_length
+
+    def reject(status: int, reason: str) -> KeyCheck:
+        return KeyCheck(0, _NO_KEYS, status, reason)
+
+    por_requested = spi.por in (PorRequest.ALWAYS, PorRequest.ON_ERROR)
+    uses_kic = spi.ciphering or (por_requested and spi.por_ciphered)
+    uses_kid = spi.integrity is not IntegrityMode.NONE or (
+        por_requested and spi.por_integrity is not IntegrityMode.NONE
+    )
+    kvns = {key_index(header.kic)} if uses_kic else set()
+    kvns |= {key_index(header.kid)} if uses_kid else set()
+    if len(kvns) > 1:
+        return reject(
+            ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
+            f"KIc {header.kic:02x} and KID {header.kid:02x} name different key sets",
+        )
+    kvn = (
+        kvns.pop()
+        if kvns
+        else key_index(header.kid if spi.integrity is not IntegrityMode.NONE else header.kic)
+    )
+    keys = _NO_KEYS
+    cipher_key: CipherKey | None = None
+    checksum_key: ChecksumKey | None = None
+    por: tuple[CipherKey | None, ChecksumKey | None] | None = None
+    if uses_kic or uses_kid:
+        found = keyring.keys(kvn)
+        profile = keyring.profile(kvn)
+        if found is None or profile is None:
+            return reject(ResponseStatus.UNIDENTIFIED_SECURITY_ERROR, f"no key set with KVN {kvn}")
+        keys = found
+        try:
+            if uses_kic and resolve_cipher(header.kic, profile.kic_algorithm) is not profile.kic_algorithm:
+                return reject(
+                    ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
+                    f"KIc {header.kic:02x} is not key set {kvn}'s {profile.kic_algorithm.value}",
+                )
+            for mode in (spi.integrity, spi.por_integrity if por_requested else IntegrityMode.NONE):
+                algorithm = resolve_integrity(header.kid, mode, profile.kid_algorithm)
+                if mode is IntegrityMode.CC and algorithm is not profile.kid_algorithm:
+                    return reject(
+                        ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
+                        f"KID {header.kid:02x} is not key set {kvn}'s {profile.kid_algorithm.value}",
+                    )
+            if uses_kic:
+                cipher_key = keys.cipher(header.kic)
+            checksum_key = keys.checksum(header.kid, spi.integrity, n or None)
+            if (checksum_key.length if checksum_key else 0) != n:
+                return reject(
+                    ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
+                    f"CHL {header.chl:#04x} does not fit KID {header.kid:02x}",
+                )
+            if por_requested:
+                por = por_keys(
+                    spi, header.kic, header.kid, keys, checksum_length=_por_checksum_length(header)
+                )
+        except SecurityRejection as exc:
+            return reject(exc.response_status, str(exc))
+    return KeyCheck(kvn, keys, None, "", cipher_key, checksum_key, por)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +206,9 @@ class SecurityVerdict:
     keys: PacketKeys | None = None
     counter_key: CounterKey | None = None
     new_cntr: int | None = None  # to persist before execution; None: nothing to store
+    por_keys: tuple[CipherKey | None, ChecksumKey | None] | None = (
+        None  # resolved in step 4, if a PoR is asked
+    )
 
     @property
     def accepted(self) -> bool:
@@ -157,11 +254,16 @@ def verify(
             _clear_cntr(spi, packet[10:]),
         )
     spi, tar = header.spi, header.tar
-    base = dict(
-        spi=spi, kic=header.kic, kid=header.kid, tar=tar, header=header, cntr=_clear_cntr(spi, header.body)
-    )
 
     def reject(status: int, reason: str, **more: object) -> SecurityVerdict:
+        base = dict(
+            spi=spi,
+            kic=header.kic,
+            kid=header.kid,
+            tar=tar,
+            header=header,
+            cntr=_clear_cntr(spi, header.body),
+        )
         return SecurityVerdict(status, reason, **{**base, **more})  # type: ignore[arg-type]
 
     n = header.checksum_length
@@ -176,55 +278,10 @@ def verify(
     if application is None:
         return reject(ResponseStatus.TAR_UNKNOWN, f"TAR {tar.hex()} unknown")
     # Step 4: key sets and algorithms -> 06 (project choice, protocols.md §2.5).
-    por_requested = spi.por in (PorRequest.ALWAYS, PorRequest.ON_ERROR)
-    uses_kic = spi.ciphering or (por_requested and spi.por_ciphered)
-    uses_kid = spi.integrity is not IntegrityMode.NONE or (
-        por_requested and spi.por_integrity is not IntegrityMode.NONE
-    )
-    kvns = {key_index(header.kic)} if uses_kic else set()
-    kvns |= {key_index(header.kid)} if uses_kid else set()
-    if len(kvns) > 1:
-        return reject(
-            ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
-            f"KIc {header.kic:02x} and KID {header.kid:02x} name different key sets",
-        )
-    kvn = (
-        kvns.pop()
-        if kvns
-        else key_index(header.kid if spi.integrity is not IntegrityMode.NONE else header.kic)
-    )
-    keys = _NO_KEYS
-    if uses_kic or uses_kid:
-        found = keyring.keys(kvn)
-        profile = keyring.profile(kvn)
-        if found is None or profile is None:
-            return reject(ResponseStatus.UNIDENTIFIED_SECURITY_ERROR, f"no key set with KVN {kvn}")
-        keys = found
-        try:
-            if uses_kic and resolve_cipher(header.kic, profile.kic_algorithm) is not profile.kic_algorithm:
-                return reject(
-                    ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
-                    f"KIc {header.kic:02x} is not key set {kvn}'s {profile.kic_algorithm.value}",
-                )
-            for mode in (spi.integrity, spi.por_integrity if por_requested else IntegrityMode.NONE):
-                algorithm = resolve_integrity(header.kid, mode, profile.kid_algorithm)
-                if mode is IntegrityMode.CC and algorithm is not profile.kid_algorithm:
-                    return reject(
-                        ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
-                        f"KID {header.kid:02x} is not key set {kvn}'s {profile.kid_algorithm.value}",
-                    )
-            if uses_kic:
-                keys.cipher(header.kic)
-            checksum_key = keys.checksum(header.kid, spi.integrity, n or None)
-            if (checksum_key.length if checksum_key else 0) != n:
-                return reject(
-                    ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
-                    f"CHL {header.chl:#04x} does not fit KID {header.kid:02x}",
-                )
-            if por_requested:
-                por_keys(spi, header.kic, header.kid, keys, checksum_length=_por_checksum_length(header))
-        except SecurityRejection as exc:
-            return reject(exc.response_status, str(exc))
+    check = keyring.check(header)
+    if check.status is not None:
+        return reject(check.status, check.reason)
+    kvn, keys = check.kvn, check.keys
     # Step 5: MSL (protocols.md §13.2) -> 0A.
     if not meets_msl(spi.spi1, application.profile.msl):
         return reject(
@@ -233,7 +290,8 @@ def verify(
         )
     # Steps 6-7: decipher (05) and verify the checksum (01).
     try:
-        opened = open_command_packet(header, keys)
+        # The keys open_command_packet(header, keys) would resolve, resolved once in step 4.
+        opened = open_command(header, check.cipher_key if spi.ciphering else None, check.checksum_key)
     except SecurityRejection as exc:
         return reject(exc.response_status, str(exc))
     if opened.checksum_valid is False:
@@ -260,7 +318,7 @@ def verify(
             counter_key=counter_key,
         )
     new = counter_after(mode, stored, opened.cntr, update_on_no_check=options.counter_update_on_no_check)
-    return SecurityVerdict(
+    return SecurityVerdict(  # positional: this runs for every accepted packet
         ResponseStatus.POR_OK,
         "accepted",
         spi,
@@ -275,6 +333,7 @@ def verify(
         keys,
         counter_key,
         new if new != stored else None,
+        check.por,
     )
 
 
@@ -321,8 +380,15 @@ def seal_por(verdict: SecurityVerdict, status: int, data: bytes, options: CardOp
         data = b""  # TS 102 225 §5.2: no script ran, no additional data
     response = ResponsePacket(verdict.tar, cntr, status, data)
     if secure and verdict.keys is not None and verdict.header is not None:
-        cipher_key, checksum_key = por_keys(
-            spi, verdict.kic, verdict.kid, verdict.keys, checksum_length=_por_checksum_length(verdict.header)
-        )
+        resolved = verdict.por_keys
+        if resolved is None:
+            resolved = por_keys(
+                spi,
+                verdict.kic,
+                verdict.kid,
+                verdict.keys,
+                checksum_length=_por_checksum_length(verdict.header),
+            )
+        cipher_key, checksum_key = resolved
         return seal_response(response, cipher_key, checksum_key, padding_byte=options.por_padding)
     return seal_response(response, None, None)

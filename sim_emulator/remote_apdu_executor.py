@@ -83,12 +83,17 @@ def _execute(
     tar = application.tar
     session = application.start_session()
     responses: list[ResponseApdu] = []
+    files = state.files
+    view = FileView(tree, initial, files)  # rebuilt only when a command changed the files
     for apdu in commands[:MAX_NN]:
         if apdu is None:
             responses.append(ResponseApdu(b"", StatusWord.WRONG_LENGTH))
             return _Run(len(responses), tuple(responses), True, state)
         app = state.applications[tar]
-        result = application.execute(apdu, app, FileView(tree, initial, state.files), session, options)
+        if state.files is not files:
+            files = state.files
+            view = FileView(tree, initial, files)
+        result = application.execute(apdu, app, view, session, options)
         session = result.session
         responses.append(result.response)
         if not is_success_sw(result.response.sw):

@@ -50,7 +50,7 @@ class StatusWord(IntEnum):
 
 
 def sw_bytes(sw: int) -> bytes:
-    return bytes(((sw >> 8) & 0xFF, sw & 0xFF))
+    return (sw & 0xFFFF).to_bytes(2, "big")
 
 
 def is_success_sw(sw: int, *, legacy_2g: bool = False) -> bool:
@@ -79,10 +79,13 @@ class CommandApdu:
     le: int | None = None  # expected length; None = absent
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            value = getattr(self, name)
-            if not 0 <= value <= 0xFF:
-                raise EncodeError(name, 0, f"{value} does not fit one octet")
+        if not (
+            0 <= self.cla <= 0xFF and 0 <= self.ins <= 0xFF and 0 <= self.p1 <= 0xFF and 0 <= self.p2 <= 0xFF
+        ):
+            for name in ("cla", "ins", "p1", "p2"):
+                value = getattr(self, name)
+                if not 0 <= value <= 0xFF:
+                    raise EncodeError(name, 0, f"{value} does not fit one octet")
         if len(self.data) > 255:
             raise EncodeError("data", 5, f"{len(self.data)} octets exceed a short APDU")
         if self.le is not None and not 0 <= self.le <= 256:
@@ -113,9 +116,11 @@ class CommandApdu:
     ) -> CommandApdu:
         """Read one T=0 command; P3 is Le for the instructions in ``case2_instructions``."""
         start = reader.offset
-        header = reader.take(4, "c_apdu.header")
-        p3 = reader.u8("c_apdu.p3")
-        cla, ins, p1, p2 = header
+        if reader.remaining >= 5:
+            cla, ins, p1, p2, p3 = reader.take(5, "c_apdu.header")
+        else:  # the field that runs short is named: header or P3
+            cla, ins, p1, p2 = reader.take(4, "c_apdu.header")
+            p3 = reader.u8("c_apdu.p3")
         if ins in case2_instructions:
             return cls(cla, ins, p1, p2, b"", 256 if p3 == 0 else p3)
         if p3 == 0:

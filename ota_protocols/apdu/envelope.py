@@ -85,7 +85,7 @@ class SmsPpDownload:
 
     def encode(self) -> bytes:
         """The ENVELOPE data field ``D1 L 82 02 83 81 [86 ..] 8B L tpdu``."""
-        body = DeviceIdentities(DeviceIdentity.NETWORK, DeviceIdentity.UICC).encode()
+        body = _NETWORK_TO_UICC
         if self.smsc_address is not None:
             body += encode_comprehension(ComprehensionTag.ADDRESS, self.smsc_address, True)
         body += encode_comprehension(ComprehensionTag.SMS_TPDU, self.tpdu, True)
@@ -108,6 +108,15 @@ class SmsPpDownload:
     @classmethod
     def decode(cls, data: bytes, *, base_offset: int = 0) -> SmsPpDownload:
         """Read the ENVELOPE data field; tags with or without CR are accepted (``86``/``06``)."""
+        if type(data) is bytes and cls is SmsPpDownload:
+            fast = _decode_common_shape(data)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(data, base_offset=base_offset)
+
+    @classmethod
+    def _decode_checked(cls, data: bytes, *, base_offset: int = 0) -> SmsPpDownload:
+        """The general reader: every shape, and the error that names what is wrong."""
         body, body_offset = unwrap_ber(
             data, BerTag.SMS_PP_DOWNLOAD, base_offset, "sms_pp_download", "TS 31.111 §7.1.1"
         )
@@ -152,3 +161,50 @@ class SmsPpDownload:
                 "c_apdu.p1p2", 2, f"expected 00 00, got {apdu.p1:02X} {apdu.p2:02X} (TS 102 221 §10.1.2)"
             )
         return cls.decode(apdu.data, base_offset=_APDU_DATA_OFFSET)
+
+
+_NETWORK_TO_UICC = DeviceIdentities(DeviceIdentity.NETWORK, DeviceIdentity.UICC).encode()  # 82 02 83 81
+_DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU = 0x02, 0x06, 0x0B
+
+
+def _decode_common_shape(data: bytes) -> SmsPpDownload | None:
+    """``D1 L`` with one-octet tags and short lengths, holding device identities 83 -> 81, an
+    optional non-empty address and a non-empty TPDU, each at most once and nothing else: the
+    SmsPpDownload that the general reader returns for it. None for any other shape, valid or
+    not, which the general reader then judges (so errors stay its own)."""
+    n = len(data)
+    if n < 2 or data[0] != BerTag.SMS_PP_DOWNLOAD:
+        return None
+    length = data[1]
+    pos = 2
+    if length >= 0x80:
+        # TS 101 220 §7.1: 81 xx only for 80..FF; anything else goes to the general reader.
+        if length != 0x81 or n < 3 or data[2] < 0x80:
+            return None
+        length = data[2]
+        pos = 3
+    if pos + length != n:
+        return None
+    found: dict[int, bytes] = {}
+    while pos < n:
+        first = data[pos]
+        tag = first & 0x7F
+        if tag == 0 or tag == 0x7F or pos + 1 >= n:  # 00/80/FF invalid, 7F three-octet form
+            return None
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            if size != 0x81 or pos >= n or data[pos] < 0x80:
+                return None
+            size = data[pos]
+            pos += 1
+        end = pos + size
+        if end > n or tag in found or tag not in (_DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU):
+            return None
+        found[tag] = data[pos:end]
+        pos = end
+    tpdu = found.get(_SMS_TPDU)
+    address = found.get(_ADDRESS)
+    if found.get(_DEVICE_IDENTITIES) != b"\x83\x81" or not tpdu or (address is not None and not address):
+        return None
+    return SmsPpDownload(tpdu, address)

@@ -85,12 +85,9 @@ class CommandHeader:
     @property
     def clear_header(self) -> bytes:
         """CPL .. TAR as received: the first 10 octets of the checksum input."""
+        spi = self.spi
         return (
-            self.cpl.to_bytes(2, "big")
-            + bytes((self.chl,))
-            + self.spi.to_bytes()
-            + bytes((self.kic, self.kid))
-            + self.tar
+            self.cpl.to_bytes(2, "big") + bytes((self.chl, spi.spi1, spi.spi2, self.kic, self.kid)) + self.tar
         )
 
 
@@ -183,16 +180,22 @@ def open_command_packet(header: CommandHeader, keys: PacketKeys) -> OpenedComman
     spi = header.spi
     n = header.checksum_length
     checksum_key = keys.checksum(header.kid, spi.integrity, n if n else None)
-    expected_n = checksum_key.length if checksum_key is not None else 0
-    if expected_n != n:
-        raise UnidentifiedSecurityError(
-            UNIDENTIFIED,
-            f"CHL {header.chl:#04x} gives a {n}-octet RC/CC/DS, SPI {spi} and KID {header.kid:02x} "
-            f"need {expected_n} (TS 102 225 §5.1)",
-        )
+    _check_checksum_length(header, checksum_key)  # before the KIc is resolved: that error first
+    cipher_key = keys.cipher(header.kic) if spi.ciphering else None
+    return open_command(header, cipher_key, checksum_key)
+
+
+def open_command(
+    header: CommandHeader, cipher_key: CipherKey | None, checksum_key: ChecksumKey | None
+) -> OpenedCommand:
+    """:func:`open_command_packet` with keys already resolved for this header's KIc, KID and
+    SPI (the card's hot path: it resolved them when it checked the key set). Same checks."""
+    spi = header.spi
+    _check_checksum_length(header, checksum_key)
     body = header.body
     if spi.ciphering:
-        cipher_key = keys.cipher(header.kic)
+        if cipher_key is None:
+            raise UnidentifiedSecurityError(UNIDENTIFIED, f"SPI {spi} asks for ciphering, no KIc key given")
         if len(body) % cipher_key.block_size:
             raise CipheringFailed(
                 CIPHERING_ERROR,
@@ -200,6 +203,17 @@ def open_command_packet(header: CommandHeader, keys: PacketKeys) -> OpenedComman
             )
         body = cipher_key.decrypt(body)
     return _open_plain(header, body, checksum_key)
+
+
+def _check_checksum_length(header: CommandHeader, checksum_key: ChecksumKey | None) -> None:
+    n = header.checksum_length
+    expected_n = checksum_key.length if checksum_key is not None else 0
+    if expected_n != n:
+        raise UnidentifiedSecurityError(
+            UNIDENTIFIED,
+            f"CHL {header.chl:#04x} gives a {n}-octet RC/CC/DS, SPI {header.spi} and KID {header.kid:02x} "
+            f"need {expected_n} (TS 102 225 §5.1)",
+        )
 
 
 def _open_plain(header: CommandHeader, body: bytes, checksum_key: ChecksumKey | None) -> OpenedCommand:

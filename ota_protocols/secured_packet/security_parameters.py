@@ -48,6 +48,12 @@ class PorRequest(IntEnum):
     RFU = 3
 
 
+# Members by value, so that reading a field is an index, not an enum lookup by value.
+_INTEGRITY_MODES = tuple(IntegrityMode)
+_COUNTER_MODES = tuple(CounterMode)
+_POR_REQUESTS = tuple(PorRequest)
+
+
 @dataclass(frozen=True, slots=True)
 class Spi:
     """The two SPI octets, TS 102 225 §5.1.1 (bit numbers b1 = LSB)."""
@@ -61,6 +67,13 @@ class Spi:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Spi:
+        # Every packet carries one; the 65536 possible values are immutable, so decoded ones are shared.
+        if cls is Spi:
+            key = (raw[0] << 8) | raw[1]
+            cached = _SPI_CACHE.get(key)
+            if cached is None:
+                cached = _SPI_CACHE[key] = cls(raw[0], raw[1])
+            return cached
         return cls(raw[0], raw[1])
 
     @classmethod
@@ -86,7 +99,7 @@ class Spi:
     # SPI1 -------------------------------------------------------------------
     @property
     def integrity(self) -> IntegrityMode:
-        return IntegrityMode(self.spi1 & 0x03)
+        return _INTEGRITY_MODES[self.spi1 & 0x03]
 
     @property
     def ciphering(self) -> bool:
@@ -94,7 +107,7 @@ class Spi:
 
     @property
     def counter_mode(self) -> CounterMode:
-        return CounterMode((self.spi1 >> 3) & 0x03)
+        return _COUNTER_MODES[(self.spi1 >> 3) & 0x03]
 
     @property
     def spi1_reserved(self) -> int:
@@ -104,11 +117,11 @@ class Spi:
     # SPI2 -------------------------------------------------------------------
     @property
     def por(self) -> PorRequest:
-        return PorRequest(self.spi2 & 0x03)
+        return _POR_REQUESTS[self.spi2 & 0x03]
 
     @property
     def por_integrity(self) -> IntegrityMode:
-        return IntegrityMode((self.spi2 >> 2) & 0x03)
+        return _INTEGRITY_MODES[(self.spi2 >> 2) & 0x03]
 
     @property
     def por_ciphered(self) -> bool:
@@ -126,6 +139,9 @@ class Spi:
 
     def __str__(self) -> str:
         return f"{self.spi1:02x}{self.spi2:02x}"
+
+
+_SPI_CACHE: dict[int, Spi] = {}
 
 
 class CipherAlgorithm(Enum):

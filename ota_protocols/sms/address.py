@@ -72,6 +72,9 @@ class Npi(IntEnum):
     RESERVED_EXTENSION = 15
 
 
+_TONS = tuple(Ton)  # by value: every 3-bit TON and 4-bit NPI has a member
+_NPIS = tuple(Npi)
+
 # TS 23.040 §9.1.2.5: the whole address field is at most 12 octets, so the value is
 # at most 10 octets = 20 semi-octets.
 MAX_ADDRESS_SEMI_OCTETS = 20
@@ -104,7 +107,13 @@ def _ton_npi_octet(ton: Ton, npi: Npi) -> int:
     return 0x80 | (int(ton) << 4) | int(npi)
 
 
+_NIBBLE_SWAP = bytes(((octet & 0x0F) << 4) | (octet >> 4) for octet in range(256))
+
+
 def _encode_bcd(digits: str, field: str) -> bytes:
+    if digits.isascii() and digits.isdigit():
+        # Plain digits: hex text is BCD high nibble first, so swap the nibbles; F pads an odd count.
+        return bytes.fromhex(digits if len(digits) % 2 == 0 else digits + "f").translate(_NIBBLE_SWAP)
     nibbles: list[int] = []
     for pos, ch in enumerate(digits):
         value = _BCD_VALUE.get(ch)
@@ -118,7 +127,24 @@ def _encode_bcd(digits: str, field: str) -> bytes:
     return bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
 
 
+# Both digits of an octet, low nibble first; the filler nibble becomes "F", which is no digit.
+_BCD_PAIRS = tuple(
+    ("F" if low == _FILLER else _BCD_DIGITS[low]) + ("F" if high == _FILLER else _BCD_DIGITS[high])
+    for high in range(16)
+    for low in range(16)
+)
+
+
 def _decode_bcd(value: bytes, n_digits: int, field: str, base_offset: int) -> str:
+    pairs = _BCD_PAIRS
+    text = "".join([pairs[octet] for octet in value[: (n_digits + 1) // 2]])[:n_digits]
+    if len(text) == n_digits and "F" not in text:
+        return text
+    return _decode_bcd_checked(value, n_digits, field, base_offset)
+
+
+def _decode_bcd_checked(value: bytes, n_digits: int, field: str, base_offset: int) -> str:
+    """Digit by digit, to name the offending one (a filler inside the digits)."""
     out: list[str] = []
     for i in range(n_digits):
         octet = value[i // 2]
@@ -224,7 +250,7 @@ def _split_ton_npi(reader: ByteReader, field: str) -> tuple[Ton, Npi]:
         raise DecodeError(
             field, offset, f"TON/NPI octet {octet:#04x} has bit 8 clear, expected 1 (TS 23.040 §9.1.2.5)"
         )
-    return Ton((octet >> 4) & 0x07), Npi(octet & 0x0F)
+    return _TONS[(octet >> 4) & 0x07], _NPIS[octet & 0x0F]
 
 
 def encode_cat_address(address: Address) -> bytes:

@@ -155,18 +155,26 @@ def _alphabet(dcs: int) -> str:
     return "gsm7"
 
 
+# _alphabet of every octet, read once per TPDU field on the hot path (a tuple index).
+_ALPHABETS = tuple(_alphabet(dcs) for dcs in range(256))
+
+
+def _alphabet_of(dcs: int) -> str:
+    return _ALPHABETS[dcs] if 0 <= dcs <= 0xFF else _alphabet(dcs)
+
+
 def is_7bit_dcs(dcs: int) -> bool:
     """True when TP-UDL counts septets: uncompressed GSM 7-bit (TS 23.040 §9.2.3.16)."""
-    return _alphabet(dcs) == "gsm7"
+    return _alphabet_of(dcs) == "gsm7"
 
 
 def is_8bit_dcs(dcs: int) -> bool:
     """True for uncompressed 8-bit data, the coding of every OTA packet (TS 23.038 §4)."""
-    return _alphabet(dcs) == "8bit"
+    return _alphabet_of(dcs) == "8bit"
 
 
 def is_ucs2_dcs(dcs: int) -> bool:
-    return _alphabet(dcs) == "ucs2"
+    return _alphabet_of(dcs) == "ucs2"
 
 
 def dcs_message_class(dcs: int) -> int | None:
@@ -386,6 +394,15 @@ class SmsDeliver:
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsDeliver:
+        if type(raw) is bytes and cls is SmsDeliver:
+            fast = _decode_deliver_common_shape(raw)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(raw)
+
+    @classmethod
+    def _decode_checked(cls, raw: bytes) -> SmsDeliver:
+        """The general reader: every shape, and the error that names what is wrong."""
         reader = ByteReader(raw)
         # TS 23.040 §9.2.3.1: an MS treats the reserved TP-MTI 11 as an SMS-DELIVER;
         # re-encoding writes 00.
@@ -415,6 +432,53 @@ class SmsDeliver:
     def split_user_data(self) -> tuple[UserDataHeader | None, bytes]:
         """(UDH or None, the octets after it); raises DecodeError on a malformed UDH."""
         return _split_user_data(self.tp_udhi, self.tp_ud)
+
+
+# TP-OA octets (length, TON/NPI, value) -> the Address they decode to; a few senders send
+# everything (the OTA platform), so a small memo saves the BCD work. Bounded.
+_OA_MEMO: dict[bytes, Address] = {}
+_OA_MEMO_MAX = 1024
+
+
+def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
+    """An SMS-DELIVER with octet-coded user data (every OTA SMS) and a BCD TP-OA, read by
+    index: what the general reader returns for it. None for any other shape, valid or not,
+    which the general reader then judges (so errors stay its own)."""
+    n = len(raw)
+    if n < 3 or (raw[0] & _MTI_MASK) not in (MtiMt.SMS_DELIVER, MtiMt.RESERVED):
+        return None
+    semi_octets = raw[1]
+    pos = 3 + (semi_octets + 1) // 2  # TP-PID
+    if semi_octets > 20 or n < pos + 10:
+        return None
+    oa_octets = raw[1:pos]
+    tp_oa = _OA_MEMO.get(oa_octets)
+    if tp_oa is None:
+        try:
+            tp_oa = Address.decode(ByteReader(oa_octets))
+        except DecodeError:
+            return None
+        if len(_OA_MEMO) >= _OA_MEMO_MAX:
+            _OA_MEMO.clear()
+        _OA_MEMO[oa_octets] = tp_oa
+    tp_dcs = raw[pos + 1]
+    udl = raw[pos + 9]
+    if _ALPHABETS[tp_dcs] == "gsm7" or udl > MAX_UD_OCTETS or udl != n - pos - 10:
+        return None
+    first = raw[0]
+    return SmsDeliver(
+        tp_oa,
+        raw[pos],
+        tp_dcs,
+        raw[pos + 2 : pos + 9],
+        raw[pos + 10 :],
+        bool(first & _MMS_OR_RD),
+        bool(first & _RP),
+        bool(first & _UDHI),
+        bool(first & _SRI_OR_SRR),
+        bool(first & _LP),
+        None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

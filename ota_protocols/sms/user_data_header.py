@@ -133,9 +133,21 @@ def split_udh(ud: bytes, *, base_offset: int = 0) -> tuple[UserDataHeader, bytes
 
     ``base_offset`` is the offset of ``ud[0]`` in the enclosing TPDU, for error messages.
     """
+    if type(ud) is bytes:
+        # Fast path for the single-SMS OTA headers ``02 70 00`` / ``02 71 00`` (TS 31.115 §4.2, §4.3).
+        shared = _SINGLE_IE_HEADERS.get(ud[:3])
+        if shared is not None:
+            return shared, ud[3:]
     reader = ByteReader(ud, base_offset=base_offset)
     header = UserDataHeader.decode(reader)
     return header, reader.rest()
+
+
+# What UserDataHeader.decode makes of these three octets; headers are immutable, so shared.
+_SINGLE_IE_HEADERS = {
+    b"\x02\x70\x00": UserDataHeader((CPI,)),
+    b"\x02\x71\x00": UserDataHeader((RPI,)),
+}
 
 
 @dataclass(frozen=True, slots=True)
