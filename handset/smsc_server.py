@@ -130,7 +130,18 @@ class _MoItem:
 
 
 class _Connection:
-    __slots__ = ("bucket", "closed", "config", "inflight", "peer", "session", "stream", "timer", "writer")
+    __slots__ = (
+        "arrivals",
+        "bucket",
+        "closed",
+        "config",
+        "inflight",
+        "peer",
+        "session",
+        "stream",
+        "timer",
+        "writer",
+    )
 
     def __init__(self, session: SmppSession, writer: asyncio.StreamWriter, peer: str) -> None:
         self.session = session
@@ -142,6 +153,7 @@ class _Connection:
         self.inflight: dict[int, _MoItem] = {}
         self.closed = False
         self.stream: TcpStream | None = None  # capture only
+        self.arrivals: list[float] | None = None  # this bind's submit_sm arrival times (loop clock)
 
     @property
     def system_id(self) -> str | None:
@@ -206,6 +218,9 @@ class SmscServer:
             "mo_expired": 0,
             "restarts": 0,
         }
+        # Per ESME bind ("system_id#n", n counting that ESME's binds from 1): the loop-clock time of
+        # every submit_sm that arrived, throttled or not. Lets a test measure an ESME's pacing.
+        self.submit_arrivals: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -458,6 +473,9 @@ class SmscServer:
             status = CommandStatus.ESME_RINVPASWD
         else:
             conn.config = esme
+            prefix = f"{esme.system_id}#"
+            number = 1 + sum(1 for key in self.submit_arrivals if key.startswith(prefix))
+            conn.arrivals = self.submit_arrivals.setdefault(f"{prefix}{number}", [])
             rate = self.config.throttle_per_s
             burst = self.config.throttle_burst or max(1.0, rate)
             assert self._loop is not None
@@ -490,6 +508,8 @@ class SmscServer:
         assert loop is not None
         now = loop.time()
         self.counters["submits"] += 1
+        if conn.arrivals is not None:
+            conn.arrivals.append(now)
         if log.isEnabledFor(_DEBUG):
             log.debug(
                 "-> submit_sm seq=%d src=%s dst=%s esm_class=%#04x pid=%#04x dcs=%#04x rd=%d ud=%s",

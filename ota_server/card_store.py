@@ -84,7 +84,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     statuses TEXT NOT NULL DEFAULT '[]',
     updated_at REAL NOT NULL,
     extra TEXT NOT NULL DEFAULT '{}',     -- JSON: script_cntr, replies owed, card reports, ...
-    PRIMARY KEY (campaign, iccid, tar)
+    step INTEGER NOT NULL DEFAULT 0,      -- the campaign's [[steps]] index: one job per (card, step)
+    PRIMARY KEY (campaign, iccid, tar, step)
+);
+CREATE TABLE IF NOT EXISTS campaigns (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,                  -- running, paused, cancelled, finished
+    source TEXT NOT NULL DEFAULT '',      -- the campaign file
+    started_at REAL,                      -- wall clock of the first run
+    updated_at REAL NOT NULL,
+    runner_pid INTEGER,                   -- the process running it, NULL when none
+    heartbeat_at REAL                     -- the runner's last poll (it polls every 0.2 s)
 );
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +108,20 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT
 );
 """
+
+
+_ADD_STEP = (
+    """
+BEGIN IMMEDIATE;
+ALTER TABLE jobs RENAME TO jobs_before_steps;
+CREATE TABLE jobs ("""
+    + SCHEMA.split("CREATE TABLE IF NOT EXISTS jobs (")[1].split(");")[0]
+    + """);
+INSERT INTO jobs SELECT *, 0 FROM jobs_before_steps;
+DROP TABLE jobs_before_steps;
+COMMIT;
+"""
+)
 
 
 @dataclass(slots=True)
@@ -121,6 +145,23 @@ class JobRow:
     statuses: list[str] = field(default_factory=list)
     updated_at: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    step: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    """A campaign's lifecycle row: what ``campaign pause|resume|cancel`` write and the runner polls."""
+
+    name: str
+    state: str  # running, paused, cancelled, finished
+    source: str
+    started_at: float | None
+    updated_at: float
+    runner_pid: int | None
+    heartbeat_at: float | None
+
+
+CAMPAIGN_STATES = ("running", "paused", "cancelled", "finished")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +200,8 @@ class CardStore:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "extra" not in columns:  # a store written before card messages existed
                 self._db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+            if "step" not in columns:  # a store written before [[steps]]: the key gains the step
+                self._db.executescript(_ADD_STEP)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the card store: {exc}") from exc
         self._cntr: dict[tuple[str, int], int] = {}
@@ -193,6 +236,99 @@ class CardStore:
                 key_rows,
             )
         return added
+
+    def upsert_inventory(self, cards: Sequence[tuple[Card, Sequence[Keyset]]]) -> tuple[int, int]:
+        """``cards import``: add or update cards and key sets in ONE transaction (all or nothing).
+
+        A known card gets the file's IMSI, MSISDN and tags; a known key set the file's algorithms
+        and keys, and keeps its CNTR (TS 102 225 §5.1.1: a CNTR value is never used twice).
+        Returns (cards added, cards updated)."""
+        known = {r[0] for r in self._db.execute("SELECT iccid FROM cards")}
+        added = sum(1 for card, _ in cards if card.iccid not in known)
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO cards (iccid, imsi, msisdn, tags, fleet_index) VALUES (?,?,?,?,NULL) "
+                "ON CONFLICT(iccid) DO UPDATE SET imsi = excluded.imsi, msisdn = excluded.msisdn, "
+                "tags = excluded.tags",
+                [(c.iccid, c.imsi, c.msisdn, json.dumps(list(c.tags))) for c, _ in cards],
+            )
+            self._db.executemany(
+                "INSERT INTO keysets (iccid, kvn, kic_algorithm, kid_algorithm, kic, kid) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(iccid, kvn) DO UPDATE SET "
+                "kic_algorithm = excluded.kic_algorithm, "
+                "kid_algorithm = excluded.kid_algorithm, kic = excluded.kic, kid = excluded.kid",
+                [
+                    (c.iccid, k.kvn, k.kic_algorithm.value, k.kid_algorithm.value, k.kic, k.kid)
+                    for c, keysets in cards
+                    for k in keysets
+                ],
+            )
+        self._cntr.clear()
+        return added, len(cards) - added
+
+    def msisdn_owners(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT msisdn, iccid FROM cards").fetchall())
+
+    # ------------------------------------------------------------------ campaigns (lifecycle)
+
+    def campaign(self, name: str) -> CampaignRow | None:
+        row = self._db.execute(
+            "SELECT name, state, source, started_at, updated_at, runner_pid, heartbeat_at "
+            "FROM campaigns WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return CampaignRow(*row) if row else None
+
+    def campaigns(self) -> list[CampaignRow]:
+        return [
+            CampaignRow(*r)
+            for r in self._db.execute(
+                "SELECT name, state, source, started_at, updated_at, runner_pid, heartbeat_at "
+                "FROM campaigns ORDER BY started_at"
+            )
+        ]
+
+    def set_campaign_state(
+        self, name: str, state: str, *, at: float, source: str | None = None, runner_pid: int | None = -1
+    ) -> None:
+        """Create or update the row; ``runner_pid=-1`` leaves the runner column as it is."""
+        if state not in CAMPAIGN_STATES:
+            raise StoreError(f"campaign {name}: unknown state {state!r}")
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO campaigns (name, state, source, started_at, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                (name, state, source or "", at, at),
+            )
+            if source is not None:
+                self._db.execute("UPDATE campaigns SET source = ? WHERE name = ?", (source, name))
+            if runner_pid != -1:
+                self._db.execute(
+                    "UPDATE campaigns SET runner_pid = ?, heartbeat_at = ? WHERE name = ?",
+                    (runner_pid, at if runner_pid is not None else None, name),
+                )
+
+    def heartbeat(self, name: str, *, at: float) -> str | None:
+        """The runner's poll: note it is alive, return the state the operator asked for."""
+        self._db.execute("UPDATE campaigns SET heartbeat_at = ? WHERE name = ?", (at, name))
+        row = self._db.execute("SELECT state FROM campaigns WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def job_counts(self, name: str) -> dict[str, int]:
+        """Jobs of the campaign by stored state (new, sending, waiting, backoff, done, partial, ...)."""
+        return dict(
+            self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE campaign = ? GROUP BY state", (name,))
+        )
+
+    def campaign_history(self, name: str) -> list[HistoryRow]:
+        return [
+            HistoryRow(*r)
+            for r in self._db.execute(
+                "SELECT at, campaign, iccid, direction, kind, cntr, status, detail FROM history "
+                "WHERE campaign = ? ORDER BY id",
+                (name,),
+            )
+        ]
 
     def cards(self) -> list[Card]:
         rows = self._db.execute(
@@ -242,11 +378,16 @@ class CardStore:
         }
 
     def load_jobs(self, campaign: str) -> dict[tuple[str, str], JobRow]:
+        """The first step's jobs by (ICCID, TAR)."""
+        return {(k[0], k[1]): row for k, row in self.load_step_jobs(campaign).items() if k[2] == 0}
+
+    def load_step_jobs(self, campaign: str) -> dict[tuple[str, str, int], JobRow]:
+        """Every job of the campaign by (ICCID, TAR, step)."""
         out = {}
         for r in self._db.execute(
             "SELECT campaign, iccid, tar, state, pending, n, applied, base, start_counter, attempts, "
             "queries, resent_actions, outstanding, result, reason, counter_path, statuses, updated_at, "
-            "extra FROM jobs WHERE campaign = ?",
+            "extra, step FROM jobs WHERE campaign = ?",
             (campaign,),
         ):
             row = JobRow(
@@ -269,8 +410,9 @@ class CardStore:
                 json.loads(r[16]),
                 r[17],
                 json.loads(r[18] or "{}"),
+                r[19],
             )
-            out[(row.iccid, row.tar)] = row
+            out[(row.iccid, row.tar, row.step)] = row
         return out
 
     # ------------------------------------------------------------------ group commit
@@ -324,6 +466,7 @@ class CardStore:
                 json.dumps(j.statuses),
                 j.updated_at,
                 json.dumps(j.extra),
+                j.step,
             )
             for j in jobs
         ]
@@ -351,8 +494,8 @@ class CardStore:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
                         "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
-                        "reason, counter_path, statuses, updated_at, extra) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "reason, counter_path, statuses, updated_at, extra, step) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         job_rows,
                     )
                 if counter_rows:

@@ -7,6 +7,13 @@
   makes the embedded network capture SMPP and SIM APDUs (``handset serve --pcap``); refused with
   ``--smsc`` (exit 2): that network is not ours to capture.
 
+* ``ota-server campaign pause|resume|cancel|status NAME [--db PATH]``: the campaigns row a running
+  ``campaign run`` polls (docs/campaigns.md §1.1).
+* ``ota-server cards import FILE.csv [--db PATH]`` (all or nothing) and ``ota-server cards export
+  [--db PATH] [--with-keys]`` (inventory.py).
+* ``ota-server report CAMPAIGN [--db PATH] [--json PATH] [--csv PATH] [--plot PNG] [--audit ICCID]``
+  (campaign_report.py).
+
 Exit codes: 0 success (a campaign that ran, even with partial cards), 1 runtime
 failure (one line, e.g. SMSC unreachable), 2 usage, config or input error (one
 line on stderr naming the file and key). Logging is configured here and only here.
@@ -20,8 +27,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ota_protocols.errors import ConfigError, OtaSimError
+from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -92,6 +100,130 @@ def _campaign_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_DB = Path("ota-server.sqlite")
+
+
+def _open_store(path: Path, *, must_exist: bool = True) -> Any:
+    from ota_server.card_store import CardStore
+
+    if must_exist and not path.exists():
+        raise ConfigError("--db", f"{path}: no such database (give --db PATH of the campaign run)")
+    return CardStore(path)
+
+
+def _campaign_control(args: argparse.Namespace) -> int:
+    import time
+
+    from ota_server.campaign_report import build_report
+
+    store = _open_store(args.db)
+    try:
+        row = store.campaign(args.name)
+        if row is None:
+            known = ", ".join(r.name for r in store.campaigns()) or "none"
+            print(f"ota-server: {args.db}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
+            return EXIT_USAGE
+        command = args.campaign_command
+        if command != "status":
+            wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
+            if row.state in ("cancelled", "finished") and wanted != row.state:
+                print(f"ota-server: campaign {args.name} is {row.state}: cannot {command}", file=sys.stderr)
+                return EXIT_USAGE
+            store.set_campaign_state(args.name, wanted, at=time.time())
+            alive = row.runner_pid is not None and row.heartbeat_at is not None
+            alive = alive and time.time() - row.heartbeat_at < 5.0  # type: ignore[operator]
+            print(f"campaign {args.name}: {wanted}" + ("" if alive else " (no runner active)"))
+            if command == "resume" and not alive:
+                source = row.source or "CAMPAIGN.toml"
+                print(f"continue it with: ota-server campaign run {source} --db {args.db} --smsc HOST:PORT")
+            return EXIT_OK
+        report = build_report(store, args.name)
+        assert report is not None
+        s = report["summary"]
+        jobs = store.job_counts(args.name)
+        print(
+            f"campaign {args.name}: {report['state']}; cards {s['cards']}: confirmed {s['confirmed']}, "
+            f"partial {s['partial']}, failed {s['failed']}, pending {s['pending']}, "
+            f"cancelled {s['cancelled']}, skipped {s['skipped']}; jobs by state: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items()))
+        )
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _cards_import(args: argparse.Namespace) -> int:
+    from ota_server.inventory import parse_inventory
+
+    cards = parse_inventory(args.file)  # every row checked before anything is written
+    store = _open_store(args.db, must_exist=False)
+    try:
+        owners = store.msisdn_owners()
+        for card, _ in cards:
+            owner = owners.get(card.msisdn)
+            if owner is not None and owner != card.iccid:
+                raise ConfigError("", f"MSISDN {card.msisdn} belongs to card {owner} in {args.db}",
+                                  source=f"{args.file}:msisdn")  # fmt: skip
+        added, updated = store.upsert_inventory(cards)
+    finally:
+        store.close()
+    print(f"{args.file}: {added} cards added, {updated} updated ({args.db})")
+    return EXIT_OK
+
+
+def _cards_export(args: argparse.Namespace) -> int:
+    from ota_server.inventory import export_rows
+
+    store = _open_store(args.db)
+    try:
+        sys.stdout.write(export_rows(store.cards(), store.keysets(), with_keys=args.with_keys))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ota_server.campaign_report import audit_lines, build_report, cards_csv, plot, print_report
+
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("ota-server: --plot needs matplotlib: pip install 'ota-sim[plot]'", file=sys.stderr)
+            return EXIT_USAGE
+    store = _open_store(args.db)
+    try:
+        report = build_report(store, args.campaign)
+        if report is None:
+            known = ", ".join(r.name for r in store.campaigns()) or "none"
+            print(f"ota-server: {args.db}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr)
+            return EXIT_USAGE
+        if args.audit is not None:
+            lines = audit_lines(store, args.campaign, args.audit)
+            if not lines:
+                print(
+                    f"ota-server: campaign {args.campaign}: no message for card {args.audit}", file=sys.stderr
+                )
+                return EXIT_USAGE
+            print("\n".join(lines))
+            return EXIT_OK
+        print_report(report)
+        try:
+            if args.json is not None:
+                args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            if args.csv is not None:
+                args.csv.write_text(cards_csv(report), encoding="utf-8")
+            if args.plot is not None:
+                plot(store, args.campaign, report, str(args.plot))
+                print(f"plot: {args.plot}")
+        except OSError as exc:
+            print(f"ota-server: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return EXIT_FAILURE
+        return EXIT_OK
+    finally:
+        store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ota-server", description="OTA platform: 03.48 campaigns over SMPP."
@@ -138,6 +270,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded network only: write its SMPP and SIM APDU traffic to this pcap file (Wireshark)",
     )
     run.set_defaults(handler=_campaign_run)
+    for command, text in (
+        ("pause", "stop new sends of a running campaign (messages out still settle)"),
+        ("resume", "let a paused campaign send again"),
+        ("cancel", "end the campaign: open jobs end cancelled once no script of theirs can still run"),
+        ("status", "print the campaign's state and counts"),
+    ):
+        control = campaign_sub.add_parser(command, help=text, description=text)
+        control.add_argument("name", help="the campaign's [campaign] name")
+        control.add_argument(
+            "--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}"
+        )
+        control.set_defaults(handler=_campaign_control)
+
+    cards = sub.add_parser("cards", help="card inventory: CSV import and export")
+    cards_sub = cards.add_subparsers(dest="cards_command", required=True)
+    imp = cards_sub.add_parser(
+        "import",
+        help="import cards and key sets (all or nothing)",
+        description="CSV header: iccid,imsi,msisdn,kvn,kic_algorithm,kic,kid_algorithm,kid,tags - "
+        "one row per key set, tags separated by ';'. A bad row imports nothing "
+        "(exit 2, FILE:LINE:COLUMN: problem).",
+    )
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    imp.set_defaults(handler=_cards_import)
+    exp = cards_sub.add_parser("export", help="write the inventory as CSV on stdout (keys masked)")
+    exp.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    exp.add_argument("--with-keys", action="store_true", help="write the key hex instead of '*'")
+    exp.set_defaults(handler=_cards_export)
+
+    report = sub.add_parser(
+        "report",
+        help="summary and failure breakdown of a campaign from the database",
+        description="Summary, failures by PoR status and by last status word; JSON / CSV per card, a plot, "
+        "or one card's audit trail.",
+    )
+    report.add_argument("campaign", help="the campaign's [campaign] name")
+    report.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    report.add_argument("--json", type=Path, metavar="PATH", help="write the report (every card) as JSON")
+    report.add_argument("--csv", type=Path, metavar="PATH", help="write one CSV line per card and step")
+    report.add_argument("--plot", type=Path, metavar="PNG", help="draw progress over time (needs matplotlib)")
+    report.add_argument("--audit", metavar="ICCID", help="print this card's messages instead")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -149,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ota-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        print(f"ota-server: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except OtaSimError as exc:
         print(f"ota-server: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -18,9 +18,13 @@ campaign that loads is a campaign whose scripts can be built.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,8 @@ from ota_protocols.apdu import card_commands as cc
 from ota_protocols.apdu.apdu import CommandApdu
 from ota_protocols.errors import CodecError, ConfigError
 from ota_protocols.fleet import FleetSpec, KeysetTemplate
-from ota_protocols.secured_packet.security_parameters import CounterMode, Spi
-from ota_server.model import Action, ScriptFormat, Security
+from ota_protocols.secured_packet.security_parameters import CounterMode, PorRequest, Spi
+from ota_server.model import Action, Card, ScriptFormat, Security
 
 _MISSING: Any = object()
 
@@ -125,8 +129,11 @@ class _Table:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CampaignSection:
     name: str
-    deadline_s: float = 3600.0  # jobs still open then end as "pending"
+    deadline_s: float = 3600.0  # jobs still open then end as "pending" (seconds after the start)
     concurrency: int = 1000  # jobs with a message in flight at once
+    validity_period_s: float | None = None  # SMPP validity_period of every submit_sm (relative)
+    deadline: datetime | None = None  # absolute end (TOML date-time): open jobs then end "pending"
+    start_at: datetime | None = None  # absolute start (TOML date-time): the runner waits until then
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,9 +160,67 @@ class SmscSection:
     reconnect_backoff_s: float = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """An inclusive range of ICCIDs or MSISDNs, compared as numbers of the same length."""
+
+    first: str
+    last: str
+
+    def __contains__(self, value: object) -> bool:
+        return (
+            isinstance(value, str)
+            and len(value) == len(self.first)
+            and value.isdigit()
+            and int(self.first) <= int(value) <= int(self.last)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetCsv:
+    """``[targets] csv``: the cards listed (by ``iccid`` or ``msisdn`` column) and their parameters."""
+
+    path: Path
+    key: str  # "iccid" or "msisdn"
+    columns: tuple[str, ...]
+    rows: dict[str, dict[str, str]]  # key value -> row
+    lines: dict[str, int]  # key value -> line number in the file (for error messages)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TargetsSection:
-    fleet: bool = True
+    """Which cards: the base set (``fleet`` or ``all``), narrowed by every selector given (AND across
+    kinds, OR within one: any range, any tag)."""
+
+    fleet: bool = True  # the cards of [network].handset_config's [fleet] (imported into the store)
+    all: bool = False  # every card of the store (``ota-server cards import``)
+    iccid_ranges: tuple[NumberRange, ...] = ()
+    msisdn_ranges: tuple[NumberRange, ...] = ()
+    tags: tuple[str, ...] = ()
+    csv: TargetCsv | None = None
+
+    def selects(self, card: Card) -> bool:
+        if self.iccid_ranges and not any(card.iccid in r for r in self.iccid_ranges):
+            return False
+        if self.msisdn_ranges and not any(card.msisdn in r for r in self.msisdn_ranges):
+            return False
+        if self.tags and not set(self.tags) & set(card.tags):
+            return False
+        return not (self.csv is not None and self.csv_row(card) is None)
+
+    def csv_row(self, card: Card) -> dict[str, str] | None:
+        if self.csv is None:
+            return None
+        return self.csv.rows.get(card.iccid if self.csv.key == "iccid" else card.msisdn)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacingSection:
+    """``[pacing]``: per bind. Every SMS segment counts against the rate."""
+
+    messages_per_second: float = 0.0  # per bind; 0 = unlimited
+    window: int = 64  # submit_sm outstanding per bind
+    binds: int = 1  # ESME connections (transceiver binds) sharing the load
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,15 +232,43 @@ class RetrySection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StepConfig:
+    """One ``[[steps]]`` entry (or the top-level ``[security]`` + ``[[actions]]``): one (card, TAR) job.
+
+    ``per_card`` holds the actions of each CSV row when an action uses ``"{csv.COLUMN}"``; those
+    were all built (and so checked) when the file loaded."""
+
+    name: str
+    security: Security
+    actions: tuple[Action, ...]  # the actions (the first CSV row's when they are per card)
+    per_card: dict[str, tuple[Action, ...]] | None = None  # CSV key (iccid / msisdn) -> actions
+    run_if: str = "confirmed"  # "confirmed": only after the card's previous step was confirmed; "always"
+
+    def actions_for(self, csv_key: str | None) -> tuple[Action, ...]:
+        if self.per_card is None or csv_key is None:
+            return self.actions
+        return self.per_card[csv_key]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CampaignConfig:
     source: Path
     campaign: CampaignSection
     network: NetworkSection
     smsc: SmscSection
     targets: TargetsSection
-    security: Security
+    pacing: PacingSection
     retry: RetrySection
-    actions: tuple[Action, ...]
+    steps: tuple[StepConfig, ...]
+
+    @property
+    def security(self) -> Security:
+        """The first step's security (a one-step campaign's only one)."""
+        return self.steps[0].security
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        return self.steps[0].actions
 
 
 # --------------------------------------------------------------------------- actions
@@ -271,12 +364,20 @@ def _security(t: _Table) -> Security:
     tar = t.hex("tar", bytes.fromhex("b00010"), length=3)
     length = t.integer("checksum_length", None, low=1, high=8)
     fmt = t.string("script_format", "compact")
+    por_mode = t.string("por_mode", None)
     unsafe_counter_mode = t.boolean("unsafe_counter_mode", False)
     try:
         script_format = ScriptFormat(fmt)
     except ValueError:
         raise t.error("script_format", f"expected 'compact' or 'expanded', got {fmt!r}") from None
     spi = Spi.from_bytes(spi_raw)
+    if por_mode is not None:
+        # TS 102 225 §5.1.1 SPI2: b2b1 = 01 (PoR required: reconciliation reads every PoR's counter),
+        # b6 = PoR by SMS-SUBMIT (1) or in the SMS-DELIVER-REPORT (0).
+        if por_mode not in POR_MODES:
+            raise t.error("por_mode", f"expected one of {', '.join(POR_MODES)}, got {por_mode!r}")
+        spi2 = (spi.spi2 & ~0x23) | int(PorRequest.ALWAYS) | (0x20 if por_mode == "sms_submit" else 0)
+        spi = Spi(spi.spi1, spi2)
     if spi.counter_mode is not CounterMode.HIGHER and not unsafe_counter_mode:
         # docs/campaigns.md §4 "Fences": a query's PoR proves older scripts dead only when the card
         # refuses every lower CNTR (TS 102 225 §5.1.1 SPI1 b5b4 = 10). Mode 11 is refused too: a
@@ -297,6 +398,199 @@ def _security(t: _Table) -> Security:
     )
 
 
+POR_MODES = ("sms_submit", "deliver_report")
+_PLACEHOLDER = re.compile(r"^\{csv\.([A-Za-z_][A-Za-z0-9_]*)\}$")
+_INTEGER_KEYS = frozenset({"amount", "offset", "record", "parameter", "block_size"})
+_CSV_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _datetime(t: _Table, name: str) -> datetime | None:
+    value = t._get(name, None)
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise t.error(name, f"expected a TOML date-time (2026-05-01T02:00:00Z), got {value!r}")
+    return value if value.tzinfo is not None else value.astimezone()  # no offset: local time
+
+
+def _ranges(t: _Table, name: str) -> tuple[NumberRange, ...]:
+    raw = t._get(name, [])
+    if not isinstance(raw, list):
+        raise t.error(name, 'expected a list of ["first", "last"] pairs')
+    out = []
+    for i, pair in enumerate(raw):
+        where = f"{name}[{i}]"
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)):
+            raise t.error(where, f'expected ["first", "last"] (two strings of digits), got {pair!r}')
+        first, last = pair
+        if not (first.isdigit() and last.isdigit()):
+            raise t.error(where, f"expected digits, got {first!r}, {last!r}")
+        if len(first) != len(last):
+            raise t.error(where, f"{first} and {last} differ in length ({len(first)} and {len(last)} digits)")
+        if int(first) > int(last):
+            raise t.error(where, f"{first} is above {last}")
+        out.append(NumberRange(first, last))
+    return tuple(out)
+
+
+def read_target_csv(path: Path) -> TargetCsv:
+    """A targets/parameters CSV: header with ``iccid`` or ``msisdn``; errors name file:line:column."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8: {exc.reason}", source=source) from None
+    reader = csv.reader(text.splitlines())
+    header: list[str] | None = None
+    rows: dict[str, dict[str, str]] = {}
+    lines: dict[str, int] = {}
+    key = ""
+    for cells in reader:
+        line = reader.line_num
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in cells]
+            for i, column in enumerate(header):
+                if not _CSV_COLUMN.match(column):
+                    raise ConfigError(
+                        "", f"column {i + 1} name {column!r} is not a-z, 0-9, _", source=f"{source}:{line}"
+                    )
+                if column in header[:i]:
+                    raise ConfigError("", f"column {column!r} appears twice", source=f"{source}:{line}")
+            key = "iccid" if "iccid" in header else "msisdn" if "msisdn" in header else ""
+            if not key:
+                raise ConfigError("", "header needs an iccid or msisdn column", source=f"{source}:{line}")
+            continue
+        if len(cells) != len(header):
+            raise ConfigError(
+                "", f"expected {len(header)} columns, got {len(cells)}", source=f"{source}:{line}"
+            )
+        row = {column: cell.strip() for column, cell in zip(header, cells, strict=True)}
+        value = row[key]
+        if not value.isdigit():
+            raise ConfigError("", f"expected digits, got {value!r}", source=f"{source}:{line}:{key}")
+        if value in rows:
+            raise ConfigError(
+                "", f"{value} already listed on line {lines[value]}", source=f"{source}:{line}:{key}"
+            )
+        rows[value] = row
+        lines[value] = line
+    if header is None or not rows:
+        raise ConfigError("", "no rows: expected a header and at least one card", source=source)
+    return TargetCsv(path=path, key=key, columns=tuple(header), rows=rows, lines=lines)
+
+
+def _targets(t: _Table, base: Path, network: NetworkSection, n: _Table) -> TargetsSection:
+    everything = t.boolean("all", False)
+    fleet = t.boolean("fleet", not everything)
+    tags_raw = t._get("tags", [])
+    if not isinstance(tags_raw, list) or not all(isinstance(x, str) and x for x in tags_raw):
+        raise t.error("tags", "expected a list of non-empty strings")
+    csv_name = t.string("csv", None)
+    targets = TargetsSection(
+        fleet=fleet,
+        all=everything,
+        iccid_ranges=_ranges(t, "iccid_ranges"),
+        msisdn_ranges=_ranges(t, "msisdn_ranges"),
+        tags=tuple(tags_raw),
+        csv=read_target_csv(base / csv_name) if csv_name else None,
+    )
+    t.done()
+    if fleet and everything:
+        raise t.error("all", "all = true takes every card of the store: not with fleet = true")
+    selectors = targets.iccid_ranges or targets.msisdn_ranges or targets.tags or targets.csv
+    if not (fleet or everything or selectors):
+        raise t.error("fleet", "no targets: set fleet = true, all = true, or a selector")
+    if fleet and network.handset_config is None:
+        raise n.error("handset_config", "targets.fleet needs the fleet of [network].handset_config")
+    return targets
+
+
+def _placeholders(t: _Table) -> dict[str, str]:
+    return {k: m.group(1) for k, v in t.raw.items() if isinstance(v, str) and (m := _PLACEHOLDER.match(v))}
+
+
+def _substituted(entry: dict[str, Any], refs: dict[str, str], row: dict[str, str]) -> dict[str, Any]:
+    out = dict(entry)
+    for k, column in refs.items():
+        value: Any = row[column]
+        if k in _INTEGER_KEYS:
+            with contextlib.suppress(ValueError):  # else the action's own check names the problem
+                value = int(value, 0)
+        out[k] = value
+    return out
+
+
+def _step_actions(
+    source: str, prefix: str, raw_actions: Any, targets: TargetsSection, where: _Table, name: str
+) -> tuple[tuple[Action, ...], dict[str, tuple[Action, ...]] | None]:
+    if not isinstance(raw_actions, list) or not raw_actions:
+        raise where.error(name, f"expected at least one [[{where.key(name)}]] table")
+    tables = [_Table(source, f"{prefix}[{i}]", entry) for i, entry in enumerate(raw_actions)]
+    refs = [_placeholders(t) for t in tables]
+    for t, ref in zip(tables, refs, strict=True):
+        for k, column in ref.items():
+            if targets.csv is None:
+                raise t.error(k, f"uses {{csv.{column}}} but [targets] has no csv file")
+            if column not in targets.csv.columns:
+                raise t.error(
+                    k,
+                    f"column {column!r} not in {targets.csv.path} "
+                    f"(columns: {', '.join(targets.csv.columns)})",
+                )
+
+    def build(row: dict[str, str] | None) -> tuple[Action, ...]:
+        actions: list[Action] = []
+        for t, ref in zip(tables, refs, strict=True):
+            table = t if row is None else _Table(source, t.path, _substituted(t.raw, ref, row))
+            actions.extend(_actions_of(table))
+            table.done()
+        return tuple(actions)
+
+    if not any(refs):
+        return build(None), None
+    assert targets.csv is not None
+    csv_data = targets.csv
+    per_card: dict[str, tuple[Action, ...]] = {}
+    columns = {
+        f"{t.path}.{k}": column for t, ref in zip(tables, refs, strict=True) for k, column in ref.items()
+    }
+    for value, row in csv_data.rows.items():
+        try:
+            per_card[value] = build(row)
+        except ConfigError as exc:
+            column = columns.get(exc.key_path)
+            if column is None:
+                raise  # a key of the campaign file itself: named there
+            raise ConfigError(
+                "", exc.detail, source=f"{csv_data.path}:{csv_data.lines[value]}:{column}"
+            ) from None
+    first = next(iter(per_card.values()))
+    return first, per_card
+
+
+def _step(source: str, t: _Table, index: int | None, targets: TargetsSection, top: _Table) -> StepConfig:
+    if index is None:  # the one-step form: [security] + [[actions]] at the top level
+        security = _security(top.table("security"))
+        actions, per_card = _step_actions(
+            source, "actions", top._get("actions", _MISSING), targets, top, "actions"
+        )
+        return StepConfig(name="step1", security=security, actions=actions, per_card=per_card)
+    name = t.string("name", f"step{index + 1}")
+    run_if = t.string("run_if", "confirmed")
+    if run_if not in ("confirmed", "always"):
+        raise t.error("run_if", f"expected 'confirmed' or 'always', got {run_if!r}")
+    security = _security(t.table("security"))
+    actions, per_card = _step_actions(
+        source, t.key("actions"), t._get("actions", _MISSING), targets, t, "actions"
+    )
+    t.done()
+    return StepConfig(name=name, security=security, actions=actions, per_card=per_card, run_if=run_if)
+
+
 def load_campaign(path: Path | str) -> CampaignConfig:
     """Read and check a campaign file; every problem is a ConfigError naming file and key."""
     path = Path(path)
@@ -312,13 +606,23 @@ def load_campaign(path: Path | str) -> CampaignConfig:
     top = _Table(source, "", raw)
 
     c = top.table("campaign")
+    validity = c.number("validity_period_s", None, positive=True)
+    if validity is not None and validity > 63 * 7 * 86400:
+        raise c.error(
+            "validity_period_s", f"{validity:g} s is above 63 weeks (SMPP 3.4 §7.1.1 relative time)"
+        )
     campaign = CampaignSection(
         name=c.string("name"),
         deadline_s=c.number("deadline_s", 3600.0, positive=True),
         concurrency=c.integer("concurrency", 1000, low=1, high=10_000_000),
+        validity_period_s=validity,
+        deadline=_datetime(c, "deadline"),
+        start_at=_datetime(c, "start_at"),
     )
     if not campaign.name:
         raise c.error("name", "must not be empty")
+    if campaign.start_at and campaign.deadline and campaign.deadline <= campaign.start_at:
+        raise c.error("deadline", f"{campaign.deadline.isoformat()} is not after start_at")
     c.done()
 
     n = top.table("network")
@@ -347,17 +651,21 @@ def load_campaign(path: Path | str) -> CampaignConfig:
         reconnect_attempts=s.integer("reconnect_attempts", 5, high=1000),
         reconnect_backoff_s=s.number("reconnect_backoff_s", 0.5, positive=True),
     )
+
+    p = top.table("pacing")
+    if p.raw:
+        for old in ("window", "max_messages_per_second"):
+            if s.has(old):
+                raise s.error(old, "pacing is set in [pacing]: remove it here")
+    pacing = PacingSection(
+        messages_per_second=p.number("messages_per_second", smsc.max_messages_per_second),
+        window=p.integer("window", smsc.window, low=1, high=100_000),
+        binds=p.integer("binds", 1, low=1, high=64),
+    )
     s.done()
+    p.done()
 
-    tg = top.table("targets")
-    targets = TargetsSection(fleet=tg.boolean("fleet", True))
-    tg.done()
-    if not targets.fleet:
-        raise tg.error("fleet", "no targets: only fleet = true is supported so far")
-    if targets.fleet and network.handset_config is None:
-        raise n.error("handset_config", "targets.fleet needs the fleet of [network].handset_config")
-
-    security = _security(top.table("security"))
+    targets = _targets(top.table("targets"), path.parent, network, n)
 
     r = top.table("retry")
     retry = RetrySection(
@@ -368,14 +676,26 @@ def load_campaign(path: Path | str) -> CampaignConfig:
     )
     r.done()
 
-    raw_actions = top._get("actions", _MISSING)
-    if not isinstance(raw_actions, list) or not raw_actions:
-        raise top.error("actions", "expected at least one [[actions]] table")
-    actions: list[Action] = []
-    for i, entry in enumerate(raw_actions):
-        t = _Table(source, f"actions[{i}]", entry)
-        actions.extend(_actions_of(t))
-        t.done()
+    steps: list[StepConfig] = []
+    if top.has("steps"):
+        for old in ("security", "actions"):
+            if top.has(old):
+                raise top.error(
+                    old,
+                    "use [[steps]] (each with its security and actions) or top-level "
+                    "[security] + [[actions]], not both",
+                )
+        raw_steps = top._get("steps", _MISSING)
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise top.error("steps", "expected at least one [[steps]] table")
+        for i, entry in enumerate(raw_steps):
+            steps.append(_step(source, _Table(source, f"steps[{i}]", entry), i, targets, top))
+        names = [st.name for st in steps]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise top.error(f"steps[{i}].name", f"{name!r} used by an earlier step")
+    else:
+        steps.append(_step(source, top, None, targets, top))
     top.done()
     return CampaignConfig(
         source=path,
@@ -383,9 +703,9 @@ def load_campaign(path: Path | str) -> CampaignConfig:
         network=network,
         smsc=smsc,
         targets=targets,
-        security=security,
+        pacing=pacing,
         retry=retry,
-        actions=tuple(actions),
+        steps=tuple(steps),
     )
 
 

@@ -83,6 +83,16 @@ class EsmeSettings:
     max_reconnect_backoff_s: float = 10.0
     throttle_pause_s: float = 0.05
     max_throttle_pause_s: float = 2.0
+    validity_period_s: float | None = None  # submit_sm validity_period, relative (SMPP 3.4 §7.1.1)
+
+
+def relative_validity(seconds: float) -> str:
+    """SMPP 3.4 §7.1.1 relative time ``YYMMDDhhmmsstnnR`` (years and months left 0)."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"0000{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +445,7 @@ class EsmeLink:
         if now < self._pause_until:
             return
         debug = log.isEnabledFor(logging.DEBUG)
+        validity = {"validity_period": relative_validity(s.validity_period_s)} if s.validity_period_s else {}
         while (self._retry or self._queue) and len(self._inflight) < s.window:
             if not self._pace.take(now):
                 return
@@ -454,6 +465,7 @@ class EsmeLink:
                 data_coding=0xF6,  # 8-bit, class 2
                 registered_delivery=1 if s.registered_delivery else 0,
                 short_message=request.short_message,
+                **validity,
             )
             self._inflight[pdu.sequence] = _InFlight(outgoing, now + s.response_timeout_s)
             try:

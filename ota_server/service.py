@@ -30,6 +30,7 @@ import contextlib
 import heapq
 import json
 import logging
+import os
 import random
 import re
 import signal
@@ -38,7 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_server import command_builder
 from ota_server.card_store import CardStore, HistoryRow, JobRow, Reservation
-from ota_server.config import CampaignConfig, load_network_inventory
+from ota_server.config import CampaignConfig, NetworkInventory, load_network_inventory
 from ota_server.esme import (
     DeliverReceived,
     EsmeEvent,
@@ -64,7 +65,7 @@ from ota_server.esme import (
     SubmitUnknown,
     Throttled,
 )
-from ota_server.model import Action, Card, Keyset, packet_keys_for
+from ota_server.model import Action, Card, Keyset, Security, packet_keys_for
 from ota_server.por_matcher import (
     CPI_UDH,
     Candidate,
@@ -242,14 +243,37 @@ class EmbeddedNetwork:
 
 @dataclass(slots=True)
 class _JobSlot:
+    """One job: (card, step). A card's steps run in order: ``next`` is admitted when this one ends."""
+
     index: int
     card: Card
     keys: PacketKeys
     counter_kvn: int
     job: Job
+    step: int = 0
+    security: Security | None = None
+    actions: tuple[Action, ...] = ()
+    run_if: str = "confirmed"
     version: int = 0
     started: bool = False
     cntr_kinds: dict[int, MessageKind] = field(default_factory=dict)
+    override: str | None = None  # "cancelled" / "skipped": ended by the runner, not by the card
+    next: _JobSlot | None = None
+    finished_at: float | None = None  # wall clock of the end (the plot's x)
+    bind: int = 0  # the ESME link its messages go through
+
+    @property
+    def tar(self) -> bytes:
+        assert self.security is not None
+        return self.security.tar
+
+    @property
+    def ended(self) -> bool:
+        return self.override is not None or self.job.phase.terminal
+
+    @property
+    def state(self) -> str:
+        return self.override or REPORT_STATES.get(self.job.phase, "pending")
 
 
 @dataclass(slots=True)
@@ -284,6 +308,7 @@ class CampaignRunner:
         seed: int = 1,
         progress: bool | None = None,
         pcap: Path | None = None,
+        poll_s: float = 0.2,
     ) -> None:
         self.config = config
         self.pcap = pcap  # the embedded network's capture file (handset serve --pcap)
@@ -296,9 +321,16 @@ class CampaignRunner:
             backoff_s=config.retry.backoff_s,
             max_backoff_s=config.retry.max_backoff_s,
         )
+        # The first step's (a one-step campaign's only) security and actions: ota_lab reads these.
         self.security = config.security
         self.tar_hex = config.security.tar.hex()
         self.actions: tuple[Action, ...] = config.actions
+        self.poll_s = poll_s  # how often the campaigns row (pause / resume / cancel) is read
+        self.state = "running"
+        self.state_changed = asyncio.Event()  # set on every pause / resume / cancel the runner applies
+        self._esmes: list[EsmeLink] = []
+        self._poll_handle: asyncio.TimerHandle | None = None
+        self._cancelling = False
         self.stats = Stats()
         self.progress = sys.stdout.isatty() if progress is None else progress
         self._slots: list[_JobSlot] = []
@@ -311,7 +343,9 @@ class CampaignRunner:
         self._dirty: dict[int, _JobSlot] = {}
         self._history: list[HistoryRow] = []
         self._counters: dict[tuple[str, str], int] = {}
-        self._by_msisdn: dict[str, _JobSlot] = {}
+        self._by_msisdn: dict[str, list[_JobSlot]] = {}
+        self._token_segments: dict[tuple[int, int], int] = {}  # segments of a message not yet answered
+        self._ca: dict[tuple[str, str], int] = {}  # (ICCID, TAR) -> CA as this run proved it
         self._mo_keys: dict[str, dict[int, PacketKeys]] = {}
         self._mo_cntrs: dict[tuple[str, str], int] = {}
         self._mo_dirty: dict[tuple[str, str], int] = {}
@@ -328,22 +362,30 @@ class CampaignRunner:
         self._started_at = 0.0
 
     def outcomes(self) -> list[tuple[Card, Job]]:
-        """Every target card with its job as it stands (final once :meth:`run` returned)."""
-        return [(s.card, s.job) for s in self._slots]
+        """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""
+        return [(s.card, s.job) for s in self._slots if s.step == 0]
+
+    def step_outcomes(self) -> list[tuple[Card, Job, tuple[Action, ...], str]]:
+        """Every job (card, step) with that card's actions and the step's TAR (for :func:`verification`)."""
+        return [(s.card, s.job, s.actions, s.tar.hex()) for s in self._slots]
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
-        if cfg.network.handset_config is None:
+        inventory: NetworkInventory | None = None
+        if cfg.network.handset_config is not None:
+            inventory = load_network_inventory(cfg.network.handset_config)
+        elif self.smsc is None:
             raise ConfigError(
-                "network.handset_config", "required to derive the fleet", source=str(cfg.source)
+                "network.handset_config",
+                "required for the embedded network (or give --smsc)",
+                source=str(cfg.source),
             )
-        inventory = load_network_inventory(cfg.network.handset_config)
         system_id, password = cfg.smsc.system_id, cfg.smsc.password
         if system_id is None:
-            if self.smsc is not None or not inventory.esmes:
+            if self.smsc is not None or inventory is None or not inventory.esmes:
                 why = "with --smsc" if self.smsc is not None else "(no [[smsc.esmes]] in the network config)"
                 raise ConfigError("smsc.system_id", f"required {why}", source=str(cfg.source))
             system_id, password = inventory.esmes[0]
@@ -355,10 +397,11 @@ class CampaignRunner:
             store = CardStore(db_path)
             stack.callback(store.close)
             self._store = store
-            self._load_jobs(store, inventory.fleet)
+            self._load_jobs(store, inventory)
             network: EmbeddedNetwork | None = None
             host_port = self.smsc
             if host_port is None:
+                assert cfg.network.handset_config is not None
                 network = EmbeddedNetwork(cfg.network.handset_config, workdir, pcap=self.pcap)
                 port = await network.start()
                 host_port = ("127.0.0.1", port)
@@ -366,69 +409,138 @@ class CampaignRunner:
             try:
                 await self._run_jobs(host_port, system_id, password or "")
             finally:
-                if self._esme is not None:
-                    await self._esme.close()
+                for esme in self._esmes:
+                    await esme.close()
                 self._flush_now()
+                if self._poll_handle is not None:
+                    self._poll_handle.cancel()
+                self._close_campaign_row()
                 if network is not None:
                     network_report = await network.stop()
             if self._failure is not None:
                 raise CampaignFailed(self._failure)
             return self._report(network_report if network is not None else None)
 
-    def _load_jobs(self, store: CardStore, fleet: Any) -> None:
-        cards: list[tuple[Card, list[Keyset]]] = []
-        for i in fleet.indices:
-            derived = derive_card(fleet, i)
-            keysets = [
-                Keyset(
-                    kvn=k.kvn,
-                    kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-                    kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-                    kic=k.kic,
-                    kid=k.kid,
-                )
-                for k in derived.keysets
-            ]
-            card = Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i)
-            cards.append((card, keysets))
-        store.import_cards(cards)
+    def _load_jobs(self, store: CardStore, inventory: NetworkInventory | None) -> None:
+        cfg = self.config
+        targets = cfg.targets
+        issued: int | None = None
+        if targets.fleet:
+            assert inventory is not None
+            fleet = inventory.fleet
+            issued = fleet.issued_action_counter
+            fleet_cards: list[tuple[Card, list[Keyset]]] = []
+            for i in fleet.indices:
+                derived = derive_card(fleet, i)
+                keysets = [
+                    Keyset(
+                        kvn=k.kvn,
+                        kic_algorithm=CipherAlgorithm(k.kic_algorithm),
+                        kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+                        kic=k.kic,
+                        kid=k.kid,
+                    )
+                    for k in derived.keysets
+                ]
+                card = Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i)
+                fleet_cards.append((card, keysets))
+            store.import_cards(fleet_cards)
+            known = {c.iccid: c for c in store.cards()}  # tags come from the store (cards import)
+            cards = [known.get(c.iccid, c) for c, _ in fleet_cards]
+        else:
+            cards = store.cards()
+        cards = [c for c in cards if targets.selects(c)]
+        if not cards:
+            raise ConfigError("targets", "no card of the inventory matches", source=str(cfg.source))
         all_keysets = store.keysets()
         self._mo_cntrs = store.mo_counters()
-        confirmed = store.confirmed_counters(self.tar_hex)
-        previous = store.load_jobs(self.config.campaign.name)
-        n = len(self.actions)
-        sec = self.security
-        for index, (card, _) in enumerate(cards):
+        tars = {step.security.tar.hex() for step in cfg.steps}
+        confirmed = {tar: store.confirmed_counters(tar) for tar in tars}
+        previous = store.load_step_jobs(cfg.campaign.name)
+        row = store.campaign(cfg.campaign.name)
+        cancelled = row is not None and row.state == "cancelled"
+        csv_key = targets.csv.key if targets.csv else None
+        for card in cards:
             keysets = all_keysets.get(card.iccid, {})
-            if sec.counter_kvn not in keysets:
-                raise ConfigError(
-                    "security.kic",
-                    f"card {card.iccid} has no key set {sec.counter_kvn}",
-                    source=str(self.config.source),
+            prev_slot: _JobSlot | None = None
+            for k, step_config in enumerate(cfg.steps):
+                sec = step_config.security
+                if sec.counter_kvn not in keysets:
+                    where = f"steps[{k}].security.kic" if len(cfg.steps) > 1 else "security.kic"
+                    raise ConfigError(
+                        where, f"card {card.iccid} has no key set {sec.counter_kvn}", source=str(cfg.source)
+                    )
+                actions = step_config.actions_for(getattr(card, csv_key) if csv_key else None)
+                tar_hex = sec.tar.hex()
+                n = len(actions)
+                # The server's stored CA: from earlier reports, else the issuer's record of the fleet (a
+                # wrong record is caught by the PoR's "before" value); unknown -> the job asks the card
+                # first. A later step on the same TAR takes the counter when it is admitted.
+                base = confirmed[tar_hex].get(card.iccid, issued)
+                job = Job(n=n, confirmed=base, start_counter=base)
+                stored = previous.get((card.iccid, tar_hex, k))
+                slot = _JobSlot(
+                    len(self._slots),
+                    card,
+                    packet_keys_for(keysets, sec),
+                    sec.counter_kvn,
+                    job,
+                    step=k,
+                    security=sec,
+                    actions=actions,
+                    run_if=step_config.run_if,
+                    bind=len(self._slots) % cfg.pacing.binds,
                 )
-            # The server's stored CA: from earlier reports, else the issuer's record of the fleet (a
-            # wrong record is caught by the PoR's "before" value); unknown -> the job asks the card first.
-            base = confirmed.get(card.iccid, fleet.issued_action_counter)
-            job = Job(n=n, confirmed=base, start_counter=base)
-            row = previous.get((card.iccid, self.tar_hex))
-            if row is not None:
-                job = _resume(row, n, base)
-            slot = _JobSlot(index, card, packet_keys_for(keysets, sec), sec.counter_kvn, job)
-            self._slots.append(slot)
-            self._by_msisdn[card.msisdn] = slot
+                if stored is not None:
+                    if stored.state in ("cancelled", "skipped"):
+                        slot.override = stored.state
+                        slot.job = replace(_resume(stored, n, base), phase=Phase.NEW)
+                    else:
+                        slot.job = _resume(stored, n, base)
+                    slot.finished_at = _float((stored.extra or {}).get("finished_at"))
+                else:
+                    self._dirty[slot.index] = slot  # every target has a row from the start (reports)
+                if cancelled and not slot.ended:
+                    self._cancel_slot(slot, offline=True)
+                if prev_slot is not None:
+                    prev_slot.next = slot
+                prev_slot = slot
+                self._slots.append(slot)
+                self._by_msisdn.setdefault(card.msisdn, []).append(slot)
             # Card messages come under the card's own key set (KIc b8..b5), whatever the campaign's.
             self._mo_keys[card.iccid] = {kvn: ks.packet_keys() for kvn, ks in keysets.items()}
         log.info(
-            "campaign %s: %d cards, %d actions each, TAR %s",
-            self.config.campaign.name,
+            "campaign %s: %d cards, %d step(s), %d jobs",
+            cfg.campaign.name,
+            len(cards),
+            len(cfg.steps),
             len(self._slots),
-            n,
-            self.tar_hex,
         )
 
     async def _run_jobs(self, host_port: tuple[str, int], system_id: str, password: str) -> None:
         loop = asyncio.get_running_loop()
-        s = self.config.smsc
+        cfg = self.config
+        s = cfg.smsc
+        store = self._store
+        assert store is not None
+        wall = time.time()
+        row = store.campaign(cfg.campaign.name)
+        if row is None or row.state != "cancelled":
+            # ``run`` (re)starts the campaign: a paused or interrupted one continues from the database.
+            store.set_campaign_state(
+                cfg.campaign.name, "running", at=wall, source=str(cfg.source), runner_pid=os.getpid()
+            )
+        else:
+            self.state = "cancelled"
+            self._cancelling = True
+        self._flush_now()  # the rows of every target, before anything is sent
+        if cfg.campaign.start_at is not None:
+            delay = cfg.campaign.start_at.timestamp() - time.time()
+            if delay > 0:
+                log.warning(
+                    "campaign %s starts at %s (in %.0f s)", cfg.campaign.name, cfg.campaign.start_at, delay
+                )
+                await asyncio.sleep(delay)
         settings = EsmeSettings(
             host=host_port[0],
             port=host_port[1],
@@ -441,24 +553,36 @@ class CampaignRunner:
             dest_addr_ton=s.dest_addr_ton,
             dest_addr_npi=s.dest_addr_npi,
             registered_delivery=s.registered_delivery,
-            window=s.window,
-            max_messages_per_second=s.max_messages_per_second,
+            window=cfg.pacing.window,
+            max_messages_per_second=cfg.pacing.messages_per_second,
             response_timeout_s=s.response_timeout_s,
             enquire_link_s=s.enquire_link_s,
             reconnect_attempts=s.reconnect_attempts,
             reconnect_backoff_s=s.reconnect_backoff_s,
+            validity_period_s=cfg.campaign.validity_period_s,
         )
-        self._esme = EsmeLink(settings, loop, self._on_esme_events)
+        # [pacing] binds: N transceiver binds, each with its own window and rate (the SMSC throttles
+        # per bind); a job's messages always use the same bind, so its segments stay in order.
+        self._esmes = [EsmeLink(settings, loop, self._on_esme_events) for _ in range(cfg.pacing.binds)]
+        self._esme = self._esmes[0]
         self._started_at = loop.time()
-        self._esme.start()
+        for esme in self._esmes:
+            esme.start()
         for slot in self._slots:
-            if slot.job.phase.terminal:
+            if slot.ended or (slot.step > 0 and not self._previous_ended(slot)):
+                continue
+            if slot.step > 0 and slot.job.phase is Phase.NEW and not self._may_follow(slot):
+                self._skip_rest(slot, self._previous(slot))
                 continue
             self._waiting.append(slot)
         self._waiting.reverse()  # pop() from the end takes them in card order
         self._admit()
         self._check_finished()
-        deadline = loop.call_later(self.config.campaign.deadline_s, self._deadline_reached)
+        deadline_s = cfg.campaign.deadline_s
+        if cfg.campaign.deadline is not None:
+            deadline_s = min(deadline_s, max(0.0, cfg.campaign.deadline.timestamp() - time.time()))
+        deadline = loop.call_later(deadline_s, self._deadline_reached)
+        self._poll_handle = loop.call_later(self.poll_s, self._poll)
         ticker = _Ticker(self, loop)
         ticker.start()
         try:
@@ -469,20 +593,136 @@ class CampaignRunner:
             if self._timer_handle is not None:
                 self._timer_handle.cancel()
 
+    def _previous(self, slot: _JobSlot) -> _JobSlot:
+        return next(s for s in self._by_msisdn[slot.card.msisdn] if s.next is slot)
+
+    def _previous_ended(self, slot: _JobSlot) -> bool:
+        return slot.step == 0 or self._previous(slot).ended
+
+    def _may_follow(self, slot: _JobSlot) -> bool:
+        """A step runs after the card's previous step ended confirmed, or whatever it ended with
+        when the step says ``run_if = "always"``."""
+        previous = self._previous(slot)
+        return slot.run_if == "always" or previous.state == "confirmed"
+
+    def _skip_rest(self, slot: _JobSlot | None, previous: _JobSlot) -> None:
+        while slot is not None:
+            slot.override = "skipped"
+            slot.job = replace(slot.job, reason=f"not run: step {previous.step + 1} ended {previous.state}")
+            slot.finished_at = time.time()
+            self._dirty[slot.index] = slot
+            slot = slot.next
+        self._schedule_flush()
+
     def _deadline_reached(self) -> None:
-        log.warning(
-            "campaign deadline of %g s reached: open jobs end as pending", self.config.campaign.deadline_s
-        )
+        log.warning("campaign deadline reached: open jobs end as pending")
         self._finished.set()
 
+    # ------------------------------------------------------------------ lifecycle (campaigns row)
+
+    def _poll(self) -> None:
+        """Event-loop timer: read the state ``campaign pause|resume|cancel`` wrote, note we are alive."""
+        assert self._loop is not None and self._store is not None
+        self._poll_handle = self._loop.call_later(self.poll_s, self._poll)
+        try:
+            wanted = self._store.heartbeat(self.config.campaign.name, at=time.time())
+        except Exception as exc:  # a locked or vanished database: keep running, try again
+            log.warning("campaign state poll failed: %s", exc)
+            return
+        if wanted is None or wanted == self.state or self.state == "cancelled":
+            return
+        if wanted == "paused":
+            self.pause()
+        elif wanted == "running":
+            self.resume()
+        elif wanted == "cancelled":
+            self.cancel()
+
+    def pause(self) -> None:
+        """Stop new sends; messages out settle (their PoRs and timeouts are still handled)."""
+        if self.state == "running":
+            log.warning("campaign %s paused", self.config.campaign.name)
+            self.state = "paused"
+            self._note_state()
+
+    def resume(self) -> None:
+        if self.state == "paused":
+            log.warning("campaign %s resumed", self.config.campaign.name)
+            self.state = "running"
+            self._note_state()
+            self._admit()
+            self._schedule_flush()
+
+    def cancel(self) -> None:
+        """End every job that has no script in flight as cancelled; a job whose script may still run
+        stays open until its fence (status query) tells what ran, and sends no further script."""
+        if self.state == "cancelled":
+            return
+        log.warning("campaign %s cancelled", self.config.campaign.name)
+        self.state = "cancelled"
+        self._cancelling = True
+        self._note_state()
+        for slot in list(self._waiting):
+            self._cancel_slot(slot)
+        self._waiting.clear()
+        for slot in self._slots:
+            if not slot.ended and (not slot.started or slot.job.script_cntr is None):
+                self._cancel_slot(slot)
+        self._schedule_flush()
+        self._check_finished()
+
+    def _cancel_slot(self, slot: _JobSlot, *, offline: bool = False) -> None:
+        reason = "cancelled"
+        if offline and slot.job.script_cntr is not None:
+            # Never started again: a script of the interrupted run may have run; say so.
+            reason = f"cancelled with script cntr={slot.job.script_cntr} in flight: outcome unknown"
+        slot.override = "cancelled"
+        slot.job = replace(slot.job, reason=reason)
+        slot.finished_at = time.time()
+        self._dirty[slot.index] = slot
+        if slot.started and not offline:
+            slot.version += 1  # its timers are void
+            self._index.unregister(slot.card.msisdn, slot.tar, slot.index)
+            self._open -= 1
+        slot.started = True
+
+    def _note_state(self) -> None:
+        self._history.append(
+            HistoryRow(time.time(), self.config.campaign.name, None, "note", "campaign", None, self.state, "")
+        )
+        self.state_changed.set()
+        self._schedule_flush()
+
+    def _close_campaign_row(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        name = self.config.campaign.name
+        done = all(slot.ended for slot in self._slots)
+        try:
+            row = store.campaign(name)
+            state = row.state if row is not None else self.state
+            if done and state != "cancelled":
+                state = "finished"
+            store.set_campaign_state(name, state, at=time.time(), runner_pid=None)
+        except StoreError as exc:
+            log.warning("cannot record the end of campaign %s: %s", name, exc)
+
     def _admit(self) -> None:
+        if self.state != "running":
+            return
         limit = self.config.campaign.concurrency
         now = self._now()
         while self._waiting and self._open < limit:
             slot = self._waiting.pop()
             slot.started = True
             self._open += 1
-            self._index.register(slot.card.msisdn, self.security.tar, slot.index)
+            job = slot.job
+            if job.phase is Phase.NEW and job.script_cntr is None and job.attempts == 0 and job.queries == 0:
+                # A later step on a TAR an earlier step just used starts from the counter it left.
+                base = self._ca.get((slot.card.iccid, slot.tar.hex()), job.confirmed)
+                slot.job = replace(job, confirmed=base, start_counter=base)
+            self._index.register(slot.card.msisdn, slot.tar, slot.index)
             self._apply(slot, step(slot.job, Begin(), now, self.policy), now)
 
     def _check_finished(self) -> None:
@@ -500,6 +740,8 @@ class CampaignRunner:
         self._apply(slot, step(slot.job, event, now, self.policy), now)
 
     def _apply(self, slot: _JobSlot, t: Transition, now: float) -> None:
+        if slot.override is not None:
+            return  # cancelled or skipped: whatever still arrives for it is in the history only
         before = slot.job
         slot.job = t.job
         if t.note:
@@ -520,7 +762,8 @@ class CampaignRunner:
             return
         self._dirty[slot.index] = slot
         if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
-            self._counters[(slot.card.iccid, self.tar_hex)] = t.job.confirmed
+            self._counters[(slot.card.iccid, slot.tar.hex())] = t.job.confirmed
+            self._ca[(slot.card.iccid, slot.tar.hex())] = t.job.confirmed
         for command in t.commands:
             if isinstance(command, SendScript | SendQuery):
                 self._to_send[slot.index] = slot
@@ -535,6 +778,13 @@ class CampaignRunner:
         self._schedule_flush()
 
     def _finish(self, slot: _JobSlot) -> None:
+        slot.finished_at = time.time()
+        nxt = slot.next
+        if nxt is not None and not nxt.ended and not self._cancelling:
+            if self._may_follow(nxt):
+                self._waiting.append(nxt)  # next in line: pop() takes it before other cards
+            else:
+                self._skip_rest(nxt, slot)
         if not slot.started:
             # Settled by a card message before it was admitted (a resumed job): never opened.
             slot.started = True
@@ -542,7 +792,7 @@ class CampaignRunner:
                 self._waiting.remove(slot)
             self._check_finished()
             return
-        self._index.unregister(slot.card.msisdn, self.security.tar, slot.index)
+        self._index.unregister(slot.card.msisdn, slot.tar, slot.index)
         self._open -= 1
         self._admit()
         self._check_finished()
@@ -616,22 +866,35 @@ class CampaignRunner:
         campaign = self.config.campaign.name
         sends: list[tuple[_JobSlot, MessageKind]] = []
         reservations: list[Reservation] = []
+        held: dict[int, _JobSlot] = {}
         for slot in self._to_send.values():
             job = slot.job
-            if job.phase is not Phase.SENDING or job.next_kind is None:
+            if job.phase is not Phase.SENDING or job.next_kind is None or slot.override is not None:
                 continue  # a PoR settled it meanwhile
+            if self.state == "paused":
+                held[slot.index] = slot  # pause: nothing new leaves; sent once resumed
+                continue
+            if self._cancelling and job.next_kind is MessageKind.SCRIPT:
+                # Cancel: the fence said what ran (job.applied); the rest is never sent.
+                self._cancel_slot(slot)
+                self._check_finished()
+                continue
             sends.append((slot, job.next_kind))
+            step_note = f" step {slot.step + 1}" if len(self.config.steps) > 1 else ""
             reservations.append(
                 Reservation(
                     slot.card.iccid,
                     slot.counter_kvn,
                     campaign,
                     job.next_kind.value,
-                    f"actions {job.applied + 1}..{job.n}" if job.next_kind is MessageKind.SCRIPT else "",
+                    (f"actions {job.applied + 1}..{job.n} " if job.next_kind is MessageKind.SCRIPT else "")
+                    + f"TAR {slot.tar.hex()}{step_note}",
                 )
             )
-        self._to_send.clear()
+        self._to_send = held
         replies_out, self._replies_out = self._replies_out, []
+        if self.state == "paused":
+            self._replies_out, replies_out = replies_out, []
         for slot, sequences in replies_out:
             reservations.append(
                 Reservation(
@@ -645,20 +908,22 @@ class CampaignRunner:
         cntrs = store.reserve(reservations, at=wall) if reservations else []
         reply_cntrs = cntrs[len(sends) :]
         cntrs = cntrs[: len(sends)]
-        requests: list[SubmitRequest] = []
+        requests: list[list[SubmitRequest]] = [[] for _ in range(max(1, len(self._esmes)))]
         for (slot, kind), cntr in zip(sends, cntrs, strict=True):
             job = slot.job
-            actions = self.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
+            assert slot.security is not None
+            actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
             # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
             actions = (*_reply_actions(job.replies), *actions)
             self.stats.replies_sent += len(job.replies)
-            segments = command_builder.build_user_data(slot.keys, self.security, cntr, actions, rng=self.rng)
+            segments = command_builder.build_user_data(slot.keys, slot.security, cntr, actions, rng=self.rng)
             self._apply(slot, step(job, Sent(kind, cntr), now, self.policy), now)
             slot.cntr_kinds[cntr] = kind
             for ud in segments:
                 token = (slot.index, cntr)
                 self._by_token[token] = slot
-                requests.append(SubmitRequest(token, slot.card.msisdn, ud))
+                self._token_segments[token] = self._token_segments.get(token, 0) + 1
+                requests[slot.bind % len(requests)].append(SubmitRequest(token, slot.card.msisdn, ud))
             self.stats.packets_sent += 1
             if kind is MessageKind.SCRIPT:
                 self.stats.scripts_sent += 1
@@ -666,11 +931,14 @@ class CampaignRunner:
                 self.stats.queries_sent += 1
         for (slot, sequences), cntr in zip(replies_out, reply_cntrs, strict=True):
             # Not tracked by the job (it sends nothing more): its PoR is recorded as unmatched.
+            assert slot.security is not None
             segments = command_builder.build_user_data(
-                slot.keys, self.security, cntr, _reply_actions(sequences), rng=self.rng
+                slot.keys, slot.security, cntr, _reply_actions(sequences), rng=self.rng
             )
             for ud in segments:
-                requests.append(SubmitRequest((slot.index, cntr), slot.card.msisdn, ud))
+                requests[slot.bind % len(requests)].append(
+                    SubmitRequest((slot.index, cntr), slot.card.msisdn, ud)
+                )
             self.stats.packets_sent += 1
             self.stats.replies_sent += len(sequences)
         rows = [self._row(slot, wall) for slot in self._dirty.values()]
@@ -684,18 +952,19 @@ class CampaignRunner:
         # history durable in ONE transaction before any SMS leaves.
         store.commit(jobs=rows, counters=counters, history=history, mo_counters=mo_counters, at=wall)
         self._flush_scheduled = False
-        if requests and self._esme is not None:
-            self.stats.messages_sent += len(requests)
-            self._esme.submit_many(requests)
+        for esme, batch in zip(self._esmes, requests, strict=False):
+            if batch:
+                self.stats.messages_sent += len(batch)
+                esme.submit_many(batch)
 
     def _row(self, slot: _JobSlot, wall: float) -> JobRow:
         job = slot.job
         return JobRow(
             campaign=self.config.campaign.name,
             iccid=slot.card.iccid,
-            tar=self.tar_hex,
-            state=job.phase.value,
-            pending=[a.to_json() for a in self.actions[job.applied :]],
+            tar=slot.tar.hex(),
+            state=slot.override or job.phase.value,
+            pending=[a.to_json() for a in slot.actions[job.applied :]],
             n=job.n,
             applied=job.applied,
             base=job.confirmed,
@@ -704,12 +973,13 @@ class CampaignRunner:
             queries=job.queries,
             resent_actions=job.resent_actions,
             outstanding=list(job.outstanding_cntrs),
-            result=REPORT_STATES.get(job.phase, ""),
+            result=slot.override or REPORT_STATES.get(job.phase, ""),
             reason=job.reason,
             counter_path=job.counter_path,
             statuses=list(job.statuses),
             updated_at=wall,
-            extra=_job_extra(job),
+            extra=_job_extra(job, slot.finished_at),
+            step=slot.step,
         )
 
     # ------------------------------------------------------------------ ESME events
@@ -720,10 +990,23 @@ class CampaignRunner:
                 self._on_deliver(event)
             elif isinstance(event, SubmitAccepted):
                 self.stats.submit_accepted += 1
-                self._by_token.pop(event.token, None)  # type: ignore[arg-type]
+                slot = self._answered(event.token)
+                if slot is not None:
+                    self._history.append(
+                        HistoryRow(
+                            time.time(),
+                            self.config.campaign.name,
+                            slot.card.iccid,
+                            "mt",
+                            "submit_resp",
+                            event.token[1],  # type: ignore[index]
+                            "accepted",
+                            f"message_id={event.message_id}",
+                        )
+                    )
             elif isinstance(event, SubmitRejected | SubmitUnknown):
                 self.stats.submit_failed += 1
-                slot = self._by_token.pop(event.token, None)  # type: ignore[arg-type]
+                slot = self._answered(event.token)
                 detail = (
                     f"submit_sm refused with status {event.command_status:#x}"
                     if isinstance(event, SubmitRejected)
@@ -754,6 +1037,18 @@ class CampaignRunner:
                 self._failure = event.reason
                 self._finished.set()
         self._schedule_flush()
+
+    def _answered(self, token: object) -> _JobSlot | None:
+        """The job of a submit_sm just answered; forgotten once every segment of it was."""
+        key: tuple[int, int] = token  # type: ignore[assignment]
+        slot = self._by_token.get(key)
+        left = self._token_segments.get(key, 1) - 1
+        if left <= 0:
+            self._by_token.pop(key, None)
+            self._token_segments.pop(key, None)
+        else:
+            self._token_segments[key] = left
+        return slot
 
     def _on_deliver(self, event: DeliverReceived) -> None:
         msisdn = event.source_addr.lstrip("+")
@@ -807,8 +1102,9 @@ class CampaignRunner:
         (card, TAR), then hand the counter to the job (the fence rule lives in reconciliation.py).
         Whatever happens, the deliver_sm was already acknowledged; nothing here raises."""
         campaign = self.config.campaign.name
-        slot = self._by_msisdn.get(msisdn)
-        if slot is None:
+        slots = self._by_msisdn.get(msisdn)
+        slot = slots[0] if slots else None
+        if slots is None or slot is None:
             self.stats.mo_unmatched += 1
             self._history.append(
                 HistoryRow(time.time(), campaign, None, "mo", "card_message", None, "unknown", msisdn)
@@ -847,7 +1143,11 @@ class CampaignRunner:
         self._mo_cntrs[key] = opened.cntr
         self._mo_dirty[key] = opened.cntr
         self.stats.mo_received += 1
-        if opened.tar != self.security.tar:
+        # The card's job on that TAR: the open one (a card runs one step at a time), else the last.
+        same_tar = [s for s in slots if s.tar == opened.tar and s.override is None]
+        open_jobs = [s for s in same_tar if s.started and not s.job.phase.terminal]
+        slot = open_jobs[0] if open_jobs else (same_tar[-1] if same_tar else None)  # type: ignore[assignment]
+        if slot is None:
             self.stats.mo_unmatched += 1
             self._history.append(
                 HistoryRow(time.time(), campaign, iccid, "mo", "card_message", opened.cntr, "no job", what)
@@ -865,7 +1165,8 @@ class CampaignRunner:
         candidates: list[Candidate[int, PorReport | RejectedPor]] = []
         for index in self._index.candidates(msisdn, tar):
             slot = self._slots[index]
-            report = verify_por(user_data, self.security, slot.keys)
+            assert slot.security is not None
+            report = verify_por(user_data, slot.security, slot.keys)
             if isinstance(report, PorReport):
                 candidates.append(
                     Candidate(
@@ -921,9 +1222,10 @@ class CampaignRunner:
     # ------------------------------------------------------------------ report
 
     def counts(self) -> Counter[str]:
+        """Cards by overall state: confirmed when every step was, else the first other step's state."""
         c: Counter[str] = Counter()
-        for slot in self._slots:
-            c[REPORT_STATES.get(slot.job.phase, "pending")] += 1
+        for slots in self._by_msisdn.values():
+            c[card_state([slot.state for slot in slots])] += 1
         return c
 
     def _report(self, network_report: dict[str, Any] | None) -> dict[str, Any]:
@@ -936,8 +1238,9 @@ class CampaignRunner:
                 {
                     "iccid": slot.card.iccid,
                     "msisdn": slot.card.msisdn,
-                    "tar": self.tar_hex,
-                    "state": REPORT_STATES.get(job.phase, "pending"),
+                    "step": self.config.steps[slot.step].name,
+                    "tar": slot.tar.hex(),
+                    "state": slot.state,
                     "actions": job.n,
                     "executed": job.applied,
                     "attempts": job.attempts,
@@ -959,11 +1262,14 @@ class CampaignRunner:
             "campaign": self.config.campaign.name,
             "tar": self.tar_hex,
             "summary": {
-                "cards": len(self._slots),
+                "cards": len(self._by_msisdn),
+                "jobs": len(self._slots),
                 "confirmed": counts["confirmed"],
                 "partial": counts["partial"],
                 "failed": counts["failed"],
                 "pending": counts["pending"],
+                "cancelled": counts["cancelled"],
+                "skipped": counts["skipped"],
                 "messages_sent": self.stats.messages_sent,
                 "packets_sent": self.stats.packets_sent,
                 "scripts_sent": self.stats.scripts_sent,
@@ -982,9 +1288,19 @@ class CampaignRunner:
             "cards": cards,
             "meanings": REPORT_MEANINGS,
         }
+        report["state"] = (
+            self.state
+            if self.state == "cancelled"
+            else ("finished" if all(slot.ended for slot in self._slots) else self.state)
+        )
         if network_report is not None:
-            report["verification"] = verification(self.outcomes(), self.actions, self.tar_hex, network_report)
+            report["verification"] = verify_jobs(self.step_outcomes(), network_report)
         return report
+
+
+def card_state(states: Sequence[str]) -> str:
+    """A card's state from its steps' states, in step order."""
+    return next((s for s in states if s != "confirmed"), "confirmed")
 
 
 def _resume(row: JobRow, n: int, confirmed: int | None) -> Job:
@@ -1024,8 +1340,14 @@ def _resume(row: JobRow, n: int, confirmed: int | None) -> Job:
     )
 
 
-def _job_extra(job: Job) -> dict[str, Any]:
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _job_extra(job: Job, finished_at: float | None = None) -> dict[str, Any]:
     return {
+        "finished_at": finished_at,
+        "last_sw": job.last_sw,
         "script_cntr": job.script_cntr,
         "replies": list(job.replies),
         "mo_reports": job.mo_reports,
@@ -1048,6 +1370,13 @@ def _reply_actions(sequences: Sequence[int]) -> tuple[Action, ...]:
 def verification(
     jobs: Sequence[tuple[Card, Job]], actions: Sequence[Action], tar_hex: str, network_report: dict[str, Any]
 ) -> dict[str, Any]:
+    """:func:`verify_jobs` for jobs that share one TAR and one action list (a one-step campaign)."""
+    return verify_jobs([(card, job, tuple(actions), tar_hex) for card, job in jobs], network_report)
+
+
+def verify_jobs(
+    jobs: Sequence[tuple[Card, Job, tuple[Action, ...], str]], network_report: dict[str, Any]
+) -> dict[str, Any]:
     """Prove the run against the cards' own journals (the handset's report).
 
     expected = counted APDUs of the actions the server believes applied; journal = the
@@ -1066,8 +1395,23 @@ def verification(
                     by_key[str(entry[key])] = entry
     lost = duplicated = mismatches = missing = 0
     details = []
-    counted = [a.counted.encode_t0().hex() for a in actions]
-    for card, job in jobs:
+    # Steps on one TAR share the card's action counter and journal: check them together, in order.
+    groups: dict[tuple[str, str], list[tuple[Card, Job, tuple[Action, ...]]]] = {}
+    for card, job, actions, tar_hex in jobs:
+        groups.setdefault((card.iccid, tar_hex), []).append((card, job, actions))
+    for (_, tar_hex), members in groups.items():
+        card = members[0][0]
+        started = [m for m in members if m[1].start_counter is not None]
+        if not started:
+            continue  # never contacted: nothing expected, no counter known
+        job = replace(
+            started[0][1],
+            confirmed=next((m[1].confirmed for m in reversed(members) if m[1].confirmed is not None), None),
+        )
+        counted: list[str] = []
+        for _, member_job, actions in members:
+            counted += [a.counted.encode_t0().hex() for a in actions[: member_job.applied]]
+        job = replace(job, applied=len(counted))
         entry = by_key.get(card.iccid) or by_key.get(card.msisdn)
         app = None
         for candidate in (entry or {}).get("applications", []):
@@ -1083,7 +1427,7 @@ def verification(
             for e in app.get("journal", [])
             if isinstance(e, dict) and int(e.get("counter", -1)) > start
         )
-        expected = Counter(counted[: job.applied])
+        expected = Counter(counted)
         card_lost = sum((expected - journal).values())
         card_dup = sum((journal - expected).values())
         card_counter = app.get("action_counter")

@@ -1,0 +1,234 @@
+"""``ota-server report CAMPAIGN`` and ``campaign status``: what the database says about a campaign.
+
+Everything here is read from the card store (jobs, history, campaigns), so a report can be drawn
+while the campaign runs, after it ended, or after a crash. States and meanings as in the runner's
+report (docs/campaigns.md §3); key material is never read.
+
+Glossary: job one (card, step); CNTR 03.48 replay counter; PoR proof of receipt; SW status word;
+MT/MO mobile terminated/originated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from typing import Any
+
+from ota_server.card_store import CardStore, HistoryRow
+
+_FINAL = {
+    "done": "confirmed",
+    "partial": "partial",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+}
+_POR_STATUS = re.compile(r"^([0-9A-F]{2}) ")
+_SW = re.compile(r"SW ([0-9A-F]{4})")
+CSV_COLUMNS = (
+    "iccid", "msisdn", "step", "tar", "state", "actions", "executed", "attempts", "queries",
+    "resent_actions", "confirmed_counter", "last_por_status", "last_sw", "reason",
+)  # fmt: skip
+
+
+def job_state(stored: str, campaign_state: str) -> str:
+    final = _FINAL.get(stored)
+    if final is not None:
+        return final
+    return "cancelled" if campaign_state == "cancelled" else "pending"
+
+
+def _card_state(states: list[str]) -> str:
+    return next((s for s in states if s != "confirmed"), "confirmed")
+
+
+def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
+    row = store.campaign(name)
+    jobs = store.load_step_jobs(name)
+    if row is None and not jobs:
+        return None
+    campaign_state = row.state if row is not None else "unknown"
+    msisdns = {c.iccid: c.msisdn for c in store.cards()}
+    cards = []
+    per_card: dict[str, list[str]] = {}
+    by_status: Counter[str] = Counter()
+    by_sw: Counter[str] = Counter()
+    for (iccid, tar, step), job in sorted(jobs.items(), key=lambda kv: (kv[0][0], kv[0][2])):
+        state = job_state(job.state, campaign_state)
+        reason = job.reason
+        extra = job.extra or {}
+        if state == "cancelled" and job.state not in _FINAL and extra.get("script_cntr") is not None:
+            reason = f"cancelled with script cntr={extra['script_cntr']} in flight: outcome unknown"
+        por_status = next((s[:2] for s in reversed(job.statuses) if _POR_STATUS.match(s)), "")
+        sw = extra.get("last_sw")
+        sw_text = f"{sw:04X}" if isinstance(sw, int) else ""
+        if not sw_text:
+            match = _SW.search(reason)
+            sw_text = match.group(1) if match else ""
+        if state not in ("confirmed", "pending"):
+            status_text = next((s for s in reversed(job.statuses) if _POR_STATUS.match(s)), "no PoR")
+            by_status[f"{state}: {status_text}"] += 1
+            by_sw[f"{state}: SW {sw_text}" if sw_text else f"{state}: no SW"] += 1
+        per_card.setdefault(iccid, []).append(state)
+        cards.append(
+            {
+                "iccid": iccid,
+                "msisdn": msisdns.get(iccid, ""),
+                "step": step + 1,
+                "tar": tar,
+                "state": state,
+                "actions": job.n,
+                "executed": job.applied,
+                "attempts": job.attempts,
+                "queries": job.queries,
+                "resent_actions": job.resent_actions,
+                "confirmed_counter": job.base,
+                "last_por_status": por_status,
+                "last_sw": sw_text,
+                "reason": reason,
+                "finished_at": extra.get("finished_at"),
+            }
+        )
+    counts = Counter(_card_state(states) for states in per_card.values())
+    history = store.campaign_history(name)
+    kinds = Counter((h.direction, h.kind, h.status if h.kind == "submit_resp" else "") for h in history)
+    summary = {
+        "cards": len(per_card),
+        "jobs": len(jobs),
+        **{k: counts[k] for k in ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")},
+        "packets_sent": sum(
+            v for (d, k, _), v in kinds.items() if d == "mt" and k in ("script", "query", "reply")
+        ),
+        "scripts_sent": kinds[("mt", "script", "")],
+        "queries_sent": kinds[("mt", "query", "")],
+        "messages_accepted": kinds[("mt", "submit_resp", "accepted")],
+        "submit_failed": kinds[("mt", "submit_resp", "failed")],
+        "por_received": sum(
+            1
+            for h in history
+            if h.direction == "mo" and h.kind == "por" and h.status not in ("rejected", "unmatched")
+        ),
+        "resent_actions": sum(c["resent_actions"] for c in cards),
+    }
+    return {
+        "campaign": name,
+        "state": campaign_state,
+        "source": row.source if row else "",
+        "summary": summary,
+        "failures": {
+            "by_por_status": dict(by_status.most_common()),
+            "by_status_word": dict(by_sw.most_common()),
+        },
+        "cards": cards,
+    }
+
+
+def cards_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["cards"])
+    return out.getvalue()
+
+
+def print_report(report: dict[str, Any], file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, width=110)
+    table = Table(title=f"campaign {report['campaign']} ({report['state']})")
+    table.add_column("result")
+    table.add_column("count", justify="right")
+    for key, value in report["summary"].items():
+        table.add_row(key, str(value))
+    console.print(table)
+    for title, key in (
+        ("failures by PoR status", "by_por_status"),
+        ("failures by last status word", "by_status_word"),
+    ):
+        breakdown = report["failures"][key]
+        if not breakdown:
+            continue
+        t = Table(title=title)
+        t.add_column("state: status")
+        t.add_column("jobs", justify="right")
+        for what, count in breakdown.items():
+            t.add_row(what, str(count))
+        console.print(t)
+    reasons = Counter(c["reason"] for c in report["cards"] if c["reason"])
+    for reason, count in reasons.most_common(5):
+        console.print(f"  {count} x {reason}")
+
+
+def audit_lines(store: CardStore, name: str, iccid: str) -> list[str]:
+    """One card's trail: every message sent and received, with time, direction, kind, CNTR, status."""
+    from datetime import UTC, datetime
+
+    out = []
+    for h in store.history(iccid):
+        if h.campaign != name:
+            continue
+        at = datetime.fromtimestamp(h.at, UTC).isoformat(timespec="milliseconds")
+        cntr = f"{h.cntr:010X}" if h.cntr is not None else "-"
+        out.append(
+            f"{at} {h.direction:4} {h.kind:12} cntr={cntr} {h.status or '-'} {h.detail or ''}".rstrip()
+        )
+    return out
+
+
+def plot(store: CardStore, name: str, report: dict[str, Any], out_path: str) -> None:
+    """Confirmed / partial / failed cards over time, and the SMS rate on a second axis (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history: list[HistoryRow] = store.campaign_history(name)
+    sent = [
+        h.at for h in history if h.direction == "mt" and h.kind == "submit_resp" and h.status == "accepted"
+    ]
+    if not sent:
+        sent = [h.at for h in history if h.direction == "mt" and h.kind in ("script", "query", "reply")]
+    # A card's end: its last step's end; its state as in the summary.
+    ends: dict[str, tuple[float, list[str]]] = {}
+    for card in report["cards"]:
+        at = card.get("finished_at")
+        prev = ends.get(card["iccid"], (0.0, []))
+        ends[card["iccid"]] = (max(prev[0], at or 0.0), [*prev[1], card["state"]])
+    finished = sorted((at, _card_state(states)) for at, states in ends.values() if at)
+    t0 = min([*sent, *(at for at, _ in finished)], default=0.0)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    colors = {"confirmed": "tab:green", "partial": "tab:orange", "failed": "tab:red", "cancelled": "tab:gray"}
+    for state, color in colors.items():
+        times = [at - t0 for at, s in finished if s == state]
+        if not times and state == "cancelled":
+            continue
+        xs = [0.0, *times]
+        ax.step(xs, list(range(len(xs))), where="post", color=color, label=f"{state} ({len(times)})")
+    ax.set_xlabel("seconds since the first message")
+    ax.set_ylabel("cards")
+    ax.grid(alpha=0.3)
+    rate_ax = ax.twinx()
+    if sent:
+        span = max(sent) - t0
+        width = max(span / 30, 0.1)
+        bins = int(span / width) + 1
+        counts = [0] * bins
+        for at in sent:
+            counts[min(int((at - t0) / width), bins - 1)] += 1
+        xs = [i * width for i in range(bins)]
+        rates = [c / width for c in counts]
+        rate_ax.plot(xs, rates, color="tab:blue", alpha=0.5, linewidth=1, label="SMS/s (submit_sm accepted)")
+    rate_ax.set_ylabel("SMS per second")
+    rate_ax.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    rate_lines = rate_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + rate_lines[0], lines[1] + rate_lines[1], loc="center right")
+    s = report["summary"]
+    ax.set_title(f"campaign {name}: {s['cards']} cards, {s['confirmed']} confirmed, {s['partial']} partial, "
+                 f"{s['failed']} failed")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
