@@ -365,6 +365,13 @@ class CardStore:
             self._cntr[key] = int(row[0])
         return self._cntr[key]
 
+    def describes_cards(self) -> bool:
+        """Whether an earlier run left card state here: jobs, or counters confirmed by cards."""
+        for table in ("jobs", "action_counters"):
+            if self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                return True
+        return False
+
     def confirmed_counters(self, tar: str) -> dict[str, int]:
         return dict(
             self._db.execute("SELECT iccid, confirmed FROM action_counters WHERE tar = ?", (tar,)).fetchall()

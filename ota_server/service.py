@@ -397,6 +397,16 @@ class CampaignRunner:
             store = CardStore(db_path)
             stack.callback(store.close)
             self._store = store
+            if self.smsc is None and store.describes_cards():
+                # The embedded network starts fresh cards on every run: the counters and jobs this
+                # database holds describe cards that no longer exist, and "resuming" against new ones
+                # would report every earlier action as lost.
+                raise ConfigError(
+                    "--db",
+                    f"{db_path} holds card state from an earlier run, but the embedded network starts "
+                    "fresh cards every run: use a new --db (or none), or a network that keeps its cards "
+                    "(--smsc HOST:PORT)",
+                )
             self._load_jobs(store, inventory)
             network: EmbeddedNetwork | None = None
             host_port = self.smsc

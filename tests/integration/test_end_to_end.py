@@ -303,3 +303,24 @@ async def test_a_replayed_packet_gets_por_status_02_at_the_esme(tmp_path: Path) 
         assert por_statuses[0]["checksum_valid"] is True
         journal = card_application(network.card(0), "b00010")["journal"]
         assert len(journal) == 1  # the UPDATE BINARY ran once
+
+
+def test_rerunning_on_a_used_db_with_the_embedded_network_is_refused(tmp_path: Path) -> None:
+    """The embedded network starts fresh cards each run: a database describing earlier cards is refused
+    (exit 2, one line) instead of 'resuming' against new cards and reporting every action as lost."""
+    command = [
+        sys.executable,
+        "-m",
+        "ota_server.cli",
+        "campaign",
+        "run",
+        "configs/campaigns/demo.toml",
+        "--db",
+        str(tmp_path / "used.sqlite"),
+    ]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 2
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--db" in lines[0] and "fresh cards" in lines[0], again.stderr
