@@ -9,6 +9,7 @@ a ``ConfigError`` naming the file and the key path::
 Tables: ``[lab]`` (name, transport, fleet_size), ``[network]`` (``handset_config`` + inline
 handset tables merged over it), ``[campaign]`` (``path`` + inline campaign tables merged over it),
 ``[faults]`` (ranges), ``[timing]`` (timeouts written into both configs), ``[events]``.
+``[lab] transport``: ``virtual`` (default, :mod:`ota_lab.virtual`) or ``smpp`` (loopback TCP).
 
 Glossary: MT/MO mobile terminated/originated; SMSC short message service centre; PoR proof of receipt.
 """
@@ -38,9 +39,11 @@ __all__ = [
 
 
 class Transport(Enum):
-    """How the server meets the network. ``smpp``: real SMPP over loopback TCP in wall-clock time
-    (the only one so far; a virtual-time driver will join it)."""
+    """How the server meets the network. ``virtual`` (the default): the same protocol code in one
+    process on a virtual clock, no sockets, fully determined by the seed (:mod:`ota_lab.virtual`).
+    ``smpp``: real SMPP over loopback TCP in wall-clock time (:func:`ota_lab.runner.run_lab_async`)."""
 
+    VIRTUAL = "virtual"
     SMPP = "smpp"
 
 
@@ -245,7 +248,7 @@ def load_lab(path: str | Path) -> LabConfig:
 
     lab = _Table(source, "lab", top.get("lab"))
     name = lab.string("name", p.stem) or p.stem
-    transport_name = lab.string("transport", Transport.SMPP.value)
+    transport_name = lab.string("transport", Transport.VIRTUAL.value)
     try:
         transport = Transport(transport_name)
     except ValueError:

@@ -21,7 +21,7 @@ LOSSY = ROOT / "configs" / "labs" / "lossy.toml"
 @pytest.mark.parametrize("path", [SMOKE, LOSSY], ids=["smoke", "lossy"])
 def test_shipped_labs_load(path: Path) -> None:
     lab = load_lab(path)
-    assert lab.transport.value == "smpp" and lab.handset_config is not None
+    assert lab.transport.value == "virtual" and lab.handset_config is not None
 
 
 def test_lossy_lab_has_at_least_20_percent_loss_each_way_and_every_fault() -> None:
