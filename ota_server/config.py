@@ -433,15 +433,20 @@ def _ranges(t: _Table, name: str) -> tuple[NumberRange, ...]:
     return tuple(out)
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped); unreadable or undecodable is a ConfigError naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8: {exc.reason}", source=str(path)) from None
+
+
 def read_target_csv(path: Path) -> TargetCsv:
     """A targets/parameters CSV: header with ``iccid`` or ``msisdn``; errors name file:line:column."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read: {exc.strerror}", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"not UTF-8: {exc.reason}", source=source) from None
+    text = read_text_file(path)
     reader = csv.reader(text.splitlines())
     header: list[str] | None = None
     rows: dict[str, dict[str, str]] = {}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ota_protocols.errors import ConfigError
 from ota_protocols.secured_packet.security_parameters import KEY_LENGTHS, CipherAlgorithm, IntegrityAlgorithm
+from ota_server.config import read_text_file
 from ota_server.model import Card, Keyset
 
 COLUMNS = ("iccid", "imsi", "msisdn", "kvn", "kic_algorithm", "kic", "kid_algorithm", "kid", "tags")
@@ -58,12 +59,7 @@ def _key(value: str, algorithm: CipherAlgorithm | IntegrityAlgorithm) -> tuple[b
 def parse_inventory(path: Path) -> list[tuple[Card, list[Keyset]]]:
     """Read and check the whole file; the first problem raises ``FILE:LINE:COLUMN: problem``."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read: {exc.strerror}", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"not UTF-8: {exc.reason}", source=source) from None
+    text = read_text_file(path)
 
     def fail(line: int, column: str | None, problem: str) -> ConfigError:
         where = f"{source}:{line}" + (f":{column}" if column else "")
