@@ -71,8 +71,10 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def one(cards: int, rate: float, idle_only: bool, profile: bool) -> dict[str, object]:
-    """One fleet size, in this process."""
+def one(
+    cards: int, rate: float, idle_only: bool, profile: bool, shard: int = 0, shards: int = 1
+) -> dict[str, object]:
+    """One fleet size (one shard of it), in this process."""
     from ota_lab.config import load_lab
     from ota_lab.virtual import build_run
 
@@ -82,13 +84,16 @@ def one(cards: int, rate: float, idle_only: bool, profile: bool) -> dict[str, ob
         lab = load_lab(path)
         base = _rss()
         started = time.perf_counter()
-        run = build_run(lab, 1, Path(tmp))
+        run = build_run(lab, 1, Path(tmp), shard=shard, shards=shards)
+        mine = run.pool.spec.count
         build_s = time.perf_counter() - started
         idle = _rss()
         out: dict[str, object] = {
             "cards": cards,
             "build_s": round(build_s, 2),
-            "idle_bytes_per_card": round((idle - base) / cards, 1),
+            "shard_cards": mine,
+            "idle_bytes": idle - base,
+            "idle_bytes_per_card": round((idle - base) / max(1, mine), 1),
         }
         if idle_only:
             return out
@@ -106,8 +111,13 @@ def one(cards: int, rate: float, idle_only: bool, profile: bool) -> dict[str, ob
         after = _rss()
         assert run.server is not None
         started = time.perf_counter()
-        result = run.result(1)
+        result = run.result(1, rows=False)
         check_s = time.perf_counter() - started
+        run.network.sleep_all()  # every card idle (asleep) now: the memory of an idle fleet after a campaign
+        import gc
+
+        gc.collect()
+        asleep = _rss()
         s = result.summary
         packets = int(s["packets_sent"])
         out |= {
@@ -118,7 +128,13 @@ def one(cards: int, rate: float, idle_only: bool, profile: bool) -> dict[str, ob
             "sms": s["messages_sent"],
             "tx_per_s": round(packets / wall),
             "events": run.clock.events_run,
-            "after_bytes_per_card": round((after - base) / cards, 1),
+            "after_bytes": after - base,
+            "after_bytes_per_card": round((after - base) / max(1, mine), 1),
+            "asleep_bytes": asleep - base,
+            "asleep_bytes_per_card": round((asleep - base) / max(1, mine), 1),
+            "lost": result.invariants.lost,
+            "duplicated": result.invariants.duplicated,
+            "mismatches": result.invariants.mismatches,
             "snapshot_bytes_per_card": round(run.pool.snapshot_bytes() / max(1, run.pool.touched()), 1),
             "outcome": result.outcome(),
             "ok": result.ok,
@@ -132,31 +148,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="ESME pacing, SMS per second")
     parser.add_argument("--idle-only", action="store_true", help="memory of the idle fleet only")
     parser.add_argument("--profile", action="store_true", help="cProfile the campaign (in-process)")
+    parser.add_argument("--shards", type=int, default=2, help="worker processes per fleet (default 2)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one or args.profile:
+        shards = args.shards if args.one else 1
         for cards in args.cards:
-            print(json.dumps(one(cards, args.rate, args.idle_only, args.profile)), flush=True)
+            r = one(cards, args.rate, args.idle_only, args.profile, args.shard, shards)
+            print(json.dumps(r), flush=True)
         return 0
     print(
-        f"{'cards':>9} {'build s':>8} {'idle B/card':>11} {'wall s':>8} {'sim s':>8} {'packets':>9} "
-        f"{'tx/s':>6} {'B/card after':>12} {'snapshot B':>10}  outcome"
+        f"{'cards':>9} {'K':>2} {'idle B/card':>11} {'wall s':>8} {'sim s':>8} {'packets':>9} "
+        f"{'tx/s':>6} {'B/card after':>12} {'B/card asleep':>13} {'snapshot B':>10}  invariants"
     )
     for cards in args.cards:
-        command = [sys.executable, "-m", "benchmarks.lab", "--one", "--rate", str(args.rate)]
-        command += ["--cards", str(cards)]
+        started = time.perf_counter()
+        procs = []
+        for shard in range(args.shards):
+            command = [sys.executable, "-m", "benchmarks.lab", "--one", "--rate", str(args.rate)]
+            command += ["--cards", str(cards), "--shard", str(shard), "--shards", str(args.shards)]
+            if args.idle_only:
+                command.append("--idle-only")
+            procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT))
+        parts = []
+        for proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                print(err.decode()[-2000:], file=sys.stderr)
+                return 1
+            parts.append(json.loads(out.decode().strip().splitlines()[-1]))
+        wall = time.perf_counter() - started
+
+        def total(key: str, parts: list[dict[str, object]] = parts) -> float:
+            return sum(float(p.get(key, 0)) for p in parts)  # type: ignore[arg-type]
+
+        idle = round(total("idle_bytes") / cards, 1)
         if args.idle_only:
-            command.append("--idle-only")
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
-        if done.returncode != 0:
-            print(done.stderr[-2000:], file=sys.stderr)
-            return 1
-        r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{cards:>9} {args.shards:>2} {idle:>11}", flush=True)
+            continue
+        packets = int(total("packets"))
+        campaign = max(float(p["campaign_wall_s"]) for p in parts)  # type: ignore[arg-type]
+        snap = round(sum(float(p["snapshot_bytes_per_card"]) for p in parts) / len(parts), 1)  # type: ignore[arg-type]
+        inv = f"lost {int(total('lost'))} dup {int(total('duplicated'))} mismatch {int(total('mismatches'))}"
         print(
-            f"{r['cards']:>9} {r['build_s']:>8} {r['idle_bytes_per_card']:>11} "
-            f"{r.get('campaign_wall_s', '-'):>8} {r.get('simulated_s', '-'):>8} {r.get('packets', '-'):>9} "
-            f"{r.get('tx_per_s', '-'):>6} {r.get('after_bytes_per_card', '-'):>12} "
-            f"{r.get('snapshot_bytes_per_card', '-'):>10}  {r.get('outcome', '')}",
+            f"{cards:>9} {args.shards:>2} {idle:>11} {campaign:>8} "
+            f"{max(float(p['simulated_s']) for p in parts):>8} {packets:>9} "  # type: ignore[arg-type]
+            f"{round(packets / campaign):>6} {round(total('after_bytes') / cards, 1):>12} "
+            f"{round(total('asleep_bytes') / cards, 1):>13} {snap:>10}  {inv} (total wall {wall:.1f} s)",
             flush=True,
         )
     return 0

@@ -420,6 +420,17 @@ class RadioLink:
         schedule = self._schedules.get(phone_id)
         return schedule.until if schedule is not None and schedule.offline else None
 
+    def forget(self, phone_id: str) -> None:
+        """Drop the radio state of ``phone_id`` (its Gilbert-Elliott states and offline schedule), as
+        for a phone switched off: when it is used again its channel starts GOOD and its offline
+        schedule starts afresh in the stationary distribution (:meth:`is_offline`). The counts of
+        ``[[radio.script]]`` matches are configuration-driven and kept. Used by the virtual-time
+        lab so that sleeping phones cost nothing here."""
+        self._schedules.pop(phone_id, None)
+        if self._bad:
+            self._bad.pop((Direction.MT, phone_id), None)
+            self._bad.pop((Direction.MO, phone_id), None)
+
     def draw_tear(self, rng: random.Random) -> int | None:
         """Card tearing for one SMS-PP download: with ``tear_probability`` the number ``k`` of
         actions (0..3) after which the card loses power (``SimCard.stop_after_actions``), else None."""

@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", help="keep the generated handset/campaign files and the SQLite store here")
     transports = [t.value for t in Transport]
     run.add_argument("--transport", choices=transports, help="override the lab's [lab] transport")
+    run.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="virtual only: split the fleet over K worker processes (K is part of the run's identity)",
+    )
     sweep = sub.add_parser("sweep", help="run many seeds; exit 1 if any lost/duplicated/mismatched")
     sweep.add_argument("lab", help="lab file (configs/labs/*.toml)")
     sweep.add_argument("--seeds", required=True, help="N, N-M or a comma list of them (1-500)")
@@ -188,7 +194,12 @@ def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
     lab = _load(args)
     if args.plot and lab.transport is not Transport.VIRTUAL:
         raise UsageError("--plot: needs the virtual transport")
-    result = run_lab(lab, args.seed, workdir=Path(args.workdir) if args.workdir else None)
+    if args.shards < 1:
+        raise UsageError("--shards: at least 1")
+    if args.shards > 1 and (lab.transport is not Transport.VIRTUAL or args.workdir or args.plot):
+        raise UsageError("--shards: needs the virtual transport, without --workdir and --plot")
+    workdir = Path(args.workdir) if args.workdir else None
+    result = run_lab(lab, args.seed, workdir=workdir, shards=args.shards)
     out.run_table(result)
     if args.report:
         Path(args.report).write_text(report_text(result.to_dict(timings=False)))

@@ -508,15 +508,20 @@ async def run_lab_async(
 
 
 def run_lab(
-    lab: LabConfig, seed: int, *, workdir: Path | None = None, keep_network_report: bool = False
+    lab: LabConfig,
+    seed: int,
+    *,
+    workdir: Path | None = None,
+    keep_network_report: bool = False,
+    shards: int = 1,
 ) -> LabResult:
     """One seed from start to end over the lab's transport: on the virtual clock
     (:func:`ota_lab.virtual.run_virtual`), or over SMPP in a fresh event loop (and a temporary
-    directory by default)."""
+    directory by default). ``shards``: the virtual fleet in that many worker processes."""
     if lab.transport is Transport.VIRTUAL:
         from ota_lab.virtual import run_virtual  # the virtual driver imports this module
 
-        return run_virtual(lab, seed, workdir=workdir, keep_network_report=keep_network_report)
+        return run_virtual(lab, seed, workdir=workdir, keep_network_report=keep_network_report, shards=shards)
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(run_lab_async(lab, seed, workdir, keep_network_report=keep_network_report))

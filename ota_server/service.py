@@ -100,33 +100,23 @@ from ota_server.reconciliation import (
     step,
     verify_por,
 )
+from ota_server.report import (
+    REPORT_MEANINGS,
+    REPORT_STATES,
+    Stats,
+    card_row,
+    card_state,
+    stats_summary,
+    verify_jobs,
+)
+from ota_server.report import (
+    verification as verification,  # re-exported: the tests and ota_lab.runner import it here
+)
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("ota_server.progress")  # the CLI shows it at INFO unless --log-level ERROR
 
 _PORT_LINE = re.compile(r"listening on ([0-9.]+):(\d+)")
-REPORT_STATES = {
-    Phase.DONE: "confirmed",
-    Phase.PARTIAL: "partial",
-    Phase.FAILED: "failed",
-}
-
-
-# docs/campaigns.md §3: what the report's per-card fields say.
-REPORT_MEANINGS = {
-    "state": {
-        "confirmed": "every action proven run by the card's action counter (claim 1c)",
-        "partial": "some actions ran; the rest failed permanently (reason names the SW)",
-        "failed": "no action of this campaign ran, or the outcome could not be proven",
-        "pending": "still open at the campaign deadline (resumed by the next run on this --db)",
-    },
-    "counter_path": {
-        "por": "the script's own PoR (claims 5-6)",
-        "query": "a status query's PoR: a fence, older scripts are dead",
-        "transaction": "a card's transaction request (claim 8)",
-        "information": "a card's information message (claim 9)",
-    },
-}
 
 
 class CampaignFailed(TransportError):
@@ -274,26 +264,6 @@ class _JobSlot:
     @property
     def state(self) -> str:
         return self.override or REPORT_STATES.get(self.job.phase, "pending")
-
-
-@dataclass(slots=True)
-class Stats:
-    messages_sent: int = 0  # SMS segments handed to the SMSC
-    packets_sent: int = 0  # command packets (scripts + queries)
-    scripts_sent: int = 0
-    queries_sent: int = 0
-    submit_accepted: int = 0
-    submit_failed: int = 0
-    por_received: int = 0
-    por_rejected: int = 0
-    por_unmatched: int = 0
-    receipts: int = 0
-    throttled: int = 0
-    mo_received: int = 0  # card messages accepted (authenticated, fresh MO CNTR)
-    mo_rejected: int = 0  # undecodable, unauthenticated or wrong checksum
-    mo_replayed: int = 0  # MO CNTR not above the last accepted: a copy, never processed twice
-    mo_unmatched: int = 0  # unknown MSISDN, or a TAR without a job of this campaign
-    replies_sent: int = 0  # TRANSACTION REPLY commands sent (message 2)
 
 
 class CampaignRunner:
@@ -1241,33 +1211,17 @@ class CampaignRunner:
     def _report(self, network_report: dict[str, Any] | None) -> dict[str, Any]:
         assert self._loop is not None
         counts = self.counts()
-        cards = []
-        for slot in self._slots:
-            job = slot.job
-            cards.append(
-                {
-                    "iccid": slot.card.iccid,
-                    "msisdn": slot.card.msisdn,
-                    "step": self.config.steps[slot.step].name,
-                    "tar": slot.tar.hex(),
-                    "state": slot.state,
-                    "actions": job.n,
-                    "executed": job.applied,
-                    "attempts": job.attempts,
-                    "queries": job.queries,
-                    "resent_actions": job.resent_actions,
-                    "counter_path": job.counter_path,
-                    "start_counter": job.start_counter,
-                    "confirmed_counter": job.confirmed,
-                    "card_messages": job.mo_reports,
-                    "card_message_counter": job.mo_counter,
-                    "replies_sent": job.replies_sent,
-                    "replies_owed": len(job.replies),
-                    "counter_mismatches": job.mismatches,
-                    "reason": job.reason,
-                    "statuses": list(job.statuses),
-                }
+        cards = [
+            card_row(
+                slot.card.iccid,
+                slot.card.msisdn,
+                slot.tar.hex(),
+                slot.state,
+                slot.job,
+                step=self.config.steps[slot.step].name,
             )
+            for slot in self._slots
+        ]
         report: dict[str, Any] = {
             "campaign": self.config.campaign.name,
             "tar": self.tar_hex,
@@ -1280,19 +1234,7 @@ class CampaignRunner:
                 "pending": counts["pending"],
                 "cancelled": counts["cancelled"],
                 "skipped": counts["skipped"],
-                "messages_sent": self.stats.messages_sent,
-                "packets_sent": self.stats.packets_sent,
-                "scripts_sent": self.stats.scripts_sent,
-                "queries_sent": self.stats.queries_sent,
-                "por_received": self.stats.por_received,
-                "por_rejected": self.stats.por_rejected,
-                "resent_actions": sum(s.job.resent_actions for s in self._slots),
-                "throttled": self.stats.throttled,
-                "card_messages": self.stats.mo_received,
-                "card_messages_rejected": self.stats.mo_rejected,
-                "card_messages_replayed": self.stats.mo_replayed,
-                "card_messages_unmatched": self.stats.mo_unmatched,
-                "replies_sent": self.stats.replies_sent,
+                **stats_summary(self.stats, sum(s.job.resent_actions for s in self._slots)),
                 "duration_s": round(self._loop.time() - self._started_at, 3),
             },
             "cards": cards,
@@ -1306,11 +1248,6 @@ class CampaignRunner:
         if network_report is not None:
             report["verification"] = verify_jobs(self.step_outcomes(), network_report)
         return report
-
-
-def card_state(states: Sequence[str]) -> str:
-    """A card's state from its steps' states, in step order."""
-    return next((s for s in states if s != "confirmed"), "confirmed")
 
 
 def _resume(row: JobRow, n: int, confirmed: int | None) -> Job:
@@ -1372,96 +1309,6 @@ def _reply_actions(sequences: Sequence[int]) -> tuple[Action, ...]:
     return tuple(
         Action(f"reply {q}", (card_commands.transaction_reply(q, accepted=True),)) for q in sequences
     )
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def verification(
-    jobs: Sequence[tuple[Card, Job]], actions: Sequence[Action], tar_hex: str, network_report: dict[str, Any]
-) -> dict[str, Any]:
-    """:func:`verify_jobs` for jobs that share one TAR and one action list (a one-step campaign)."""
-    return verify_jobs([(card, job, tuple(actions), tar_hex) for card, job in jobs], network_report)
-
-
-def verify_jobs(
-    jobs: Sequence[tuple[Card, Job, tuple[Action, ...], str]], network_report: dict[str, Any]
-) -> dict[str, Any]:
-    """Prove the run against the cards' own journals (the handset's report).
-
-    expected = counted APDUs of the actions the server believes applied; journal = the
-    card's entries for the TAR with counter > the counter at campaign start.
-    lost = expected - journal, duplicated = journal - expected (multisets);
-    counter mismatch = server's confirmed counter differs from the card's.
-    """
-    cards = (
-        network_report.get("cards", network_report) if isinstance(network_report, dict) else network_report
-    )
-    by_key: dict[str, dict[str, Any]] = {}
-    for entry in cards if isinstance(cards, list) else []:
-        if isinstance(entry, dict):
-            for key in ("iccid", "msisdn"):
-                if entry.get(key):
-                    by_key[str(entry[key])] = entry
-    lost = duplicated = mismatches = missing = 0
-    details = []
-    # Steps on one TAR share the card's action counter and journal: check them together, in order.
-    groups: dict[tuple[str, str], list[tuple[Card, Job, tuple[Action, ...]]]] = {}
-    for card, job, actions, tar_hex in jobs:
-        groups.setdefault((card.iccid, tar_hex), []).append((card, job, actions))
-    for (_, tar_hex), members in groups.items():
-        card = members[0][0]
-        started = [m for m in members if m[1].start_counter is not None]
-        if not started:
-            continue  # never contacted: nothing expected, no counter known
-        job = replace(
-            started[0][1],
-            confirmed=next((m[1].confirmed for m in reversed(members) if m[1].confirmed is not None), None),
-        )
-        counted: list[str] = []
-        for _, member_job, actions in members:
-            counted += [a.counted.encode_t0().hex() for a in actions[: member_job.applied]]
-        job = replace(job, applied=len(counted))
-        entry = by_key.get(card.iccid) or by_key.get(card.msisdn)
-        app = None
-        for candidate in (entry or {}).get("applications", []):
-            if str(candidate.get("tar", "")).lower().replace(" ", "") == tar_hex:
-                app = candidate
-                break
-        if app is None:
-            missing += 1
-            continue
-        start = job.start_counter if job.start_counter is not None else -1
-        journal = Counter(
-            str(e.get("apdu", "")).lower()
-            for e in app.get("journal", [])
-            if isinstance(e, dict) and int(e.get("counter", -1)) > start
-        )
-        expected = Counter(counted)
-        card_lost = sum((expected - journal).values())
-        card_dup = sum((journal - expected).values())
-        card_counter = app.get("action_counter")
-        mismatch = job.confirmed is not None and card_counter != job.confirmed
-        lost += card_lost
-        duplicated += card_dup
-        mismatches += int(mismatch)
-        if card_lost or card_dup or mismatch:
-            details.append(
-                {
-                    "iccid": card.iccid,
-                    "lost": card_lost,
-                    "duplicated": card_dup,
-                    "server_counter": job.confirmed,
-                    "card_counter": card_counter,
-                }
-            )
-    return {
-        "lost_actions": lost,
-        "duplicated_actions": duplicated,
-        "counter_mismatches": mismatches,
-        "cards_missing_from_network_report": missing,
-        "problems": details[:50],
-    }
 
 
 # --------------------------------------------------------------------------- progress

@@ -19,20 +19,32 @@ hook: see its docstring.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zlib
 from typing import Any
 
 from ota_protocols.errors import ConnectionLost
 from ota_protocols.fleet import FleetSpec, derive_card
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
+from sim_emulator.card_state import CardState, state_from_json, state_to_json
 from sim_emulator.card_state_store import CardStateStore, FileCardStateStore, MemoryCardStateStore
 from sim_emulator.card_template import CardTemplate
 from sim_emulator.config import default_state_path, load_card_profile, load_card_template
 from sim_emulator.profile import CardIdentity, KeysetProfile
 from sim_emulator.uicc import CardTorn, Uicc
 
-__all__ = ["CardPoweredOff", "CardTemplate", "SimCard", "card_from_fleet", "load_card", "load_card_template"]
+__all__ = [
+    "CardPoweredOff",
+    "CardTemplate",
+    "SimCard",
+    "card_from_fleet",
+    "load_card",
+    "load_card_template",
+    "snapshot_application",
+    "snapshot_dictionary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +119,19 @@ class SimCard:
         normally. ``None`` disarms."""
         self._uicc.tear_after_actions = k
 
+    def snapshot(self, zdict: bytes = b"") -> bytes:
+        """The persistent state (what the state store holds: files, counters, action counters,
+        journals) as compact deterministic bytes: the card-state JSON of the file store (sorted keys)
+        deflated against ``zdict`` (:func:`snapshot_dictionary`; the same one restores it). Volatile
+        state is not in it: :func:`card_from_fleet` with ``state=`` is a card after a power cycle.
+        Holds the card's counters and journals but never its keys (those come from the identity)."""
+        state = self._store.load() or self._uicc.state
+        text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
+        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict) if zdict else None
+        if c is None:
+            c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        return c.compress(text) + c.flush()
+
     def report(self) -> dict[str, Any]:
         """JSON-able summary of the persistent state (no keys)."""
         state = self._uicc.state
@@ -145,8 +170,44 @@ class SimCard:
         }
 
 
-def card_from_fleet(spec: FleetSpec, index: int, template: CardTemplate) -> SimCard:
-    """Card ``index`` of a fleet: identity and TEST keys from ``derive_card``; state in memory."""
+def snapshot_dictionary(template: CardTemplate, index: int) -> bytes:
+    """A deflate dictionary for :meth:`SimCard.snapshot` of a fleet's cards: the template's initial
+    state of card ``index`` as card-state JSON (what every snapshot of that template shares: TARs,
+    file contents, initial values). Compute it once per template and pass it to both sides."""
+    sample = json.dumps(state_to_json(template.initial_state(index)), sort_keys=True)
+    return (sample * 2).encode()[-32768:]
+
+
+def _inflate(blob: bytes, zdict: bytes) -> dict[str, Any]:
+    d = zlib.decompressobj(-15, zdict) if zdict else zlib.decompressobj(-15)
+    data: dict[str, Any] = json.loads(d.decompress(blob) + d.flush())
+    return data
+
+
+def _restore(blob: bytes, zdict: bytes, what: str) -> CardState:
+    return state_from_json(_inflate(blob, zdict), what)
+
+
+def snapshot_application(
+    template: CardTemplate, index: int, state: bytes | None, tar_hex: str, *, zdict: bytes = b""
+) -> dict[str, Any] | None:
+    """The application entry of :meth:`SimCard.report` for ``tar_hex`` (``tar``, ``action_counter``,
+    ``journal``) read from a snapshot (None: the template's initial state) without building the card;
+    None when the card has no such application."""
+    data = state_to_json(template.initial_state(index)) if state is None else _inflate(state, zdict)
+    app = data["applications"].get(tar_hex)
+    if app is None:
+        return None
+    journal = [{"counter": c, "apdu": h} for c, h in app["journal"]]
+    return {"tar": tar_hex, "action_counter": app["action_counter"], "journal": journal}
+
+
+def card_from_fleet(
+    spec: FleetSpec, index: int, template: CardTemplate, *, state: bytes | None = None, zdict: bytes = b""
+) -> SimCard:
+    """Card ``index`` of a fleet: identity and TEST keys from ``derive_card``; state in memory,
+    starting from ``state`` (a :meth:`SimCard.snapshot` made with the same ``zdict``; a power
+    cycle: volatile state is gone) or from the template."""
     derived = derive_card(spec, index)
     keysets = tuple(
         KeysetProfile(
@@ -162,7 +223,8 @@ def card_from_fleet(spec: FleetSpec, index: int, template: CardTemplate) -> SimC
     identity = CardIdentity(
         iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, keysets=keysets, index=index
     )
-    return SimCard(template, identity, MemoryCardStateStore())
+    stored = None if state is None else _restore(state, zdict, f"snapshot of card {index}")
+    return SimCard(template, identity, MemoryCardStateStore(stored))
 
 
 def load_card(

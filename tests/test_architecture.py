@@ -37,6 +37,8 @@ PURE_APPLICATION_MODULES = {
     "ota_server.command_builder",
     "ota_server.reconciliation",
     "ota_server.por_matcher",
+    "ota_server.report",
+    "handset.network_core",
     "handset.mobile_equipment",
     "handset.smsc_router",
     "handset.radio_link",

@@ -16,41 +16,21 @@ oldest warm card is put to sleep: its persistent state is written back as a snap
 dropped. Waking a card is a power cycle (volatile state - selected file, partial concatenations - is
 gone), which is what a real phone idle for that long would show too.
 
-Hook wanted from ``sim_emulator.api`` (docs/labs.md): ``card_from_fleet(spec, index, template,
-state=...)`` and ``SimCard.snapshot() -> bytes``; until then this module builds the identity with
-``sim_emulator.profile`` and keeps the state with its own store, both of which are plain data.
+The card itself is only reached through ``sim_emulator.api``: ``card_from_fleet(..., state=...)``
+wakes it, ``SimCard.snapshot()`` puts it to sleep, ``snapshot_application`` reads a sleeping card's
+journal for the invariants (the compression dictionary: ``snapshot_dictionary``).
 """
 
 from __future__ import annotations
 
-import json
-import zlib
 from typing import Any
 
 import sim_emulator.api as api
-from ota_protocols.fleet import FleetSpec, derive_card, luhn_digit
-from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
-from sim_emulator.card_state import CardState, state_from_json, state_to_json
-from sim_emulator.profile import CardIdentity, KeysetProfile
+from ota_protocols.fleet import FleetSpec, luhn_digit
 
 __all__ = ["WARM_CARDS", "CardPool"]
 
 WARM_CARDS = 4096  # quiet phones kept awake before the oldest sleeps (part of the model: fixed)
-
-
-class _Store:
-    """``sim_emulator`` CardStateStore in memory: the card saves every new state here (write-ahead)."""
-
-    __slots__ = ("state",)
-
-    def __init__(self, state: CardState | None) -> None:
-        self.state = state
-
-    def load(self) -> CardState | None:
-        return self.state
-
-    def save(self, state: CardState) -> None:
-        self.state = state
 
 
 class CardPool:
@@ -61,10 +41,9 @@ class CardPool:
         self.template = template
         self.first = spec.first_index
         self._snapshots: list[bytes | None] = [None] * spec.count
-        self._live: dict[int, tuple[api.SimCard, _Store]] = {}
-        sample = json.dumps(state_to_json(template.initial_state(spec.first_index)), sort_keys=True)
-        # The dictionary: what every snapshot shares (keys, TARs, initial values); zlib uses its tail.
-        self._zdict = (sample * 2).encode()[-32768:]
+        self._live: dict[int, api.SimCard] = {}
+        # What every snapshot shares (keys, TARs, initial values): one dictionary per fleet.
+        self._zdict = api.snapshot_dictionary(template, spec.first_index)
         self.woken = 0
         self.slept = 0
 
@@ -82,72 +61,33 @@ class CardPool:
 
     def card(self, index: int) -> api.SimCard:
         """Wake card ``index``: a real SimCard restored from its snapshot (or the template)."""
-        entry = self._live.get(index)
-        if entry is not None:
-            return entry[0]
-        derived = derive_card(self.spec, index)
-        identity = CardIdentity(
-            iccid=derived.iccid,
-            imsi=derived.imsi,
-            msisdn=derived.msisdn,
-            keysets=tuple(
-                KeysetProfile(
-                    kvn=k.kvn,
-                    kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-                    kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-                    kic=k.kic,
-                    kid=k.kid,
-                    kik=k.kik,
-                )
-                for k in derived.keysets
-            ),
-            index=index,
-        )
-        store = _Store(self._load(index))
-        card = api.SimCard(self.template, identity, store)
-        self._live[index] = (card, store)
+        card = self._live.get(index)
+        if card is not None:
+            return card
+        state = self._snapshots[index - self.first]
+        card = api.card_from_fleet(self.spec, index, self.template, state=state, zdict=self._zdict)
+        self._live[index] = card
         self.woken += 1
         return card
 
     def sleep(self, index: int) -> None:
         """Put card ``index`` to sleep: its persistent state becomes a snapshot, the object goes."""
-        entry = self._live.pop(index, None)
-        if entry is None:
+        card = self._live.pop(index, None)
+        if card is None:
             return
-        state = entry[1].state
-        if state is not None:
-            self._snapshots[index - self.first] = self._dump(state)
+        self._snapshots[index - self.first] = card.snapshot(self._zdict)
         self.slept += 1
 
-    # ------------------------------------------------------------------ snapshots
-
-    def _dump(self, state: CardState) -> bytes:
-        text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
-        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, self._zdict)
-        return c.compress(text) + c.flush()
-
-    def _json(self, blob: bytes) -> dict[str, Any]:
-        d = zlib.decompressobj(-15, self._zdict)
-        return json.loads(d.decompress(blob) + d.flush())
-
-    def _load(self, index: int) -> CardState | None:
-        blob = self._snapshots[index - self.first]
-        return None if blob is None else state_from_json(self._json(blob), f"snapshot of card {index}")
+    # ------------------------------------------------------------------ reading
 
     def application(self, index: int, tar_hex: str) -> dict[str, Any] | None:
         """The card's report entry for ``tar_hex`` (``SimCard.report`` format: action counter and
         journal), read from the live card or the snapshot without waking it."""
-        entry = self._live.get(index)
-        if entry is not None:
-            report = entry[0].report()
-            return next((a for a in report["applications"] if a["tar"] == tar_hex), None)
-        blob = self._snapshots[index - self.first]
-        data = state_to_json(self.template.initial_state(index)) if blob is None else self._json(blob)
-        app = data["applications"].get(tar_hex)
-        if app is None:
-            return None
-        journal = [{"counter": c, "apdu": h} for c, h in app["journal"]]
-        return {"tar": tar_hex, "action_counter": app["action_counter"], "journal": journal}
+        card = self._live.get(index)
+        if card is not None:
+            return next((a for a in card.report()["applications"] if a["tar"] == tar_hex), None)
+        state = self._snapshots[index - self.first]
+        return api.snapshot_application(self.template, index, state, tar_hex, zdict=self._zdict)
 
     def touched(self) -> int:
         return len(self._live) + sum(1 for s in self._snapshots if s is not None)

@@ -8,8 +8,8 @@ seed's handset and campaign configs exactly as the SMPP path does (:func:`ota_la
 and the server (:class:`~ota_lab.virtual.server.VirtualOtaServer`) on one :class:`VirtualClock`, fires
 the lab's events (SMSC restarts) at their virtual times and runs until every job is closed or the
 campaign deadline. The invariants are :func:`ota_lab.runner.check_invariants` and
-the server's own verification (:func:`ota_lab.virtual.server.server_verification`, as
-``ota_server.service.verification``), fed card by card (in chunks) from the cards' own state so
+the server's own verification (:func:`ota_server.report.check_card`, the per-card
+core of ``ota_server.report.verify_jobs``), fed card by card (in chunks) from the cards' own state so
 that a million-card fleet never needs its whole network report in memory.
 
 Determinism: every generator comes from the seed (radio seed and campaign seed drawn by ``draw_mix``;
@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,13 @@ from ota_lab.runner import (
 from ota_lab.virtual.cards import WARM_CARDS, CardPool
 from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
-from ota_lab.virtual.server import REPORT_STATES, VirtualOtaServer, server_verification
+from ota_lab.virtual.server import VirtualOtaServer
 from ota_protocols.errors import ConfigError, OtaSimError
+from ota_protocols.fleet import FleetSpec
 from ota_server.config import CampaignConfig, load_campaign, load_network_inventory
+from ota_server.report import check_card, counted_hex, state_of
 
-__all__ = ["CARD_ROWS_LIMIT", "VirtualRun", "build_run", "run_virtual"]
+__all__ = ["CARD_ROWS_LIMIT", "VirtualRun", "build_run", "merge_shards", "run_shard", "run_virtual"]
 
 CARD_ROWS_LIMIT = 10_000  # per-card rows in the report up to this fleet size (the totals always)
 _CHUNK = 1000
@@ -69,8 +73,13 @@ class VirtualRun:
         campaign: CampaignConfig,
         *,
         warm: int = WARM_CARDS,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
-        self.lab, self.mix, self.handset, self.campaign = lab, mix, handset, campaign
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard {shard} of {shards}")
+        self.shard, self.shards = shard, shards
+        self.lab, self.mix = lab, mix
         if handset.fleet is None:
             raise ConfigError(
                 "network.fleet",
@@ -79,19 +88,30 @@ class VirtualRun:
             )
         assert campaign.network.handset_config is not None
         inventory = load_network_inventory(campaign.network.handset_config)
+        spec, fleet = handset.fleet.spec(), inventory.fleet
+        traffic_seed: object = None
+        campaign_seed: object = mix.campaign_seed
+        if shards > 1:
+            spec, fleet = _slice(spec, shard, shards), _slice(fleet, shard, shards)
+            handset, campaign = _split_limits(handset, campaign, shard, shards)
+            traffic_seed = f"{handset.radio.seed}/shard/{shard}/{shards}"
+            campaign_seed = f"{mix.campaign_seed}/shard/{shard}/{shards}"
+        self.handset, self.campaign = handset, campaign
         template_path = handset.resolve(handset.fleet.card_template)
         if not template_path.exists():
             raise ConfigError(
                 "fleet.card_template", f"no such file {str(template_path)!r}", source=lab.source
             )
         self.clock = VirtualClock()
-        self.pool = CardPool(handset.fleet.spec(), _template(str(template_path)))
+        self.pool = CardPool(spec, _template(str(template_path)))
         self.events: list[str] = []
         system_id = campaign.smsc.system_id or (inventory.esmes[0][0] if inventory.esmes else "")
         self.server: VirtualOtaServer | None = None
-        self.network = VirtualNetwork(handset, self.pool, self.clock, to_esme=self._to_esme, warm=warm)
+        self.network = VirtualNetwork(
+            handset, self.pool, self.clock, to_esme=self._to_esme, warm=warm, traffic_seed=traffic_seed
+        )
         self.server = VirtualOtaServer(
-            campaign, inventory.fleet, self.network, self.clock, seed=mix.campaign_seed, system_id=system_id
+            campaign, fleet, self.network, self.clock, seed=campaign_seed, system_id=system_id
         )
 
     def _to_esme(self, pdu: Any) -> None:
@@ -126,7 +146,7 @@ class VirtualRun:
 
     # ------------------------------------------------------------------ results
 
-    def result(self, seed: int, *, keep_network_report: bool = False) -> LabResult:
+    def result(self, seed: int, *, keep_network_report: bool = False, rows: bool | None = None) -> LabResult:
         server, pool = self.server, self.pool
         assert server is not None
         result = LabResult(self.lab.source, seed, self.mix)
@@ -140,15 +160,16 @@ class VirtualRun:
             "cards_missing_from_network_report": 0,
         }
         cards_report: list[dict[str, Any]] = []
-        rows = server.count <= CARD_ROWS_LIMIT
-        counted = [a.counted.encode_t0().hex() for a in actions]
+        if rows is None:
+            rows = server.count <= CARD_ROWS_LIMIT
+        counted = counted_hex(actions)
         for start in range(pool.first, pool.first + server.count, _CHUNK):
             indices = range(start, min(start + _CHUNK, pool.first + server.count))
-            views, pairs, entries = [], [], []
+            views, entries = [], []
             for index in indices:
                 job = server.job(index)
                 card = server.card(index)
-                state = REPORT_STATES.get(job.phase, "pending")
+                state = state_of(job)
                 views.append(
                     JobView(
                         card.iccid,
@@ -160,8 +181,16 @@ class VirtualRun:
                         job.reason,
                     )
                 )
-                pairs.append((card, job))
                 app = pool.application(index, tar_hex)
+                if app is None:
+                    sv["cards_missing_from_network_report"] += 1
+                else:  # the server's own check (ota_server.report.verify_jobs), card by card
+                    c_lost, c_dup, c_mism, _ = check_card(
+                        app, counted[: job.applied], job.start_counter, job.confirmed
+                    )
+                    sv["lost_actions"] += c_lost
+                    sv["duplicated_actions"] += c_dup
+                    sv["counter_mismatches"] += int(c_mism)
                 entry = {"iccid": card.iccid, "msisdn": card.msisdn, "applications": [app] if app else []}
                 entries.append(entry)
             network_report = {"cards": entries}
@@ -169,9 +198,6 @@ class VirtualRun:
             lost, dup, mism = lost + inv.lost, dup + inv.duplicated, mism + inv.mismatches
             stuck, missing = stuck + inv.stuck, missing + inv.missing_cards
             problems.extend(inv.problems[: max(0, 50 - len(problems))])
-            v = server_verification(pairs, counted, tar_hex, entries)
-            for key in sv:
-                sv[key] += v[key]
             if keep_network_report:
                 cards_report.extend(entries)
         result.invariants = Invariants(lost, dup, mism, stuck, missing, tuple(problems))
@@ -188,10 +214,116 @@ class VirtualRun:
         return result
 
 
-def build_run(lab: LabConfig, seed: int, workdir: Path, *, warm: int = WARM_CARDS) -> VirtualRun:
+def _slice(spec: FleetSpec, shard: int, shards: int) -> FleetSpec:
+    """Shard ``shard`` of ``shards``: a contiguous range of the fleet's indices (cards are independent:
+    identity and keys come from the fleet seed and the index, so a card is the same in any shard)."""
+    lo, hi = spec.count * shard // shards, spec.count * (shard + 1) // shards
+    return replace(spec, first_index=spec.first_index + lo, count=hi - lo)
+
+
+def _part(total: int, shard: int, shards: int) -> int:
+    """An integer limit split so that the shards' parts add up to it (the first ones get the rest)."""
+    return total // shards + (1 if shard < total % shards else 0)
+
+
+def _split_limits(
+    handset: HandsetConfig, campaign: CampaignConfig, shard: int, shards: int
+) -> tuple[HandsetConfig, CampaignConfig]:
+    """The shared limits, split per shard: the ESME's pacing and the SMSC's throttle (rates / K),
+    the SMSC's MT queue bound and burst, and the campaign's concurrency (integers split exactly)."""
+    smsc = handset.smsc
+    handset = replace(
+        handset,
+        smsc=replace(
+            smsc,
+            throttle_per_s=smsc.throttle_per_s / shards,
+            throttle_burst=max(1, _part(smsc.throttle_burst, shard, shards)) if smsc.throttle_burst else 0,
+            max_queued_mt=max(1, _part(smsc.max_queued_mt, shard, shards)),
+        ),
+    )
+    c = campaign
+    campaign = replace(
+        c,
+        campaign=replace(c.campaign, concurrency=max(1, _part(c.campaign.concurrency, shard, shards))),
+        smsc=replace(c.smsc, max_messages_per_second=c.smsc.max_messages_per_second / shards),
+    )
+    return handset, campaign
+
+
+def build_run(
+    lab: LabConfig, seed: int, workdir: Path, *, warm: int = WARM_CARDS, shard: int = 0, shards: int = 1
+) -> VirtualRun:
     mix = draw_mix(lab, seed)
     handset_path, campaign_path = write_configs(lab, mix, workdir)
-    return VirtualRun(lab, mix, load_config(handset_path), load_campaign(campaign_path), warm=warm)
+    handset, campaign = load_config(handset_path), load_campaign(campaign_path)
+    return VirtualRun(lab, mix, handset, campaign, warm=warm, shard=shard, shards=shards)
+
+
+def run_shard(
+    lab: LabConfig, seed: int, shard: int, shards: int, *, warm: int = WARM_CARDS, rows: bool = True
+) -> LabResult:
+    """One shard of one seed (a worker process's job): its part of the fleet, its part of the limits."""
+    with tempfile.TemporaryDirectory(prefix="ota-lab-v-") as tmp:
+        run = build_run(lab, seed, Path(tmp), warm=warm, shard=shard, shards=shards)
+        try:
+            run.run()
+            return run.result(seed, rows=rows)
+        except OtaSimError as exc:
+            return LabResult(lab.source, seed, run.mix, error=f"{type(exc).__name__}: {exc}")
+
+
+def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _add(total.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+        else:
+            total.setdefault(key, value)
+
+
+def merge_shards(parts: Sequence[LabResult]) -> LabResult:
+    """The shards' results as one, in shard order (= fleet order): counters and invariants summed,
+    problems and card rows concatenated, the duration the longest shard's, events shard 0's (every
+    shard sees the same scheduled events)."""
+    first = parts[0]
+    result = LabResult(first.lab, first.seed, first.mix)
+    errors = [p.error for p in parts if p.error]
+    if errors:
+        result.error = errors[0]
+        return result
+    summary: dict[str, Any] = {}
+    for p in parts:
+        _add(summary, p.summary)
+    summary["duration_s"] = max(float(p.summary.get("duration_s", 0.0)) for p in parts)
+    result.summary = {k: summary[k] for k in first.summary}
+    inv = [p.invariants for p in parts]
+    problems = tuple(x for i in inv for x in i.problems)[:50]
+    result.invariants = Invariants(
+        sum(i.lost for i in inv),
+        sum(i.duplicated for i in inv),
+        sum(i.mismatches for i in inv),
+        sum(i.stuck for i in inv),
+        sum(i.missing_cards for i in inv),
+        problems,
+    )
+    for attr in ("server_verification", "network"):
+        total: dict[str, Any] = {}
+        for p in parts:
+            _add(total, getattr(p, attr))
+        setattr(result, attr, total)
+    result.events = list(first.events)
+    timelines = [p.timeline for p in parts if p.timeline is not None]
+    if first.timeline is not None and len(timelines) == len(parts):
+        timeline = dict(first.timeline)
+        timeline["sent"] = [sum(col) for col in zip(*(t["sent"] for t in timelines), strict=True)]
+        timeline["closed"] = {
+            k: [sum(col) for col in zip(*(t["closed"][k] for t in timelines), strict=True)]
+            for k in first.timeline["closed"]
+        }
+        result.timeline = timeline
+    result.cards = [row for p in parts for row in p.cards]
+    return result
 
 
 def run_virtual(
@@ -201,8 +333,12 @@ def run_virtual(
     workdir: Path | None = None,
     keep_network_report: bool = False,
     warm: int = WARM_CARDS,
+    shards: int = 1,
 ) -> LabResult:
-    """One seed of ``lab`` on the virtual clock (module docstring)."""
+    """One seed of ``lab`` on the virtual clock (module docstring); ``shards`` > 1 runs the fleet in
+    that many worker processes (docs/labs.md "Shards": K is part of the run's identity)."""
+    if shards > 1:
+        return _run_sharded(lab, seed, shards, warm=warm)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ota-lab-v-") as tmp:
         directory = workdir if workdir is not None else Path(tmp)
@@ -217,5 +353,20 @@ def run_virtual(
             result = run.result(seed, keep_network_report=keep_network_report)
         except OtaSimError as exc:
             result = LabResult(lab.source, seed, mix, error=f"{type(exc).__name__}: {exc}")
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _run_sharded(lab: LabConfig, seed: int, shards: int, *, warm: int) -> LabResult:
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ota-lab-v-") as tmp:
+        probe = build_run(lab, seed, Path(tmp), warm=warm)  # config errors here, in the caller
+        rows = probe.pool.spec.count <= CARD_ROWS_LIMIT
+        del probe
+    with ProcessPoolExecutor(max_workers=shards) as pool:
+        futures = [pool.submit(run_shard, lab, seed, s, shards, warm=warm, rows=rows) for s in range(shards)]
+        result = merge_shards([f.result() for f in futures])
     result.wall_s = time.perf_counter() - started
     return result

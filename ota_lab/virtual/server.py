@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ota_lab.virtual.clock import VirtualClock
@@ -76,64 +75,9 @@ from ota_server.reconciliation import (
     step,
     verify_por,
 )
+from ota_server.report import REPORT_STATES, Stats, card_row, state_of, stats_summary
 
-__all__ = ["REPORT_STATES", "Stats", "VirtualOtaServer", "server_verification"]
-
-# As ota_server.service (its asyncio shell is not imported here: only the pure cores are shared).
-REPORT_STATES = {Phase.DONE: "confirmed", Phase.PARTIAL: "partial", Phase.FAILED: "failed"}
-
-
-@dataclass(slots=True)
-class Stats:
-    """The counters of ota_server.service.Stats that the report's summary shows."""
-
-    messages_sent: int = 0
-    packets_sent: int = 0
-    scripts_sent: int = 0
-    queries_sent: int = 0
-    submit_accepted: int = 0
-    submit_failed: int = 0
-    por_received: int = 0
-    por_rejected: int = 0
-    por_unmatched: int = 0
-    receipts: int = 0
-    throttled: int = 0
-    mo_received: int = 0
-    mo_rejected: int = 0
-    mo_replayed: int = 0
-    mo_unmatched: int = 0
-    replies_sent: int = 0
-
-
-def server_verification(
-    jobs: Sequence[tuple[Card, Job]], counted: Sequence[str], tar_hex: str, entries: Sequence[dict[str, Any]]
-) -> dict[str, int]:
-    """The server's own check (ota_server.service.verification, docs/campaigns.md §3): per card,
-    lost = expected - journal, duplicated = journal - expected (multisets of counted APDUs after the
-    job's start counter), mismatch = the server's confirmed counter differs from the card's."""
-    lost = duplicated = mismatches = missing = 0
-    by_key = {str(e[k]): e for e in entries for k in ("iccid", "msisdn") if e.get(k)}
-    for card, job in jobs:
-        entry = by_key.get(card.iccid) or by_key.get(card.msisdn) or {}
-        app = next(
-            (a for a in entry.get("applications", []) if str(a.get("tar", "")).lower() == tar_hex), None
-        )
-        if app is None:
-            missing += 1
-            continue
-        start = job.start_counter if job.start_counter is not None else -1
-        journal = Counter(str(e["apdu"]).lower() for e in app.get("journal", []) if int(e["counter"]) > start)
-        expected = Counter(counted[: job.applied])
-        lost += sum((expected - journal).values())
-        duplicated += sum((journal - expected).values())
-        mismatches += int(job.confirmed is not None and app.get("action_counter") != job.confirmed)
-    return {
-        "lost_actions": lost,
-        "duplicated_actions": duplicated,
-        "counter_mismatches": mismatches,
-        "cards_missing_from_network_report": missing,
-    }
-
+__all__ = ["VirtualOtaServer"]
 
 TIMELINE_BINS = 200
 _THROTTLE_PAUSE_S = 0.05  # ota_server.esme.EsmeSettings.throttle_pause_s / max_throttle_pause_s
@@ -179,7 +123,7 @@ class VirtualOtaServer:
         network: VirtualNetwork,
         clock: VirtualClock,
         *,
-        seed: int,
+        seed: object,
         system_id: str,
     ) -> None:
         self.config = config
@@ -540,27 +484,7 @@ class VirtualOtaServer:
     def card_row(self, index: int) -> dict[str, Any]:
         job = self.job(index)
         pool = self.network.pool
-        return {
-            "iccid": pool.iccid(index),
-            "msisdn": pool.msisdn(index),
-            "tar": self.tar_hex,
-            "state": REPORT_STATES.get(job.phase, "pending"),
-            "actions": job.n,
-            "executed": job.applied,
-            "attempts": job.attempts,
-            "queries": job.queries,
-            "resent_actions": job.resent_actions,
-            "counter_path": job.counter_path,
-            "start_counter": job.start_counter,
-            "confirmed_counter": job.confirmed,
-            "card_messages": job.mo_reports,
-            "card_message_counter": job.mo_counter,
-            "replies_sent": job.replies_sent,
-            "replies_owed": len(job.replies),
-            "counter_mismatches": job.mismatches,
-            "reason": job.reason,
-            "statuses": list(job.statuses),
-        }
+        return card_row(pool.iccid(index), pool.msisdn(index), self.tar_hex, state_of(job), job)
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         counts = self.counts()
@@ -570,19 +494,7 @@ class VirtualOtaServer:
             "partial": counts["partial"],
             "failed": counts["failed"],
             "pending": counts["pending"],
-            "messages_sent": self.stats.messages_sent,
-            "packets_sent": self.stats.packets_sent,
-            "scripts_sent": self.stats.scripts_sent,
-            "queries_sent": self.stats.queries_sent,
-            "por_received": self.stats.por_received,
-            "por_rejected": self.stats.por_rejected,
-            "resent_actions": sum(job.resent_actions for _, job in self.outcomes()),
-            "throttled": self.stats.throttled,
-            "card_messages": self.stats.mo_received,
-            "card_messages_rejected": self.stats.mo_rejected,
-            "card_messages_replayed": self.stats.mo_replayed,
-            "card_messages_unmatched": self.stats.mo_unmatched,
-            "replies_sent": self.stats.replies_sent,
+            **stats_summary(self.stats, sum(job.resent_actions for _, job in self.outcomes())),
             "duration_s": round(duration_s, 3),
         }
 
