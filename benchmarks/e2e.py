@@ -1,6 +1,7 @@
 """End-to-end benchmark: OTA transactions per second over loopback SMPP.
 
     python -m benchmarks.e2e [--cards 1000 10000] [--spi 1619] [--actions 1] [--profile]
+                             [--profile-handset FILE] [--cpu]
 
 One transaction = a secured command packet built and reserved in SQLite ->
 submit_sm -> SMSC -> SMS-DELIVER -> ENVELOPE -> the SIM verifies, runs and signs
@@ -13,6 +14,15 @@ sides get a core each on a 2-core machine.
 Printed per fleet size: wall time of the campaign, script transactions/s, all
 secured packets/s (status queries included) and SMS/s, and the verification
 result. ``--profile`` adds the server process's hottest functions (cProfile).
+``--profile-handset FILE`` starts the network itself under cProfile (``handset serve``,
+stopped with SIGINT so the profile is written to FILE, one run per fleet size with
+the size appended to the name) and runs the campaign against it as with
+``ota-server campaign run --smsc``; there is then no verification.  ``--cpu`` adds
+where the CPU went while messages flowed (from the first submit to the last PoR, read
+from /proc every 20 ms, Linux only): that flow's transactions/s, and CPU-µs per
+transaction and busy % of the server process (all threads), of its ESME thread alone,
+and of the network process.  (The wall time also holds the first group commit and the
+network's shutdown, which writes its report.)
 """
 
 from __future__ import annotations
@@ -21,8 +31,14 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +102,105 @@ data = "014f54412042656e63686d61726b202020"  # EF.SPN: 17 octets
 """
 
 
+def _start_profiled_network(handset: Path, tmp: Path, out: Path) -> tuple[subprocess.Popen[bytes], int]:
+    ready = tmp / "handset-ready"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cProfile", "-o", str(out), "-m", "handset.cli", "serve"),
+            *("--config", str(handset), "--port", "0", "--ready-file", str(ready)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60.0
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the profiled network did not start")
+        time.sleep(0.05)
+    return proc, int(ready.read_text())
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(stat_path: str) -> float:
+    """utime + stime of a process or thread, from its /proc stat line (0.0 once it is gone)."""
+    try:
+        with open(stat_path, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class _CpuSampler:
+    """Samples (time, server CPU, ESME thread CPU, network CPU, sent, PoRs) every 20 ms."""
+
+    def __init__(self, runner: CampaignRunner) -> None:
+        self.runner = runner
+        self.samples: list[tuple[float, float, float, float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> _CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while not self._stop.wait(0.02):
+            esme = child = 0.0
+            esme_tids = {t.native_id for t in threading.enumerate() if t.name == "ota-esme"}
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                if int(tid) in esme_tids:
+                    esme += _cpu_s(f"/proc/{pid}/task/{tid}/stat")
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        kids = f.read().split()
+                except OSError:
+                    kids = []
+                child += sum(_cpu_s(f"/proc/{kid}/stat") for kid in kids)
+            stats = self.runner.stats
+            server = _cpu_s(f"/proc/{pid}/stat")
+            if self.samples:  # a thread or process that ended keeps the time it used
+                _, server0, esme0, child0, _, _ = self.samples[-1]
+                server, esme, child = max(server, server0), max(esme, esme0), max(child, child0)
+            self.samples.append(
+                (time.monotonic(), server, esme, child, stats.messages_sent, stats.por_received)
+            )
+
+    def summary(self) -> dict[str, float] | None:
+        rows = self.samples
+        if not rows or rows[-1][5] == 0:
+            return None
+        last_por = rows[-1][5]
+        start = next(r for r in rows if r[4] > 0)
+        end = next(r for r in rows if r[5] >= last_por)
+        wall = end[0] - start[0]
+        if wall <= 0:
+            return None
+        transactions = end[5] - start[5] or last_por
+        out: dict[str, float] = {"window_s": wall, "transactions": transactions}
+        for i, name in ((1, "server"), (2, "esme"), (3, "network")):
+            used = end[i] - start[i]
+            out[f"{name}_busy"] = used / wall
+            out[f"{name}_us"] = used / transactions * 1e6
+        return out
+
+
 def run_once(
-    cards: int, spi: str, actions: int, window: int, profile: bool, query_first: bool = False
+    cards: int,
+    spi: str,
+    actions: int,
+    window: int,
+    profile: bool,
+    query_first: bool = False,
+    profile_handset: Path | None = None,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ota-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -103,11 +216,28 @@ def run_once(
         campaign.write_text(
             CAMPAIGN.format(handset=handset.as_posix(), spi=spi, window=window) + ACTION * actions
         )
-        runner = CampaignRunner(load_campaign(campaign), db_path=tmp / "bench.sqlite", progress=False)
+        network: subprocess.Popen[bytes] | None = None
+        smsc: tuple[str, int] | None = None
+        if profile_handset is not None:
+            network, port = _start_profiled_network(handset, tmp, profile_handset)
+            smsc = ("127.0.0.1", port)
+        runner = CampaignRunner(
+            load_campaign(campaign), db_path=tmp / "bench.sqlite", progress=False, smsc=smsc
+        )
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
-        report = asyncio.run(runner.run())
+        try:
+            if cpu:
+                with _CpuSampler(runner) as sampler:
+                    report = asyncio.run(runner.run())
+                report["cpu"] = sampler.summary()
+            else:
+                report = asyncio.run(runner.run())
+        finally:
+            if network is not None:
+                os.kill(network.pid, signal.SIGINT)
+                network.wait(30.0)
         if profiler is not None:
             profiler.disable()
             out = io.StringIO()
@@ -128,6 +258,15 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256, help="outstanding submit_sm (default 256)")
     parser.add_argument("--profile", action="store_true", help="print the server's hottest functions")
     parser.add_argument(
+        "--profile-handset",
+        type=Path,
+        metavar="FILE",
+        help="run the network under cProfile, profile written to FILE.<cards> (no verification)",
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="CPU per transaction and busy share of each process (Linux)"
+    )
+    parser.add_argument(
         "--query-first",
         action="store_true",
         help="the server does not know the issued counters: a status query precedes each script",
@@ -138,7 +277,21 @@ def main() -> None:
         f"{'confirmed':>9}  verification (lost/dup/mismatch)"
     )
     for cards in args.cards:
-        report = run_once(cards, args.spi, args.actions, args.window, args.profile, args.query_first)
+        handset_profile = (
+            None
+            if args.profile_handset is None
+            else args.profile_handset.with_name(f"{args.profile_handset.name}.{cards}")
+        )
+        report = run_once(
+            cards,
+            args.spi,
+            args.actions,
+            args.window,
+            args.profile,
+            args.query_first,
+            handset_profile,
+            args.cpu,
+        )
         summary = report["summary"]
         wall = summary["duration_s"]
         check = report.get("verification", {})
@@ -152,6 +305,14 @@ def main() -> None:
             print(
                 f"  warning: only {summary['confirmed']} of {cards} cards confirmed; first reason: "
                 f"{next((c['reason'] for c in report['cards'] if c['state'] != 'confirmed'), '')}"
+            )
+        if report.get("cpu"):
+            c = report["cpu"]
+            print(
+                f"  flow {c['window_s']:.2f} s ({c['transactions'] / c['window_s']:.0f} tx/s): "
+                f"server {c['server_us']:.0f} us/tx "
+                f"({c['server_busy']:.0%} busy, ESME thread {c['esme_us']:.0f} us/tx, {c['esme_busy']:.0%}), "
+                f"network {c['network_us']:.0f} us/tx ({c['network_busy']:.0%} busy)"
             )
         if "profile" in report:
             print(report["profile"])

@@ -21,8 +21,14 @@ MO traffic:
   deliver_sm_resp or no answer -> retried after ``deliver_sm_retry_s``, at most
   ``deliver_sm_max_tries`` times.
 
-Writes are batched: everything a read chunk produces is written once, then one
-drain; MO sent from callbacks is flushed once per loop iteration.
+Writes are batched per connection: everything a read chunk produces is written
+with one ``write``, and ``drain`` is awaited only when the transport's buffer is
+above its high-water mark.  MO sent from callbacks is pumped and written once per
+loop iteration.
+Each connection has one timer, at the session's next deadline or earlier: it is
+re-armed only when the deadline moves earlier (a timer that fires early finds
+nothing due and is set again), so a steady flow of responses costs no timer
+churn.  Per-PDU debug lines are formatted only when DEBUG is on.
 
 Capture (``handset serve --pcap``): with :attr:`SmscServer.capture` set (a
 :class:`handset.capture_writer.PcapWriter`), each connection gets a TCP stream in
@@ -332,20 +338,24 @@ class SmscServer:
         self._connections.add(conn)
         self.counters["connections"] += 1
         log.info("ESME connected from %s", conn.peer)
+        transport = writer.transport
         try:
             while not conn.closed:
-                data = await reader.read(65536)
+                data = await reader.read(262144)
                 if not data:
                     break
+                now = loop.time()
                 if conn.stream is not None and capture is not None:
-                    capture.tcp_data(conn.stream, True, data, loop.time())
-                session.receive_data(data, loop.time())
+                    capture.tcp_data(conn.stream, True, data, now)
+                session.receive_data(data, now)
                 self._process(conn)
                 self._flush(conn)
                 self._rearm(conn)
                 if conn.closed:
                     break
-                await writer.drain()
+                high = transport.get_write_buffer_limits()[1]
+                if transport.get_write_buffer_size() > high or transport.is_closing():
+                    await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.info("ESME %s (%s): connection lost: %s", conn.system_id, conn.peer, exc)
         finally:
@@ -402,15 +412,25 @@ class SmscServer:
             self._rearm(conn)
 
     def _rearm(self, conn: _Connection) -> None:
-        """One timer handle per connection, at the session's next deadline."""
-        deadline = None if conn.closed else conn.session.next_deadline()
+        """One timer handle per connection, at or before the session's next deadline.
+
+        A timer already set at or before the deadline is kept: when it fires early,
+        ``handle_deadline`` finds nothing due and :meth:`_on_deadline` sets it again.
+        """
+        if conn.closed:
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+            return
+        deadline = conn.session.next_deadline()
+        if deadline is None:
+            return  # an early timer, if any, fires and finds nothing: cheaper than cancelling
         timer = conn.timer
         if timer is not None:
-            if deadline is not None and timer.when() == deadline:
+            if timer.when() <= deadline:
                 return
             timer.cancel()
-            conn.timer = None
-        if deadline is not None and self._loop is not None:
+        if self._loop is not None:
             conn.timer = self._loop.call_at(deadline, self._on_deadline, conn)
 
     def _on_deadline(self, conn: _Connection) -> None:
@@ -616,7 +636,10 @@ class SmscServer:
             if conn is None:
                 kept.append(item)
                 continue
-            sent = conn.session.send(replace(item.pdu, sequence_number=0), now)
+            pdu = item.pdu
+            if pdu.sequence_number != 0:
+                pdu = replace(pdu, sequence_number=0)  # the session numbers it afresh
+            sent = conn.session.send(pdu, now)
             if sent is None:
                 kept.append(item)
                 continue

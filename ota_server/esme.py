@@ -13,18 +13,30 @@ Theory of operation. smpplib is blocking and not thread-safe (§2.3), so one thr
 owns the client: it connects, binds, reads and writes; nobody else touches the
 socket. The loop hands it :class:`SubmitRequest`\\ s through :meth:`EsmeLink.submit`
 (a deque plus a wake-up socket); the thread hands events back in batches with
-``loop.call_soon_threadsafe``. The thread's loop:
+``loop.call_soon_threadsafe``, at most one call per wake-up. The thread's loop:
 
 1. send what the window (outstanding submit_sm, matched by seq), the pace (a token
    bucket of messages per second: segments count, jasmin #925) and any throttle
    pause allow, oldest first;
 2. ``select`` on the socket and the wake-up socket until the next deadline;
-3. read and dispatch PDUs: submit_sm_resp -> accepted / rejected / throttled,
+3. read what the socket holds in one ``recv`` and dispatch its PDUs in order
+   (smpplib parses each): submit_sm_resp -> accepted / rejected / throttled,
    deliver_sm -> answered ESME_ROK, then handed to the loop (PoR or receipt: the
    caller decides), enquire_link -> answered, generic_nack -> the request it names;
 4. expire requests unanswered after ``response_timeout_s`` (outcome unknown), send
    enquire_link after ``enquire_link_s`` of silence, and treat an unanswered one as
    a dead link.
+
+I/O is batched, the GIL being the cost: every socket call releases it, and getting
+it back behind the busy event loop thread can take a whole switch interval (5 ms).
+So smpplib builds and parses the PDUs (``make_pdu``/``generate``, ``parse_pdu``,
+its sequence numbers and bind state), but the thread moves the bytes itself: one
+``recv`` of up to :data:`RECV_BYTES` per wake-up, cut into PDUs by their
+command_length, and everything generated in a turn (submit_sm, deliver_sm_resp,
+enquire_link_resp) written with one ``sendall``. The bytes on the wire are those
+``Client.send_pdu`` would write, in the same order; only the segmentation differs
+(TCP_NODELAY is set, as asyncio does on the SMSC side, so a lone response is not
+held back by Nagle's algorithm).
 
 Throttling (§4): ESME_RTHROTTLED and ESME_RMSGQFUL pause the whole bind; the
 rejected message goes back in front of everything not yet sent (by submission
@@ -49,11 +61,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import smpplib.client
+import smpplib.command
 import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
 log = logging.getLogger(__name__)
+
+# One recv per wake-up takes up to this much (some 2,000 deliver_sm); the socket buffers are
+# sized to match so a burst of submit_sm or deliver_sm never waits on a full buffer.
+RECV_BYTES = 1 << 18
+SOCKET_BUFFER_BYTES = 1 << 20
+_HEADER_LENGTH = 16  # SMPP 3.4 §3.2
+_MAX_PDU_LENGTH = 0x10000 + 0x400  # as ota_protocols.smpp.framing: 64 KiB message_payload and all
 
 ESME_ROK = 0x00
 ESME_RMSGQFUL = 0x14
@@ -248,6 +268,8 @@ class EsmeLink:
         self._thread = threading.Thread(target=self._run, name="ota-esme", daemon=True)
         # Thread-owned state below.
         self._client: smpplib.client.Client | None = None
+        self._rx = bytearray()  # bytes read and not yet a whole PDU
+        self._tx: list[bytes] = []  # PDUs generated this turn, written with one sendall
         self._queue: collections.deque[_Outgoing] = collections.deque()
         self._retry: list[_Outgoing] = []  # heap by ordinal: throttled messages go first
         self._inflight: dict[int, _InFlight] = {}
@@ -353,7 +375,14 @@ class EsmeLink:
             s.host, s.port, timeout=s.response_timeout_s, allow_unknown_opt_params=True
         )
         self._client = client
+        self._rx = bytearray()
+        self._tx = []
         client.connect()
+        sock = client._socket
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         try:
             resp = client.bind_transceiver(
                 system_id=s.system_id, password=s.password, system_type=s.system_type
@@ -393,6 +422,7 @@ class EsmeLink:
                 return
             self._take_incoming()
             self._send_ready(client, now)
+            self._write(sock)
             self._flush_events()
             timeout = self._next_wake(now) - now
             readable, _, _ = select.select([sock, self._wake_r], [], [], max(0.0, min(timeout, 1.0)))
@@ -404,19 +434,17 @@ class EsmeLink:
                 except BlockingIOError:
                     pass
             if sock in readable:
-                # Read what is there (bounded, so sending is not starved).
-                for _ in range(256):
-                    self._read_one(client)
-                    ready, _, _ = select.select([sock], [], [], 0)
-                    if not ready:
-                        break
+                # One recv: whatever is there, bounded, so sending is not starved.
+                for pdu in self._receive(client, sock):
+                    self._dispatch(client, pdu)
             now = time.monotonic()
             self._expire(now)
             if self._enquire_seq is not None and now >= self._enquire_deadline:
                 raise smpplib.exceptions.ConnectionError("enquire_link unanswered: link dead")
             if self._enquire_seq is None and now - self._last_rx >= s.enquire_link_s:
                 pdu = smpplib.smpp.make_pdu("enquire_link", client=client)
-                client.send_pdu(pdu)
+                self._queue_pdu(client, pdu)
+                self._write(sock)
                 self._enquire_seq = pdu.sequence
                 self._enquire_deadline = now + s.response_timeout_s
                 log.debug("-> enquire_link seq=%d", pdu.sequence)
@@ -468,10 +496,7 @@ class EsmeLink:
                 **validity,
             )
             self._inflight[pdu.sequence] = _InFlight(outgoing, now + s.response_timeout_s)
-            try:
-                client.send_pdu(pdu)
-            except smpplib.exceptions.ConnectionError:
-                raise
+            self._queue_pdu(client, pdu)
             self.sent_count += 1
             if debug:
                 log.debug(
@@ -481,10 +506,83 @@ class EsmeLink:
                     request.short_message.hex(),
                 )
 
-    def _read_one(self, client: smpplib.client.Client) -> None:
-        pdu = client.read_pdu()
-        now = time.monotonic()
-        self._last_rx = now
+    # -------------------------------------------------------------- bytes (see the module docstring)
+
+    def _queue_pdu(self, client: smpplib.client.Client, pdu: smpplib.command.Command) -> None:
+        """``Client.send_pdu`` without the write: checked against the bind state, generated, queued."""
+        if client.state not in smpplib.consts.COMMAND_STATES[pdu.command]:
+            raise smpplib.exceptions.PDUError(
+                f"Command {pdu.command} failed: "
+                f"{smpplib.consts.DESCRIPTIONS[smpplib.consts.SMPP_ESME_RINVBNDSTS]}"
+            )
+        self._tx.append(pdu.generate())
+
+    def _write(self, sock: socket.socket) -> None:
+        """Everything queued this turn, in one ``sendall``."""
+        tx = self._tx
+        if not tx:
+            return
+        data = tx[0] if len(tx) == 1 else b"".join(tx)
+        tx.clear()
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            raise smpplib.exceptions.ConnectionError(f"send failed: {exc}") from exc
+
+    def _receive(self, client: smpplib.client.Client, sock: socket.socket) -> list[smpplib.command.Command]:
+        """One ``recv`` (the socket is readable), then every whole PDU buffered, parsed by smpplib.
+
+        As ``Client.read_pdu``: a closed socket is ``ConnectionError``, an impossible
+        command_length ``PDUError``, and bind_*_resp / unbind_resp move the client's state.
+        """
+        try:
+            data = sock.recv(RECV_BYTES)
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            raise smpplib.exceptions.ConnectionError(f"recv failed: {exc}") from exc
+        if not data:
+            raise smpplib.exceptions.ConnectionError("the SMSC closed the connection")
+        self._last_rx = time.monotonic()
+        rx = self._rx
+        if rx:
+            rx += data
+            buf: bytes | bytearray = rx
+        else:
+            buf = data
+        n = len(buf)
+        pos = 0
+        pdus: list[smpplib.command.Command] = []
+        allow = client.allow_unknown_opt_params
+        setters = smpplib.consts.STATE_SETTERS
+        while n - pos >= 4:
+            length = int.from_bytes(buf[pos : pos + 4], "big")
+            if length < _HEADER_LENGTH or length > _MAX_PDU_LENGTH:
+                raise smpplib.exceptions.PDUError(f"Broken PDU: command_length {length}")
+            if n - pos < length:
+                break
+            raw = bytes(buf[pos : pos + length])
+            pos += length
+            try:
+                pdu = smpplib.smpp.parse_pdu(raw, client=client, allow_unknown_opt_params=allow)
+            except smpplib.exceptions.UnknownCommandError:
+                log.debug("<- command_id %#x ignored", int.from_bytes(raw[4:8], "big"))
+                continue
+            if pdu is None:
+                continue
+            if not pdu.is_error() and pdu.command in setters:
+                client.state = setters[pdu.command]
+            pdus.append(pdu)
+        if rx:
+            del rx[:pos]
+        elif pos < n:
+            self._rx = bytearray(buf[pos:])
+        return pdus
+
+    # -------------------------------------------------------------- PDUs
+
+    def _dispatch(self, client: smpplib.client.Client, pdu: smpplib.command.Command) -> None:
+        now = self._last_rx
         command = pdu.command
         if command == "submit_sm_resp":
             self._on_submit_resp(pdu.sequence, int(pdu.status), _text(getattr(pdu, "message_id", "")), now)
@@ -493,7 +591,7 @@ class EsmeLink:
         elif command == "enquire_link":
             resp = smpplib.smpp.make_pdu("enquire_link_resp", client=client)
             resp.sequence = pdu.sequence
-            client.send_pdu(resp)
+            self._queue_pdu(client, resp)
         elif command == "enquire_link_resp":
             if pdu.sequence == self._enquire_seq:
                 self._enquire_seq = None
@@ -504,7 +602,9 @@ class EsmeLink:
         elif command == "unbind":
             resp = smpplib.smpp.make_pdu("unbind_resp", client=client)
             resp.sequence = pdu.sequence
-            client.send_pdu(resp)
+            self._queue_pdu(client, resp)
+            with contextlib.suppress(smpplib.exceptions.ConnectionError):
+                self._write(client._socket)
             raise smpplib.exceptions.ConnectionError("the SMSC unbound")
         else:
             log.debug("<- %s seq=%d ignored", command, pdu.sequence)
@@ -566,7 +666,7 @@ class EsmeLink:
         # Answer first (ESME_ROK): the deliver_sm is ours now, whatever it carries.
         resp = smpplib.smpp.make_pdu("deliver_sm_resp", client=client, status=ESME_ROK)
         resp.sequence = pdu.sequence  # type: ignore[attr-defined]
-        client.send_pdu(resp)
+        self._queue_pdu(client, resp)
         short = getattr(pdu, "short_message", None) or b""
         payload = getattr(pdu, "message_payload", None)
         data = bytes(short) if short else (bytes(payload) if payload else b"")
@@ -603,19 +703,23 @@ class EsmeLink:
 
     def _unbind(self, client: smpplib.client.Client) -> None:
         try:
-            pdu = smpplib.smpp.make_pdu("unbind", client=client)
-            client.send_pdu(pdu)
-            deadline = time.monotonic() + min(self.settings.response_timeout_s, 2.0)
             sock = client._socket
-            while time.monotonic() < deadline:
+            pdu = smpplib.smpp.make_pdu("unbind", client=client)
+            self._queue_pdu(client, pdu)
+            self._write(sock)
+            deadline = time.monotonic() + min(self.settings.response_timeout_s, 2.0)
+            done = False
+            while not done and time.monotonic() < deadline:
                 ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
                 if not ready:
                     break
-                resp = client.read_pdu()
-                if resp.command == "unbind_resp":
-                    break
-                if resp.command == "deliver_sm":
-                    self._on_deliver(client, resp)
+                for resp in self._receive(client, sock):
+                    if resp.command == "unbind_resp":
+                        done = True
+                        break
+                    if resp.command == "deliver_sm":
+                        self._on_deliver(client, resp)
+                self._write(sock)
         except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError):
             pass
         self._abandon_inflight("link closed before submit_sm_resp")

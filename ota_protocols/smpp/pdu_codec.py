@@ -191,12 +191,37 @@ class BindResp:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _ShortMessage:
-    """Fields shared by submit_sm (SMPP 3.4 §4.4.1) and deliver_sm (§4.6.1), in wire order."""
+class _HeaderPdu:
+    """A PDU of fixed command_id: the header fields every PDU has (SMPP 3.4 §3.2)."""
 
     COMMAND_ID: ClassVar[int] = 0
 
     sequence_number: int = 0
+
+    @property
+    def command_id(self) -> int:
+        return self.COMMAND_ID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ResponsePdu(_HeaderPdu):
+    """A response: the header plus the command_status it carries (§3.2)."""
+
+    command_status: int = _ROK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MessageIdResp(_ResponsePdu):
+    """submit_sm_resp and deliver_sm_resp share one body: message_id, then TLVs (§4.4.2, §4.6.2)."""
+
+    message_id: str = ""
+    tlvs: Tlvs = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ShortMessage(_HeaderPdu):
+    """Fields shared by submit_sm (SMPP 3.4 §4.4.1) and deliver_sm (§4.6.1), in wire order."""
+
     service_type: str = ""
     source_addr_ton: int = 0
     source_addr_npi: int = 0
@@ -215,10 +240,6 @@ class _ShortMessage:
     sm_default_msg_id: int = 0
     short_message: bytes = b""
     tlvs: Tlvs = ()
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
     def tlv(self, tag: int) -> bytes | None:
         """The value of the first TLV with ``tag``, or ``None``."""
@@ -263,96 +284,52 @@ class DeliverSm(_ShortMessage):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubmitSmResp:
+class SubmitSmResp(_MessageIdResp):
     """submit_sm_resp (SMPP 3.4 §4.4.2); the body is omitted when the status is an error."""
 
     COMMAND_ID: ClassVar[int] = CommandId.SUBMIT_SM_RESP
-    sequence_number: int = 0
-    command_status: int = _ROK
-    message_id: str = ""
-    tlvs: Tlvs = ()
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeliverSmResp:
+class DeliverSmResp(_MessageIdResp):
     """deliver_sm_resp (SMPP 3.4 §4.6.2); message_id is unused and sent as a lone NUL."""
 
     COMMAND_ID: ClassVar[int] = CommandId.DELIVER_SM_RESP
-    sequence_number: int = 0
-    command_status: int = _ROK
-    message_id: str = ""
-    tlvs: Tlvs = ()
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnquireLink:
+class EnquireLink(_HeaderPdu):
     """enquire_link (SMPP 3.4 §4.11.1): header only."""
 
     COMMAND_ID: ClassVar[int] = CommandId.ENQUIRE_LINK
-    sequence_number: int = 0
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnquireLinkResp:
+class EnquireLinkResp(_ResponsePdu):
     """enquire_link_resp (SMPP 3.4 §4.11.2): header only."""
 
     COMMAND_ID: ClassVar[int] = CommandId.ENQUIRE_LINK_RESP
-    sequence_number: int = 0
-    command_status: int = _ROK
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Unbind:
+class Unbind(_HeaderPdu):
     """unbind (SMPP 3.4 §4.2.1): header only."""
 
     COMMAND_ID: ClassVar[int] = CommandId.UNBIND
-    sequence_number: int = 0
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UnbindResp:
+class UnbindResp(_ResponsePdu):
     """unbind_resp (SMPP 3.4 §4.2.2): header only."""
 
     COMMAND_ID: ClassVar[int] = CommandId.UNBIND_RESP
-    sequence_number: int = 0
-    command_status: int = _ROK
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GenericNack:
+class GenericNack(_ResponsePdu):
     """generic_nack (SMPP 3.4 §4.3.1): header only, answers a PDU with a bad header."""
 
     COMMAND_ID: ClassVar[int] = CommandId.GENERIC_NACK
-    sequence_number: int = 0
-    command_status: int = _ROK
-
-    @property
-    def command_id(self) -> int:
-        return self.COMMAND_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,16 +461,16 @@ def _encode_bind_resp(p: BindResp) -> bytes:
     return _cstr(p.system_id, 16, "system_id") + _encode_tlvs(p.tlvs)
 
 
+def _encode_message_id_resp(p: _MessageIdResp) -> bytes:
+    return _cstr(p.message_id, 65, "message_id") + _encode_tlvs(p.tlvs)
+
+
 def _encode_submit_sm_resp(p: SubmitSmResp) -> bytes:
     # SMPP 3.4 §4.4.2: "The submit_sm_resp PDU Body is not returned if the
     # command_status field contains a non-zero value."
     if p.command_status != _ROK and not p.message_id and not p.tlvs:
         return b""
-    return _cstr(p.message_id, 65, "message_id") + _encode_tlvs(p.tlvs)
-
-
-def _encode_deliver_sm_resp(p: DeliverSmResp) -> bytes:
-    return _cstr(p.message_id, 65, "message_id") + _encode_tlvs(p.tlvs)
+    return _encode_message_id_resp(p)
 
 
 def _encode_empty(p: Pdu) -> bytes:
@@ -510,7 +487,7 @@ _ENCODERS: dict[type, Callable[[Pdu], bytes]] = {
     SubmitSm: _encode_sm,  # type: ignore[dict-item]
     DeliverSm: _encode_sm,  # type: ignore[dict-item]
     SubmitSmResp: _encode_submit_sm_resp,  # type: ignore[dict-item]
-    DeliverSmResp: _encode_deliver_sm_resp,  # type: ignore[dict-item]
+    DeliverSmResp: _encode_message_id_resp,  # type: ignore[dict-item]
     EnquireLink: _encode_empty,
     EnquireLinkResp: _encode_empty,
     Unbind: _encode_empty,
@@ -601,7 +578,8 @@ def _expect_empty(r: ByteReader) -> None:
         )
 
 
-def _decode_sm(cls: type[_ShortMessage], r: ByteReader, status: int, seq: int) -> _ShortMessage:
+def _decode_sm(cls: type[_ShortMessage], r: ByteReader, seq: int) -> _ShortMessage:
+    """The body submit_sm (SMPP 3.4 §4.4.1) and deliver_sm (§4.6.1) share, every rule checked."""
     service_type = r.cstring("service_type", 6).decode("latin-1")
     source_addr_ton, source_addr_npi = r.take(2, "source_addr_ton")
     source_addr = r.cstring("source_addr", 21).decode("latin-1")
@@ -656,11 +634,65 @@ def _decode_sm(cls: type[_ShortMessage], r: ByteReader, status: int, seq: int) -
 
 
 def _decode_submit_sm(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    return _decode_sm(SubmitSm, r, status, seq)  # type: ignore[return-value]
+    return _decode_sm(SubmitSm, r, seq)  # type: ignore[return-value]
 
 
 def _decode_deliver_sm(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    return _decode_sm(DeliverSm, r, status, seq)  # type: ignore[return-value]
+    return _decode_sm(DeliverSm, r, seq)  # type: ignore[return-value]
+
+
+def _decode_sm_fast(cls: type[_ShortMessage], raw: bytes) -> _ShortMessage | None:
+    """The common shape of :func:`_decode_sm`, read by index: C-strings within their maxima,
+    NULL schedule_delivery_time and validity_period, a short_message that ends the PDU (no
+    TLVs).  ``None`` for anything else, which the checked reader then decides, so the
+    result is always the checked reader's (tests/ota_protocols/test_fast_paths.py)."""
+    n = len(raw)
+    if n < 33:  # header + the shortest body (§4.4.1: 17 octets, every C-string NULL)
+        return None
+    length, _, _, seq = _HEADER.unpack_from(raw)
+    if length != n:
+        return None
+    end = raw.find(0, 16, 22)  # service_type, 6 with its NUL
+    if end < 0:
+        return None
+    service_type = raw[16:end].decode("latin-1") if end > 16 else ""
+    source = end + 1  # source_addr_ton, source_addr_npi
+    pos = end + 3
+    end = raw.find(0, pos, pos + 21)  # source_addr
+    if end < 0:
+        return None
+    source_addr = raw[pos:end].decode("latin-1")
+    dest = end + 1  # dest_addr_ton, dest_addr_npi
+    pos = end + 3
+    end = raw.find(0, pos, pos + 21)  # destination_addr
+    if end < 0:
+        return None
+    destination_addr = raw[pos:end].decode("latin-1")
+    pos = end + 1
+    # esm_class, protocol_id, priority_flag, two NULL times, then five octets up to sm_length.
+    if n < pos + 10 or raw[pos + 3] or raw[pos + 4]:
+        return None
+    sm_length = raw[pos + 9]
+    if pos + 10 + sm_length != n or sm_length > MAX_SM_LENGTH:
+        return None
+    return cls(
+        sequence_number=seq,
+        service_type=service_type,
+        source_addr_ton=raw[source],
+        source_addr_npi=raw[source + 1],
+        source_addr=source_addr,
+        dest_addr_ton=raw[dest],
+        dest_addr_npi=raw[dest + 1],
+        destination_addr=destination_addr,
+        esm_class=raw[pos],
+        protocol_id=raw[pos + 1],
+        priority_flag=raw[pos + 2],
+        registered_delivery=raw[pos + 5],
+        replace_if_present_flag=raw[pos + 6],
+        data_coding=raw[pos + 7],
+        sm_default_msg_id=raw[pos + 8],
+        short_message=raw[pos + 10 :],
+    )
 
 
 def _decode_bind(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
@@ -694,47 +726,36 @@ def _decode_bind_resp(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
     )
 
 
+def _decode_message_id_resp(cls: type[_MessageIdResp], r: ByteReader, status: int, seq: int) -> Pdu:
+    message_id = _read_cstr(r, "message_id", 65)
+    return cls(sequence_number=seq, command_status=status, message_id=message_id, tlvs=_read_tlvs(r))
+
+
 def _decode_submit_sm_resp(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
     # SMPP 3.4 §4.4.2: no body when command_status is non-zero.
     if status != _ROK and r.at_end():
         return SubmitSmResp(sequence_number=seq, command_status=status)
-    message_id = _read_cstr(r, "message_id", 65)
-    return SubmitSmResp(sequence_number=seq, command_status=status, message_id=message_id, tlvs=_read_tlvs(r))
+    return _decode_message_id_resp(SubmitSmResp, r, status, seq)
 
 
 def _decode_deliver_sm_resp(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
     # SMPP 3.4 §4.6.2: message_id is unused; some ESMEs omit it altogether, which we accept.
     if r.at_end():
         return DeliverSmResp(sequence_number=seq, command_status=status)
-    message_id = _read_cstr(r, "message_id", 65)
-    return DeliverSmResp(
-        sequence_number=seq, command_status=status, message_id=message_id, tlvs=_read_tlvs(r)
-    )
+    return _decode_message_id_resp(DeliverSmResp, r, status, seq)
 
 
-def _decode_enquire_link(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    _expect_empty(r)
-    return EnquireLink(sequence_number=seq)
+def _header_only(cls: type[_HeaderPdu]) -> Callable[[int, ByteReader, int, int], Pdu]:
+    """The decoder of a PDU that is its header alone (§4.2, §4.3, §4.11); a response keeps its status."""
+    takes_status = issubclass(cls, _ResponsePdu)
 
+    def decode(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
+        _expect_empty(r)
+        if takes_status:
+            return cls(sequence_number=seq, command_status=status)  # type: ignore[call-arg,return-value]
+        return cls(sequence_number=seq)  # type: ignore[return-value]
 
-def _decode_enquire_link_resp(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    _expect_empty(r)
-    return EnquireLinkResp(sequence_number=seq, command_status=status)
-
-
-def _decode_unbind(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    _expect_empty(r)
-    return Unbind(sequence_number=seq)
-
-
-def _decode_unbind_resp(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    _expect_empty(r)
-    return UnbindResp(sequence_number=seq, command_status=status)
-
-
-def _decode_generic_nack(cid: int, r: ByteReader, status: int, seq: int) -> Pdu:
-    _expect_empty(r)
-    return GenericNack(sequence_number=seq, command_status=status)
+    return decode
 
 
 _DECODERS: dict[int, Callable[[int, ByteReader, int, int], Pdu]] = {
@@ -748,11 +769,17 @@ _DECODERS: dict[int, Callable[[int, ByteReader, int, int], Pdu]] = {
     CommandId.SUBMIT_SM_RESP: _decode_submit_sm_resp,
     CommandId.DELIVER_SM: _decode_deliver_sm,
     CommandId.DELIVER_SM_RESP: _decode_deliver_sm_resp,
-    CommandId.ENQUIRE_LINK: _decode_enquire_link,
-    CommandId.ENQUIRE_LINK_RESP: _decode_enquire_link_resp,
-    CommandId.UNBIND: _decode_unbind,
-    CommandId.UNBIND_RESP: _decode_unbind_resp,
-    CommandId.GENERIC_NACK: _decode_generic_nack,
+    CommandId.ENQUIRE_LINK: _header_only(EnquireLink),
+    CommandId.ENQUIRE_LINK_RESP: _header_only(EnquireLinkResp),
+    CommandId.UNBIND: _header_only(Unbind),
+    CommandId.UNBIND_RESP: _header_only(UnbindResp),
+    CommandId.GENERIC_NACK: _header_only(GenericNack),
+}
+
+# The shapes read by index first (each falls back to the checked reader when it returns None).
+_FAST_DECODERS: dict[int, type[_ShortMessage]] = {
+    CommandId.SUBMIT_SM: SubmitSm,
+    CommandId.DELIVER_SM: DeliverSm,
 }
 
 # Where each PDU's field table is, for error messages.
@@ -793,8 +820,21 @@ def _status_for(exc: DecodeError) -> int:
 def decode_pdu(raw: bytes) -> Pdu:
     """One whole PDU (as cut by :class:`PduFramer`) -> its dataclass.
 
-    Raises :class:`MalformedPdu` and nothing else on bad input.
+    Raises :class:`MalformedPdu` and nothing else on bad input.  submit_sm and
+    deliver_sm of the common shape are read by index (:func:`_decode_sm_fast`);
+    the result is the same as :func:`_decode_pdu_checked`'s, value or error.
     """
+    if type(raw) is bytes and len(raw) >= HEADER_LENGTH:
+        cls = _FAST_DECODERS.get(int.from_bytes(raw[4:8], "big"))
+        if cls is not None:
+            pdu = _decode_sm_fast(cls, raw)
+            if pdu is not None:
+                return pdu  # type: ignore[return-value]
+    return _decode_pdu_checked(raw)
+
+
+def _decode_pdu_checked(raw: bytes) -> Pdu:
+    """:func:`decode_pdu` by the general readers alone, every rule checked in wire order."""
     n = len(raw)
     if n < HEADER_LENGTH:
         # SMPP 3.4 §3.2: the header alone is 16 octets.

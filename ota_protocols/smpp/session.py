@@ -271,36 +271,30 @@ class SmppSession:
 
     def accept_bind(self, system_id: str, *, now: float | None = None) -> None:
         """SMSC role: answer the pending bind with ESME_ROK and our ``system_id`` (§4.1.2)."""
-        pending = self._require_pending_bind()
-        if pending is None:
-            return
-        self._answer_bind(
-            BindResp(
-                kind=pending.kind,
-                sequence_number=pending.sequence_number,
-                system_id=system_id,
-                # §5.3.2.25: tell the ESME which version we speak.
-                tlvs=((Tag.SC_INTERFACE_VERSION, bytes((SMPP_VERSION_34,))),),
-            ),
-            now,
-        )
+        # §5.3.2.25: tell the ESME which version we speak.
+        tlvs = ((Tag.SC_INTERFACE_VERSION, bytes((SMPP_VERSION_34,))),)
+        self._answer_pending_bind(CommandStatus.ESME_ROK, system_id, tlvs, now)
 
     def reject_bind(self, command_status: int, *, system_id: str = "") -> None:
         """SMSC role: refuse the pending bind (ESME_RBINDFAIL, ESME_RINVPASWD, ...)."""
         if command_status == CommandStatus.ESME_ROK:
             raise LocalProtocolViolation("reject_bind needs an error status")
+        self._answer_pending_bind(command_status, system_id, (), None)
+
+    def _answer_pending_bind(
+        self, command_status: int, system_id: str, tlvs: tuple[tuple[int, bytes], ...], now: float | None
+    ) -> None:
         pending = self._require_pending_bind()
         if pending is None:
             return
-        self._answer_bind(
-            BindResp(
-                kind=pending.kind,
-                sequence_number=pending.sequence_number,
-                command_status=command_status,
-                system_id=system_id,
-            ),
-            None,
+        resp = BindResp(
+            kind=pending.kind,
+            sequence_number=pending.sequence_number,
+            command_status=command_status,
+            system_id=system_id,
+            tlvs=tlvs,
         )
+        self._answer_bind(resp, now)
 
     def next_deadline(self) -> float | None:
         """When ``handle_deadline`` must next be called, or ``None``."""
