@@ -330,6 +330,7 @@ class CampaignRunner:
         self._store: CardStore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
+        self._ended_at: float | None = None
 
     def outcomes(self) -> list[tuple[Card, Job]]:
         """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""
@@ -567,6 +568,8 @@ class CampaignRunner:
         ticker.start()
         try:
             await self._finished.wait()
+            # duration_s: from the first bind to the last job's end, not the network's shutdown.
+            self._ended_at = loop.time()
         finally:
             deadline.cancel()
             ticker.stop()
@@ -1235,7 +1238,10 @@ class CampaignRunner:
                 "cancelled": counts["cancelled"],
                 "skipped": counts["skipped"],
                 **stats_summary(self.stats, sum(s.job.resent_actions for s in self._slots)),
-                "duration_s": round(self._loop.time() - self._started_at, 3),
+                "duration_s": round(
+                    (self._ended_at if self._ended_at is not None else self._loop.time()) - self._started_at,
+                    3,
+                ),
             },
             "cards": cards,
             "meanings": REPORT_MEANINGS,
