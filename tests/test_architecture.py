@@ -54,6 +54,9 @@ PURE_APPLICATION_MODULES = {
     "handset.activity",
 }
 ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
+# The virtual-time lab: no sockets, no event loop, no threads, no database (its clock is an event
+# heap; ``time`` only measures the wall time a run took, reported apart from the compared results).
+FORBIDDEN_IN_VIRTUAL = {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess"}
 SMPPLIB_MODULES = {"ota_server.esme"}
 
 
@@ -137,5 +140,9 @@ def test_import_rules(name: str, path: Path) -> None:
                 )
             }
             assert crossing <= allowed, f"{name} imports {sorted(crossing - allowed)}"
+    if name.startswith("ota_lab.virtual"):
+        assert not roots & FORBIDDEN_IN_VIRTUAL, (
+            f"{name} is virtual-time but imports {sorted(roots & FORBIDDEN_IN_VIRTUAL)}"
+        )
     if "smpplib" in roots:
         assert name in SMPPLIB_MODULES, f"{name} imports smpplib; only {sorted(SMPPLIB_MODULES)} may"
