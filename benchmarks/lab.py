@@ -15,7 +15,10 @@ one an SMS-PP download the card processes when it arrives.
 
 Memory: RSS (``/proc/self/statm``) after the imports, after building the lab (every card idle and
 never touched: a list slot), and after the campaign (every card touched, asleep as a compressed
-snapshot, its job closed): the differences divided by the fleet size.
+snapshot, its job closed): the differences divided by the fleet size. RSS never shrinks (CPython
+keeps freed arenas and pymalloc pools), so ``--live`` also traces the Python heap (``tracemalloc``)
+and reports the live bytes per card once every card is asleep: what the fleet really holds. Tracing
+slows the run about threefold, so its tx/s are not comparable with an untraced run.
 """
 
 from __future__ import annotations
@@ -72,17 +75,32 @@ def _rss() -> int:
 
 
 def one(
-    cards: int, rate: float, idle_only: bool, profile: bool, shard: int = 0, shards: int = 1
+    cards: int,
+    rate: float,
+    idle_only: bool,
+    profile: bool,
+    shard: int = 0,
+    shards: int = 1,
+    live: bool = False,
 ) -> dict[str, object]:
     """One fleet size (one shard of it), in this process."""
+    import tracemalloc
+
     from ota_lab.config import load_lab
     from ota_lab.virtual import build_run
+
+    if live:
+        tracemalloc.start()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.toml"
         path.write_text(LAB.format(cards=cards, root=ROOT.as_posix(), rate=rate))
         lab = load_lab(path)
+        import gc
+
+        gc.collect()
         base = _rss()
+        base_live = tracemalloc.get_traced_memory()[0] if live else 0
         started = time.perf_counter()
         run = build_run(lab, 1, Path(tmp), shard=shard, shards=shards)
         mine = run.pool.spec.count
@@ -113,12 +131,16 @@ def one(
         started = time.perf_counter()
         result = run.result(1, rows=False)
         check_s = time.perf_counter() - started
+        s = result.summary
+        invariants = result.invariants
+        outcome, ok = result.outcome(), result.ok
+        del result
         run.network.sleep_all()  # every card idle (asleep) now: the memory of an idle fleet after a campaign
-        import gc
-
         gc.collect()
         asleep = _rss()
-        s = result.summary
+        if live:
+            traced = tracemalloc.get_traced_memory()[0] - base_live
+            out["live_bytes_per_card"] = round(traced / max(1, mine), 1)
         packets = int(s["packets_sent"])
         out |= {
             "campaign_wall_s": round(wall, 1),
@@ -132,12 +154,12 @@ def one(
             "after_bytes_per_card": round((after - base) / max(1, mine), 1),
             "asleep_bytes": asleep - base,
             "asleep_bytes_per_card": round((asleep - base) / max(1, mine), 1),
-            "lost": result.invariants.lost,
-            "duplicated": result.invariants.duplicated,
-            "mismatches": result.invariants.mismatches,
+            "lost": invariants.lost,
+            "duplicated": invariants.duplicated,
+            "mismatches": invariants.mismatches,
             "snapshot_bytes_per_card": round(run.pool.snapshot_bytes() / max(1, run.pool.touched()), 1),
-            "outcome": result.outcome(),
-            "ok": result.ok,
+            "outcome": outcome,
+            "ok": ok,
         }
         return out
 
@@ -148,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="ESME pacing, SMS per second")
     parser.add_argument("--idle-only", action="store_true", help="memory of the idle fleet only")
     parser.add_argument("--profile", action="store_true", help="cProfile the campaign (in-process)")
+    parser.add_argument("--live", action="store_true", help="trace the heap: live bytes per idle card")
     parser.add_argument("--shards", type=int, default=2, help="worker processes per fleet (default 2)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
@@ -155,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one or args.profile:
         shards = args.shards if args.one else 1
         for cards in args.cards:
-            r = one(cards, args.rate, args.idle_only, args.profile, args.shard, shards)
+            r = one(cards, args.rate, args.idle_only, args.profile, args.shard, shards, args.live)
             print(json.dumps(r), flush=True)
         return 0
     print(
@@ -170,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--cards", str(cards), "--shard", str(shard), "--shards", str(args.shards)]
             if args.idle_only:
                 command.append("--idle-only")
+            if args.live:
+                command.append("--live")
             procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT))
         parts = []
         for proc in procs:
@@ -190,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         packets = int(total("packets"))
         campaign = max(float(p["campaign_wall_s"]) for p in parts)  # type: ignore[arg-type]
         snap = round(sum(float(p["snapshot_bytes_per_card"]) for p in parts) / len(parts), 1)  # type: ignore[arg-type]
+        live: object = "-"
+        if args.live:
+            traced = sum(float(p["live_bytes_per_card"]) * float(p["shard_cards"]) for p in parts)  # type: ignore[arg-type]
+            live = round(traced / cards, 1)
         inv = f"lost {int(total('lost'))} dup {int(total('duplicated'))} mismatch {int(total('mismatches'))}"
         print(
             f"{cards:>9} {args.shards:>2} {idle:>11} {campaign:>8} "
             f"{max(float(p['simulated_s']) for p in parts):>8} {packets:>9} "  # type: ignore[arg-type]
             f"{round(packets / campaign):>6} {round(total('after_bytes') / cards, 1):>12} "
-            f"{round(total('asleep_bytes') / cards, 1):>13} {snap:>10}  {inv} (total wall {wall:.1f} s)",
+            f"{round(total('asleep_bytes') / cards, 1):>13} {live!s:>11} {snap:>10}  "
+            f"{inv} (total wall {wall:.1f} s)",
             flush=True,
         )
     return 0

@@ -46,8 +46,10 @@ States (:class:`Phase`)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import operator
+from dataclasses import dataclass, fields
 from enum import Enum
+from typing import Any
 
 from ota_protocols.action_counter import (
     CardMessage,
@@ -57,7 +59,7 @@ from ota_protocols.action_counter import (
     split_counter_report,
 )
 from ota_protocols.apdu.remote_commands import CompactResponse, ExpandedResponse
-from ota_protocols.errors import DecodeError, SecurityRejection
+from ota_protocols.errors import DecodeError, LocalProtocolViolation, SecurityRejection
 from ota_protocols.secured_packet.command_packet import (
     CPI_UDH,
     open_command_packet,
@@ -309,6 +311,34 @@ class Job:
         return head + self.query_cntrs
 
 
+# job_replace builds a Job without __init__: only sound while Job validates nothing on construction.
+if "__post_init__" in Job.__dict__:  # pragma: no cover - a guard for whoever adds one
+    raise LocalProtocolViolation(
+        "Job gained __post_init__: job_replace would skip it; use dataclasses.replace"
+    )
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB_VALUES = operator.attrgetter(*_JOB_FIELDS)
+_JOB_SETTERS = tuple(Job.__dict__[name].__set__ for name in _JOB_FIELDS)  # slot descriptors
+_JOB_POSITION = {name: i for i, name in enumerate(_JOB_FIELDS)}
+_new_object = object.__new__
+
+
+def job_replace(job: Job, **changes: Any) -> Job:
+    """``dataclasses.replace(job, **changes)`` for the hot path: the same new Job (equal fields,
+    same type), built by the slot descriptors instead of the generic replace + ``__init__``."""
+    values = list(_JOB_VALUES(job))
+    position = _JOB_POSITION
+    for name, value in changes.items():
+        at = position.get(name)
+        if at is None:
+            raise TypeError(f"Job has no field {name!r}")
+        values[at] = value
+    new = _new_object(Job)
+    for setter, value in zip(_JOB_SETTERS, values, strict=True):
+        setter(new, value)
+    return new
+
+
 # Events --------------------------------------------------------------------
 
 
@@ -393,7 +423,7 @@ class Transition:
 
 
 def _send(job: Job, kind: MessageKind, note: str | None = None) -> Transition:
-    job = replace(job, phase=Phase.SENDING, next_kind=kind, deadline=None)
+    job = job_replace(job, phase=Phase.SENDING, next_kind=kind, deadline=None)
     command: Command = (
         SendScript(job.applied, job.n - job.applied) if kind is MessageKind.SCRIPT else SendQuery()
     )
@@ -401,12 +431,14 @@ def _send(job: Job, kind: MessageKind, note: str | None = None) -> Transition:
 
 
 def _finish(job: Job, phase: Phase, reason: str) -> Transition:
-    job = replace(job, phase=phase, reason=reason, deadline=None, next_kind=None)
+    job = job_replace(job, phase=phase, reason=reason, deadline=None, next_kind=None)
     commands: tuple[Command, ...] = (Finish(phase, reason),)
     if job.replies:
         # Message 2 is still owed (never proven received): send it on its own, once more.
         commands = (SendReply(job.replies), *commands)
-        job = replace(job, replies=(), reply_carriers=(), replies_sent=job.replies_sent + len(job.replies))
+        job = job_replace(
+            job, replies=(), reply_carriers=(), replies_sent=job.replies_sent + len(job.replies)
+        )
     return Transition(job, commands, reason)
 
 
@@ -416,7 +448,7 @@ def _unchanged(job: Job, note: str | None = None) -> Transition:
 
 def _with_status(job: Job, text: str) -> Job:
     # Keep the report short: each distinct status once, in order of first appearance.
-    return job if text in job.statuses else replace(job, statuses=(*job.statuses, text))
+    return job if text in job.statuses else job_replace(job, statuses=(*job.statuses, text))
 
 
 def step(job: Job, event: Event, now: float, policy: Policy) -> Transition:
@@ -454,13 +486,13 @@ def _on_sent(job: Job, event: Sent, now: float, policy: Policy) -> Transition:
     if job.replies:
         # Every message sent while a reply is owed carries it (a repeated reply is harmless: not
         # counted, recorded again by the card); a status-00 PoR of one of them proves it answered.
-        job = replace(
+        job = job_replace(
             job,
             reply_carriers=(*job.reply_carriers, (event.cntr, job.replies)),
             replies_sent=job.replies_sent + len(job.replies),
         )
     if event.kind is MessageKind.SCRIPT:
-        job = replace(
+        job = job_replace(
             job,
             phase=Phase.WAITING,
             next_kind=None,
@@ -471,7 +503,7 @@ def _on_sent(job: Job, event: Sent, now: float, policy: Policy) -> Transition:
             deadline=deadline,
         )
     else:
-        job = replace(
+        job = job_replace(
             job,
             phase=Phase.WAITING,
             next_kind=None,
@@ -488,7 +520,7 @@ def _on_deadline(job: Job, now: float, policy: Policy, *, note: str | None = Non
     if job.phase is not Phase.WAITING:
         return _unchanged(job)
     unanswered = job.unanswered + 1
-    job = _with_status(replace(job, unanswered=unanswered), STATUS_TIMEOUT)
+    job = _with_status(job_replace(job, unanswered=unanswered), STATUS_TIMEOUT)
     if unanswered >= policy.max_attempts:
         what = (
             f"outcome of the script cntr={job.script_cntr} unknown"
@@ -500,7 +532,7 @@ def _on_deadline(job: Job, now: float, policy: Policy, *, note: str | None = Non
     delay = policy.backoff(unanswered)
     if delay <= 0:
         return _send(job, MessageKind.QUERY, note or "PoR timeout: status query")
-    job = replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
+    job = job_replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
     return Transition(job, (), note or f"PoR timeout: status query in {delay:g} s")
 
 
@@ -510,7 +542,7 @@ def _replies_proven(job: Job, report: PorReport) -> Job:
         return job
     # TS 102 225 §5.2: status 00 = the packet was accepted and its script ran from its first
     # command, which is the TRANSACTION REPLY: answered (its own SW failing is a card refusal).
-    return replace(
+    return job_replace(
         job,
         replies=tuple(s for s in job.replies if s not in carried),
         reply_carriers=tuple((c, seqs) for c, seqs in job.reply_carriers if c != report.cntr),
@@ -533,7 +565,7 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
     status = report.status
     if status == ResponseStatus.POR_OK:
         assert report.counter is not None
-        return _reconcile(replace(job, unanswered=0), report, via, policy)
+        return _reconcile(job_replace(job, unanswered=0), report, via, policy)
     text = f"{status:02X} {report.meaning}"
     job = _with_status(job, text)
     if status == ResponseStatus.CNTR_LOW:
@@ -541,13 +573,13 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
         return Transition(job, (), f"PoR {text}: a replayed copy, still waiting")
     if status in WAITING_STATUSES:
         if job.phase is Phase.WAITING:
-            job = replace(job, deadline=now + policy.por_timeout_s)
+            job = job_replace(job, deadline=now + policy.por_timeout_s)
         return Transition(job, (), f"PoR {text}: waiting for the actual PoR")
     if status in FAILING_STATUSES:
         return _finish(job, Phase.FAILED, f"PoR status {text}: no script ran")
     if status in REFUSED_STATUSES and job.phase is Phase.WAITING:
         refused = job.unanswered + 1
-        job = replace(job, unanswered=refused)
+        job = job_replace(job, unanswered=refused)
         if refused >= policy.max_attempts:
             return _finish(
                 job, Phase.FAILED, f"PoR status {text} for {refused} messages in a row: no script ran"
@@ -557,7 +589,7 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
         delay = policy.backoff(refused)
         if delay <= 0:
             return _send(job, MessageKind.QUERY, f"PoR {text}: status query")
-        job = replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
+        job = job_replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
         return Transition(job, (), f"PoR {text}: status query in {delay:g} s")
     # 07 and RFU / proprietary codes: unauthenticated, so let the action counter decide.
     return _on_deadline(job, now, policy, note=f"PoR {text}: status query")
@@ -569,7 +601,7 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
     after = counter.after
     if job.confirmed is None:
         # First contact: the query told us CA; now the script can be sent.
-        job = replace(job, confirmed=after, start_counter=after, query_cntrs=(), script_cntr=None)
+        job = job_replace(job, confirmed=after, start_counter=after, query_cntrs=(), script_cntr=None)
         return _send(job, MessageKind.SCRIPT, f"action counter {after}")
     base = job.confirmed
     count = job.script_count if job.script_cntr is not None else 0
@@ -578,7 +610,7 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
             raise DecodeError("action_counter", 0, f"card counted from {counter.before}, not {base}")
         x = missing_actions(base, count, after)
     except DecodeError:
-        job = replace(job, mismatches=job.mismatches + 1)
+        job = job_replace(job, mismatches=job.mismatches + 1)
         detail = f"counter mismatch: card reports {counter.before}->{after}, expected {base}..{base + count}"
         job = _with_status(job, "counter mismatch")
         if via == "por":
@@ -588,7 +620,7 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
 
     executed = count - x
     job = _with_status(job, f"00 {report.meaning}")
-    job = replace(
+    job = job_replace(
         job,
         applied=job.applied + executed,
         confirmed=after,
@@ -615,7 +647,7 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
         job = _with_status(job, STATUS_FENCE_RESEND)
     if job.attempts >= policy.max_attempts:
         return _finish(job, Phase.FAILED, f"gave up after {job.attempts} scripts: {why}")
-    job = replace(job, resent_actions=job.resent_actions + x)
+    job = job_replace(job, resent_actions=job.resent_actions + x)
     return _send(job, MessageKind.SCRIPT, f"{why}: resending those {x}")
 
 
@@ -638,7 +670,7 @@ def _on_card_report(job: Job, card: CardReport, now: float, policy: Policy) -> T
     is_request = message.kind is CardMessageKind.TRANSACTION_REQUEST
     counter = message.counter
     head = f"{label} message" if not is_request else f"transaction request {message.sequence}"
-    job = replace(job, mo_reports=job.mo_reports + 1, mo_counter=counter)
+    job = job_replace(job, mo_reports=job.mo_reports + 1, mo_counter=counter)
     if is_request:
         job = _with_status(job, "transaction request (claim 8): counter reported, reply owed")
     else:
@@ -646,20 +678,22 @@ def _on_card_report(job: Job, card: CardReport, now: float, policy: Policy) -> T
     if job.phase.terminal:
         note = f"{head}: counter {counter} after the job ended"
         if job.confirmed is not None and counter > job.confirmed:
-            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            job = _with_status(job_replace(job, mismatches=job.mismatches + 1), "counter mismatch")
             note += f" (mismatch: the job confirmed {job.confirmed})"
         commands: tuple[Command, ...] = ()
         if is_request:
             commands = (SendReply((message.sequence,)),)
-            job = replace(job, replies_sent=job.replies_sent + 1)
+            job = job_replace(job, replies_sent=job.replies_sent + 1)
         return Transition(job, commands, note)
     if is_request and message.sequence not in job.replies:
-        job = replace(job, replies=(*job.replies, message.sequence))
+        job = job_replace(job, replies=(*job.replies, message.sequence))
 
     if job.script_cntr is None:
         # Nothing of this job can run any more on the card: the report is authoritative.
         if job.confirmed is None:
-            job = replace(job, confirmed=counter, start_counter=counter, counter_path=label, query_cntrs=())
+            job = job_replace(
+                job, confirmed=counter, start_counter=counter, counter_path=label, query_cntrs=()
+            )
             note = f"{head}: action counter {counter} (first contact)"
             if job.phase in (Phase.NEW, Phase.SENDING):
                 return Transition(job, (), note)  # Begin / the pending send carries on
@@ -667,15 +701,15 @@ def _on_card_report(job: Job, card: CardReport, now: float, policy: Policy) -> T
         if counter < job.confirmed:
             return Transition(job, (), f"{head}: counter {counter} below CA {job.confirmed}: an old report")
         if counter > job.confirmed:
-            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            job = _with_status(job_replace(job, mismatches=job.mismatches + 1), "counter mismatch")
             return Transition(
                 job, (), f"{head}: counter mismatch: card reports {counter}, expected {job.confirmed}"
             )
-        job = replace(job, counter_path=label)
+        job = job_replace(job, counter_path=label)
         note = f"{head}: counter {counter} = CA, {job.n - job.applied} action(s) to send"
         if job.phase in (Phase.WAITING, Phase.BACKOFF):
             # Only a first-contact query can be out here: the counter makes it moot.
-            return _send(replace(job, query_cntrs=()), MessageKind.SCRIPT, note)
+            return _send(job_replace(job, query_cntrs=()), MessageKind.SCRIPT, note)
         return Transition(job, (), note)  # NEW / SENDING: the next message carries the reply
 
     base = job.confirmed if job.confirmed is not None else 0
@@ -686,12 +720,12 @@ def _on_card_report(job: Job, card: CardReport, now: float, policy: Policy) -> T
         if counter < base:
             note = f"{head}: counter {counter} below CA {base}: an old report"
         else:
-            job = _with_status(replace(job, mismatches=job.mismatches + 1), "counter mismatch")
+            job = _with_status(job_replace(job, mismatches=job.mismatches + 1), "counter mismatch")
             note = f"{head}: counter mismatch: card reports {counter}, expected {base}..{base + count}"
         return _fence(job, is_request, note)
     if x == 0:
         # The whole script ran: safe without a fence, since nothing is resent (claim 1c, x = 0).
-        job = replace(
+        job = job_replace(
             job,
             applied=job.applied + count,
             confirmed=counter,

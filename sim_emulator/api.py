@@ -26,7 +26,7 @@ import zlib
 from typing import Any
 
 from ota_protocols.errors import ConnectionLost
-from ota_protocols.fleet import FleetSpec, derive_card
+from ota_protocols.fleet import DerivedCard, FleetSpec, derive_card
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from sim_emulator.card_state import CardState, state_from_json, state_to_json
 from sim_emulator.card_state_store import CardStateStore, FileCardStateStore, MemoryCardStateStore
@@ -203,12 +203,20 @@ def snapshot_application(
 
 
 def card_from_fleet(
-    spec: FleetSpec, index: int, template: CardTemplate, *, state: bytes | None = None, zdict: bytes = b""
+    spec: FleetSpec,
+    index: int,
+    template: CardTemplate,
+    *,
+    state: bytes | None = None,
+    zdict: bytes = b"",
+    derived: DerivedCard | None = None,
 ) -> SimCard:
     """Card ``index`` of a fleet: identity and TEST keys from ``derive_card``; state in memory,
     starting from ``state`` (a :meth:`SimCard.snapshot` made with the same ``zdict``; a power
-    cycle: volatile state is gone) or from the template."""
-    derived = derive_card(spec, index)
+    cycle: volatile state is gone) or from the template. ``derived``: ``derive_card(spec, index)``
+    when the caller already has it (the derivation is a pure function; it is not checked)."""
+    if derived is None:
+        derived = derive_card(spec, index)
     keysets = tuple(
         KeysetProfile(
             kvn=k.kvn,

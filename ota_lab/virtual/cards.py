@@ -23,14 +23,16 @@ journal for the invariants (the compression dictionary: ``snapshot_dictionary``)
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import sim_emulator.api as api
-from ota_protocols.fleet import FleetSpec, luhn_digit
+from ota_protocols.fleet import DerivedCard, FleetSpec, derive_card, luhn_digit
 
-__all__ = ["WARM_CARDS", "CardPool"]
+__all__ = ["DERIVED_CACHE", "WARM_CARDS", "CardPool"]
 
 WARM_CARDS = 4096  # quiet phones kept awake before the oldest sleeps (part of the model: fixed)
+DERIVED_CACHE = 4096  # derived identities and keys kept (a pure function's memo: speed only)
 
 
 class CardPool:
@@ -46,6 +48,23 @@ class CardPool:
         self._zdict = api.snapshot_dictionary(template, spec.first_index)
         self.woken = 0
         self.slept = 0
+        self._derived: OrderedDict[int, DerivedCard] = OrderedDict()
+
+    def forget_derived(self) -> None:
+        self._derived.clear()
+
+    def derived(self, index: int) -> DerivedCard:
+        """``derive_card(spec, index)``, memoised for the cards in play (the server derives a
+        card's keys when it admits the job, the card when it wakes: HMACs paid once)."""
+        memo = self._derived
+        found = memo.get(index)
+        if found is not None:
+            memo.move_to_end(index)
+            return found
+        found = memo[index] = derive_card(self.spec, index)
+        if len(memo) > DERIVED_CACHE:
+            memo.popitem(last=False)
+        return found
 
     # ------------------------------------------------------------------ identity
 
@@ -65,7 +84,9 @@ class CardPool:
         if card is not None:
             return card
         state = self._snapshots[index - self.first]
-        card = api.card_from_fleet(self.spec, index, self.template, state=state, zdict=self._zdict)
+        card = api.card_from_fleet(
+            self.spec, index, self.template, state=state, zdict=self._zdict, derived=self.derived(index)
+        )
         self._live[index] = card
         self.woken += 1
         return card

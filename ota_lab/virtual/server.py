@@ -17,8 +17,9 @@ SMPP window never fills; a throttled submit is retried after the ESME's pause, a
 SMSC outage waits for the rebind), deliver_sm objects arrive by :meth:`on_deliver`, timers are
 virtual-clock events cancelled by version numbers.
 
-Memory: one ``Job`` per card once admitted (frozen, its status tuple and reason interned); the
-card's ``PacketKeys`` only while its job is open.
+Memory: one ``Job`` per card once admitted; a closed one is interned (frozen, and most closed jobs
+are equal field for field: they share one object; the others share their status tuples and
+reasons). The card's ``PacketKeys`` only while its job is open.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from __future__ import annotations
 import random
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
 from ota_protocols.apdu import card_commands
 from ota_protocols.errors import ConfigError, OtaSimError
-from ota_protocols.fleet import FleetSpec, derive_card, index_of_msisdn
+from ota_protocols.fleet import DerivedCard, FleetSpec, derive_card, index_of_msisdn
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_protocols.smpp.command_status import CommandStatus
@@ -70,6 +70,7 @@ from ota_server.reconciliation import (
     Sent,
     SubmitRefused,
     Transition,
+    job_replace,
     mo_cntr_fresh,
     open_card_message,
     step,
@@ -91,8 +92,9 @@ def _reply_actions(sequences: Sequence[int]) -> tuple[Action, ...]:
     )
 
 
-def _keysets(spec: FleetSpec, index: int) -> dict[int, Keyset]:
-    derived = derive_card(spec, index)
+def _keysets(spec: FleetSpec, index: int, derived: DerivedCard | None = None) -> dict[int, Keyset]:
+    if derived is None:
+        derived = derive_card(spec, index)
     return {
         k.kvn: Keyset(
             kvn=k.kvn,
@@ -170,6 +172,8 @@ class VirtualOtaServer:
         self.bin_s = max(config.campaign.deadline_s, 1e-9) / TIMELINE_BINS
         self.sent_bins = [0] * TIMELINE_BINS
         self.closed_bins = {state: [0] * TIMELINE_BINS for state in ("confirmed", "partial", "failed")}
+        # The pool's memo of derive_card when the server's fleet is the network's (the lab's case).
+        self._shared_derive = fleet == network.pool.spec
         sec = self.security
         probe = _keysets(fleet, fleet.first_index) if fleet.count else {}
         if fleet.count and sec.counter_kvn not in probe:
@@ -178,6 +182,11 @@ class VirtualOtaServer:
                 f"the fleet's cards have no key set {sec.counter_kvn}",
                 source=str(config.source),
             )
+
+    def _card_keysets(self, index: int) -> dict[int, Keyset]:
+        if self._shared_derive:
+            return _keysets(self.fleet, index, self.network.pool.derived(index))
+        return _keysets(self.fleet, index)
 
     # ------------------------------------------------------------------ jobs
 
@@ -207,7 +216,7 @@ class VirtualOtaServer:
                 continue  # settled by a card message before its turn
             self._started[i] = 1
             index = self.first + i
-            self._open[index] = _Open(packet_keys_for(_keysets(self.fleet, index), self.security))
+            self._open[index] = _Open(packet_keys_for(self._card_keysets(index), self.security))
             self._index.register(self.network.pool.msisdn(index), self.security.tar, index)
             self._apply(index, step(self.job(index), Begin(), now, self.policy))
 
@@ -242,11 +251,18 @@ class VirtualOtaServer:
         i = index - self.first
         job = self._jobs[i]
         if job is not None:
-            # Finished jobs stay for the report: share their status tuples and reasons.
-            statuses = self._interned.setdefault(job.statuses, job.statuses)
-            reason = self._interned.setdefault(job.reason, job.reason)
-            if statuses is not job.statuses or reason is not job.reason:
-                self._jobs[i] = replace(job, statuses=statuses, reason=reason)
+            # Finished jobs stay for the report, and most are equal field for field (same counters,
+            # same statuses): a closed Job is immutable, so equal ones share one object (their
+            # status tuples and reasons too, for the others).
+            interned = self._interned
+            shared = interned.get(job)
+            if shared is None:
+                statuses = interned.setdefault(job.statuses, job.statuses)
+                reason = interned.setdefault(job.reason, job.reason)
+                if statuses is not job.statuses or reason is not job.reason:
+                    job = job_replace(job, statuses=statuses, reason=reason)
+                shared = interned.setdefault(job, job)
+            self._jobs[i] = shared
         final = self._jobs[i]
         if final is not None and final.phase in REPORT_STATES:
             b = min(int(self.clock.now / self.bin_s), TIMELINE_BINS - 1)
@@ -316,7 +332,7 @@ class VirtualOtaServer:
         slot = self._open.get(index)
         if slot is not None:
             return slot.keys
-        return packet_keys_for(_keysets(self.fleet, index), self.security)
+        return packet_keys_for(self._card_keysets(index), self.security)
 
     def _pump(self) -> None:
         """Hand the outbox to the SMSC: paced by ``max_messages_per_second`` (segments count), held
@@ -457,7 +473,7 @@ class VirtualOtaServer:
         if index is None:
             self.stats.mo_unmatched += 1
             return
-        keys = {kvn: ks.packet_keys() for kvn, ks in _keysets(self.fleet, index).items()}
+        keys = {kvn: ks.packet_keys() for kvn, ks in self._card_keysets(index).items()}
         opened = open_card_message(user_data, keys)
         if not isinstance(opened, CardReport):
             self.stats.mo_rejected += 1
