@@ -41,7 +41,8 @@ from ota_lab.config import DIRECTIONAL_FAULTS, FaultRanges, LabConfig, Transport
 from ota_lab.toml_writer import dumps
 from ota_protocols.errors import ConfigError, OtaSimError
 from ota_server.config import load_campaign
-from ota_server.service import REPORT_STATES, CampaignRunner, verification
+from ota_server.report import REPORT_STATES, verification
+from ota_server.service import CampaignRunner
 
 __all__ = [
     "FaultMix",

@@ -9,12 +9,12 @@ action counter CA).
 Glossary: CNTR 03.48 replay counter (per key set), KVN key version number, TAR toolkit
 application reference, CA confirmed action counter, WAL SQLite write-ahead log.
 
-Speed: WAL with ``synchronous=NORMAL`` and group commit. The shell gathers a loop
-iteration's worth of reservations (:meth:`CardStore.reserve`), job updates and history
-rows and writes them in one transaction (:meth:`CardStore.commit`), then sends that
-batch. CNTR values are
-served from an in-memory copy that is written back in the same transaction, so a
-reservation costs no extra read. Key material is stored but never logged or reported.
+Durability: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
+commit that reserves a CNTR does too (docs/campaigns.md §6.5; ``NORMAL`` would only survive a
+process crash). Group commit keeps that affordable: the engine gathers a loop iteration's worth of
+reservations, job updates and history rows into one :class:`~ota_server.engine.records.Commit`,
+written in one transaction (:meth:`CardStore.commit`) before any of its messages leaves. Key
+material is stored but never logged or reported.
 """
 
 from __future__ import annotations
@@ -23,12 +23,22 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ota_protocols.errors import StoreError
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
+from ota_server.engine.lease import LeaseDecision, decide_lease
+from ota_server.engine.records import (
+    CAMPAIGN_STATES,
+    CampaignRow,
+    Commit,
+    HistoryRow,
+    JobRow,
+    StoreSnapshot,
+)
 from ota_server.model import Card, Keyset
+
+__all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobRow", "LeaseLost"]
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +103,10 @@ CREATE TABLE IF NOT EXISTS campaigns (
     source TEXT NOT NULL DEFAULT '',      -- the campaign file
     started_at REAL,                      -- wall clock of the first run
     updated_at REAL NOT NULL,
-    runner_pid INTEGER,                   -- the process running it, NULL when none
-    heartbeat_at REAL                     -- the runner's last poll (it polls every 0.2 s)
+    runner_pid INTEGER,                   -- the lease: the process running it, NULL when none
+    heartbeat_at REAL,                    -- the runner's last poll (it polls every 0.2 s)
+    runner_host TEXT,                     -- the lease: the host of that process
+    runner_token TEXT                     -- the lease: changes on every take-over
 );
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,67 +136,13 @@ COMMIT;
 )
 
 
-@dataclass(slots=True)
-class JobRow:
-    campaign: str
-    iccid: str
-    tar: str
-    state: str
-    pending: list[list[str]]
-    n: int
-    applied: int
-    base: int | None
-    start_counter: int | None
-    attempts: int
-    queries: int
-    resent_actions: int
-    outstanding: list[int] = field(default_factory=list)
-    result: str = ""
-    reason: str = ""
-    counter_path: str | None = None
-    statuses: list[str] = field(default_factory=list)
-    updated_at: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
-    step: int = 0
+_CAMPAIGN_COLUMNS = (
+    "name, state, source, started_at, updated_at, runner_pid, heartbeat_at, runner_host, runner_token"
+)
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignRow:
-    """A campaign's lifecycle row: what ``campaign pause|resume|cancel`` write and the runner polls."""
-
-    name: str
-    state: str  # running, paused, cancelled, finished
-    source: str
-    started_at: float | None
-    updated_at: float
-    runner_pid: int | None
-    heartbeat_at: float | None
-
-
-CAMPAIGN_STATES = ("running", "paused", "cancelled", "finished")
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A CNTR the caller wants for one message of a job (history row written with it)."""
-
-    iccid: str
-    kvn: int
-    campaign: str
-    kind: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    at: float
-    campaign: str | None
-    iccid: str | None
-    direction: str
-    kind: str
-    cntr: int | None = None
-    status: str | None = None
-    detail: str | None = None
+class LeaseLost(StoreError):
+    """Another runner took this campaign's lease over: stop before sending anything more."""
 
 
 class CardStore:
@@ -195,8 +153,13 @@ class CardStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")  # a CLI lifecycle command may hold a write
             self._db.executescript(SCHEMA)
+            campaign_columns = {r[1] for r in self._db.execute("PRAGMA table_info(campaigns)")}
+            for column in ("runner_host", "runner_token"):  # a store written before the lease
+                if column not in campaign_columns:
+                    self._db.execute(f"ALTER TABLE campaigns ADD COLUMN {column} TEXT")
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "extra" not in columns:  # a store written before card messages existed
                 self._db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
@@ -204,9 +167,6 @@ class CardStore:
                 self._db.executescript(_ADD_STEP)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the card store: {exc}") from exc
-        self._cntr: dict[tuple[str, int], int] = {}
-        self._touched: dict[tuple[str, int], int] = {}
-        self._sent_rows: list[tuple[object, ...]] = []
 
     def close(self) -> None:
         self._db.close()
@@ -263,7 +223,6 @@ class CardStore:
                     for k in keysets
                 ],
             )
-        self._cntr.clear()
         return added, len(cards) - added
 
     def msisdn_owners(self) -> dict[str, str]:
@@ -273,8 +232,7 @@ class CardStore:
 
     def campaign(self, name: str) -> CampaignRow | None:
         row = self._db.execute(
-            "SELECT name, state, source, started_at, updated_at, runner_pid, heartbeat_at "
-            "FROM campaigns WHERE name = ?",
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?",
             (name,),
         ).fetchone()
         return CampaignRow(*row) if row else None
@@ -282,10 +240,7 @@ class CardStore:
     def campaigns(self) -> list[CampaignRow]:
         return [
             CampaignRow(*r)
-            for r in self._db.execute(
-                "SELECT name, state, source, started_at, updated_at, runner_pid, heartbeat_at "
-                "FROM campaigns ORDER BY started_at"
-            )
+            for r in self._db.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY started_at")
         ]
 
     def set_campaign_state(
@@ -354,16 +309,9 @@ class CardStore:
 
     # ------------------------------------------------------------------ counters
 
-    def last_cntr(self, iccid: str, kvn: int) -> int:
-        key = (iccid, kvn)
-        if key not in self._cntr:
-            row = self._db.execute(
-                "SELECT cntr FROM keysets WHERE iccid = ? AND kvn = ?", (iccid, kvn)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"card {iccid} has no key set {kvn}")
-            self._cntr[key] = int(row[0])
-        return self._cntr[key]
+    def cntrs(self) -> dict[tuple[str, int], int]:
+        """(ICCID, KVN) -> the last CNTR reserved (sent or burnt)."""
+        return {(i, int(k)): int(c) for i, k, c in self._db.execute("SELECT iccid, kvn, cntr FROM keysets")}
 
     def describes_cards(self) -> bool:
         """Whether an earlier run left card state here: jobs, or counters confirmed by cards."""
@@ -424,34 +372,30 @@ class CardStore:
 
     # ------------------------------------------------------------------ group commit
 
-    def reserve(self, reservations: Sequence[Reservation], *, at: float) -> list[int]:
-        """Next CNTR for each reservation, in order. Held in memory until :meth:`commit`, which
-        writes them (and a history row per message) in its transaction: send only after that."""
-        cntrs: list[int] = []
-        for r in reservations:
-            value = self.last_cntr(r.iccid, r.kvn) + 1
-            if value >= 1 << 40:
-                raise StoreError(f"card {r.iccid} key set {r.kvn}: CNTR exhausted (TS 102 225 §5.1.1)")
-            self._cntr[(r.iccid, r.kvn)] = value
-            self._touched[(r.iccid, r.kvn)] = value
-            cntrs.append(value)
-            self._sent_rows.append((at, r.campaign, r.iccid, "mt", r.kind, value, "reserved", r.detail))
-        return cntrs
+    def snapshot(self, campaign: str, tars: set[str]) -> StoreSnapshot:
+        """What the engine reads at start (:class:`~ota_server.engine.records.StoreSnapshot`)."""
+        confirmed: dict[tuple[str, str], int] = {}
+        for tar in tars:
+            confirmed.update(((iccid, tar), value) for iccid, value in self.confirmed_counters(tar).items())
+        return StoreSnapshot(
+            cntrs=self.cntrs(),
+            confirmed=confirmed,
+            mo_cntrs=self.mo_counters(),
+            jobs=self.load_step_jobs(campaign),
+            campaign=self.campaign(campaign),
+        )
 
-    def commit(
-        self,
-        *,
-        jobs: Iterable[JobRow] = (),
-        counters: Iterable[tuple[str, str, int]] = (),
-        history: Iterable[HistoryRow] = (),
-        mo_counters: Iterable[tuple[str, str, int]] = (),
-        at: float = 0.0,
-    ) -> None:
+    def commit(self, commit: Commit) -> None:
         """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
-        counters, accepted MO CNTRs and history. On return the reservations are durable, so the
-        caller may send: a crash from here on burns these values, never reuses them (house-style §2)."""
-        touched, self._touched = self._touched, {}
-        sent_rows, self._sent_rows = self._sent_rows, []
+        counters, accepted MO CNTRs and history. On return it is durable, so the caller may send:
+        a crash from here on burns these CNTR values, never reuses them (house-style §2)."""
+        if not commit:
+            return
+        at = commit.at
+        reservations = commit.reservations
+        sent_rows = [
+            (at, r.campaign, r.iccid, "mt", r.kind, r.cntr, "reserved", r.detail) for r in reservations
+        ]
         job_rows = [
             (
                 j.campaign,
@@ -475,56 +419,106 @@ class CardStore:
                 json.dumps(j.extra),
                 j.step,
             )
-            for j in jobs
+            for j in commit.jobs
         ]
         history_rows = [
-            (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail) for h in history
+            (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail)
+            for h in commit.history
         ]
-        counter_rows = [(iccid, tar, value, at) for iccid, tar, value in counters]
-        mo_rows = [(iccid, tar, value, at) for iccid, tar, value in mo_counters]
-        if not (touched or sent_rows or job_rows or history_rows or counter_rows or mo_rows):
-            return
-        try:
-            with self._transaction():
-                if touched:
-                    self._db.executemany(
-                        "UPDATE keysets SET cntr = ? WHERE iccid = ? AND kvn = ? AND cntr < ?",
-                        [(v, iccid, kvn, v) for (iccid, kvn), v in touched.items()],
-                    )
-                if sent_rows or history_rows:
-                    self._db.executemany(
-                        "INSERT INTO history (at, campaign, iccid, direction, kind, cntr, status, detail) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        sent_rows + history_rows,
-                    )
-                if job_rows:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
-                        "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
-                        "reason, counter_path, statuses, updated_at, extra, step) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        job_rows,
-                    )
-                if counter_rows:
-                    self._db.executemany(
-                        "INSERT INTO action_counters (iccid, tar, confirmed, updated_at) VALUES (?,?,?,?) "
-                        "ON CONFLICT(iccid, tar) DO UPDATE SET confirmed = excluded.confirmed, "
-                        "updated_at = excluded.updated_at",
-                        counter_rows,
-                    )
-                if mo_rows:
-                    # Never lower: the replay rule needs the highest MO CNTR ever accepted.
-                    self._db.executemany(
-                        "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
-                        "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
-                        "updated_at = excluded.updated_at",
-                        mo_rows,
-                    )
-        except BaseException:
-            # Nothing was committed: forget the in-memory increments (the next read reloads them).
-            for key in touched:
-                self._cntr.pop(key, None)
-            raise
+        highest: dict[tuple[str, int], int] = {}
+        for r in reservations:
+            highest[(r.iccid, r.kvn)] = max(highest.get((r.iccid, r.kvn), 0), r.cntr)
+        with self._transaction():
+            if highest:
+                # TS 102 225 §5.1.1: never lower a CNTR (a value is used once, burnt or not).
+                self._db.executemany(
+                    "UPDATE keysets SET cntr = ? WHERE iccid = ? AND kvn = ? AND cntr < ?",
+                    [(v, iccid, kvn, v) for (iccid, kvn), v in highest.items()],
+                )
+            if sent_rows or history_rows:
+                self._db.executemany(
+                    "INSERT INTO history (at, campaign, iccid, direction, kind, cntr, status, detail) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    sent_rows + history_rows,
+                )
+            if job_rows:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
+                    "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
+                    "reason, counter_path, statuses, updated_at, extra, step) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    job_rows,
+                )
+            if commit.counters:
+                self._db.executemany(
+                    "INSERT INTO action_counters (iccid, tar, confirmed, updated_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT(iccid, tar) DO UPDATE SET confirmed = excluded.confirmed, "
+                    "updated_at = excluded.updated_at",
+                    [(iccid, tar, value, at) for iccid, tar, value in commit.counters],
+                )
+            if commit.mo_counters:
+                # Never lower: the replay rule needs the highest MO CNTR ever accepted.
+                self._db.executemany(
+                    "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
+                    "updated_at = excluded.updated_at",
+                    [(iccid, tar, value, at) for iccid, tar, value in commit.mo_counters],
+                )
+
+    # ------------------------------------------------------------------ the lease (one runner)
+
+    def acquire_lease(
+        self, name: str, *, token: str, pid: int, host: str, at: float, source: str, alive: object
+    ) -> LeaseDecision:
+        """docs/campaigns.md §6.4: read and take the lease in ONE transaction (BEGIN IMMEDIATE), so
+        two runners starting together cannot both win. ``alive(pid) -> bool`` checks a holder on
+        this host. On success the campaign is ``running`` unless it was cancelled."""
+        with self._transaction():
+            row = self.campaign(name)
+            holder_alive = None
+            if row is not None and row.runner_pid is not None and row.runner_host == host:
+                holder_alive = bool(alive(row.runner_pid))  # type: ignore[operator]
+            decision = decide_lease(row, token=token, host=host, now=at, holder_alive=holder_alive)
+            if not decision.granted:
+                return decision
+            # ``run`` (re)starts the campaign: a paused or interrupted one continues; a cancelled one
+            # stays cancelled (its open jobs are closed without sending).
+            state = "cancelled" if row is not None and row.state == "cancelled" else "running"
+            self._db.execute(
+                "INSERT INTO campaigns (name, state, source, started_at, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, "
+                "source = excluded.source",
+                (name, state, source, at, at),
+            )
+            self._db.execute(
+                "UPDATE campaigns SET runner_pid = ?, runner_host = ?, runner_token = ?, heartbeat_at = ? "
+                "WHERE name = ?",
+                (pid, host, token, at, name),
+            )
+        return decision
+
+    def renew_lease(self, name: str, *, token: str, at: float) -> str:
+        """The runner's poll: renew the heartbeat while the lease is ours; return the state the
+        operator asked for. Raises :class:`LeaseLost` when another runner took it over."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "UPDATE campaigns SET heartbeat_at = ? WHERE name = ? AND runner_token = ?", (at, name, token)
+            )
+            if cursor.rowcount != 1:
+                row = self.campaign(name)
+                holder = f"pid {row.runner_pid} on host {row.runner_host}" if row else "nobody"
+                raise LeaseLost(f"campaign {name}: lease taken over by {holder}; stopping")
+            found = self._db.execute("SELECT state FROM campaigns WHERE name = ?", (name,)).fetchone()
+        return str(found[0])
+
+    def release_lease(self, name: str, *, token: str, state: str, at: float) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE campaigns SET state = CASE WHEN state = 'cancelled' THEN state ELSE ? END, "
+                "runner_pid = NULL, runner_host = NULL, runner_token = NULL, heartbeat_at = NULL, "
+                "updated_at = ? WHERE name = ? AND runner_token = ?",
+                (state, at, name, token),
+            )
 
     def history(self, iccid: str | None = None) -> list[HistoryRow]:
         query = "SELECT at, campaign, iccid, direction, kind, cntr, status, detail FROM history"
@@ -539,6 +533,9 @@ class CardStore:
 
 
 class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT; every sqlite3 error on the way becomes one :class:`StoreError`
+    naming the database (docs/campaigns.md §6.5: the run stops on it, exit 1, nothing acknowledged)."""
+
     __slots__ = ("_db", "_path")
 
     def __init__(self, db: sqlite3.Connection, path: str) -> None:
@@ -546,16 +543,26 @@ class _Transaction:
         self._path = path
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StoreError(f"{self._path}: cannot start a transaction: {error}") from error
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
+                return
             except sqlite3.Error as error:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"{self._path}: commit failed: {error}") from error
-        else:
-            self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self._path}: {exc}") from exc
+        self._rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{self._path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.debug("rollback failed on %s", self._path)

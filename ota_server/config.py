@@ -156,8 +156,11 @@ class SmscSection:
     max_messages_per_second: float = 0.0  # 0 = unlimited; segments count
     response_timeout_s: float = 10.0
     enquire_link_s: float = 30.0
-    reconnect_attempts: int = 5
     reconnect_backoff_s: float = 0.5
+    # docs/campaigns.md §6.2: no bind for this long (at start, or after the link went down) fails the
+    # run (exit 1 with the reason); never a per-card failure.
+    reconnect_window_s: float = 30.0
+    bind_timeout_s: float = 5.0  # no bind_resp in time: not an SMSC (or a dead one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -653,9 +656,12 @@ def load_campaign(path: Path | str) -> CampaignConfig:
         max_messages_per_second=s.number("max_messages_per_second", 0.0),
         response_timeout_s=s.number("response_timeout_s", 10.0, positive=True),
         enquire_link_s=s.number("enquire_link_s", 30.0, positive=True),
-        reconnect_attempts=s.integer("reconnect_attempts", 5, high=1000),
         reconnect_backoff_s=s.number("reconnect_backoff_s", 0.5, positive=True),
+        reconnect_window_s=s.number("reconnect_window_s", 30.0, positive=True),
+        bind_timeout_s=s.number("bind_timeout_s", 5.0, positive=True),
     )
+    if s.has("reconnect_attempts"):
+        raise s.error("reconnect_attempts", "replaced by reconnect_window_s (seconds without a bind)")
 
     p = top.table("pacing")
     if p.raw:

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ota_server.engine.job_model import Job, Phase
 from ota_server.model import Action, Card
-from ota_server.reconciliation import Job, Phase
 
 __all__ = [
     "REPORT_MEANINGS",

@@ -36,20 +36,19 @@ from ota_lab.runner import (
     _NETWORK_KEYS,
     FaultMix,
     Invariants,
-    JobView,
     LabResult,
-    check_invariants,
     draw_mix,
     write_configs,
 )
+from ota_lab.step_invariants import StepView, check_steps
 from ota_lab.virtual.cards import WARM_CARDS, CardPool
 from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
 from ota_lab.virtual.server import VirtualOtaServer
 from ota_protocols.errors import ConfigError, OtaSimError
-from ota_protocols.fleet import FleetSpec
+from ota_protocols.fleet import FleetSpec, index_of_msisdn
 from ota_server.config import CampaignConfig, load_campaign, load_network_inventory
-from ota_server.report import check_card, counted_hex, state_of
+from ota_server.report import card_row, counted_hex
 
 __all__ = ["CARD_ROWS_LIMIT", "VirtualRun", "build_run", "merge_shards", "run_shard", "run_virtual"]
 
@@ -130,6 +129,8 @@ class VirtualRun:
         every = self.handset.smsc.restart_every_s
         if every > 0:
             self.clock.at(every, self._periodic, every, rebind)
+        for event in getattr(self.mix, "infra", ()):
+            self.clock.at(event.at, self._infra, event.kind, event.at, event.duration)
         server = self.server
         # The collector's young generations would otherwise scan the fleet's long-lived state (jobs,
         # snapshots, warm cards) hundreds of times a campaign: freeze what exists, collect rarely.
@@ -139,12 +140,30 @@ class VirtualRun:
         gc.set_threshold(_GC_THRESHOLD, *threshold[1:])
         try:
             server.start()
-            self.clock.run(self.campaign.campaign.deadline_s, lambda: server.finished)
+            deadline = self.campaign.campaign.deadline_s
+            while True:
+                self.clock.run(deadline, lambda: server.finished or server.engine is None)
+                if server.finished or self.clock.now >= deadline or not len(self.clock):
+                    break
+                if server.engine is None:
+                    # The runner died (crash, database failure): the operator restarts it later.
+                    self.clock.run(min(deadline, self.clock.now + self._restart_delay), lambda: False)
+                    if self.clock.now >= deadline:
+                        break
+                    self.events.append(f"runner restarted at {self.clock.now:g}s ({server.stopped_reason})")
+                    self.store_fail_until = None
+                    server.store.fail_writes = False
+                    server.start()
+            if server.engine is None:
+                server.start()  # the results are read from the store, like the CLI's report
         finally:
             gc.set_threshold(*threshold)
             gc.unfreeze()
             # The speed-only memo (derived keys) is working set, not fleet state.
             self.pool.forget_derived()
+
+    _restart_delay = 2.0
+    store_fail_until: float | None = None
 
     def _restart(self, at: float, outage: float, rebind: float) -> None:
         if self.clock.now < self.network.down_until:
@@ -152,79 +171,117 @@ class VirtualRun:
             return
         self.events.append(f"smsc restart at {at:g}s")
         self.network.restart(outage, rebind)
+        assert self.server is not None
+        self.server.link_cut(self.network.down_until)
 
     def _periodic(self, every: float, rebind: float) -> None:
         if self.clock.now >= self.network.down_until:
             self.network.restart(self.handset.smsc.restart_outage_s, rebind)
+            assert self.server is not None
+            self.server.link_cut(self.network.down_until)
         self.clock.at(self.clock.now + every, self._periodic, every, rebind)
+
+    def _infra(self, kind: str, at: float, duration: float) -> None:
+        """docs/labs.md "Infrastructure faults": one drawn event, executed on the same runner shell."""
+        server = self.server
+        assert server is not None
+        kind = getattr(kind, "value", kind)
+        if kind in ("smsc_restart", "link_drop"):
+            if self.clock.now < self.network.down_until:
+                self.events.append(f"{kind} at {at:g}s (ignored: an outage under way)")
+                return
+            self.events.append(f"{kind} at {at:g}s for {duration:g}s")
+            self.network.restart(duration, self.campaign.smsc.reconnect_backoff_s)
+            server.link_cut(self.network.down_until)
+        elif kind == "server_crash":
+            if server.engine is None:
+                return
+            self.events.append(f"server crash at {at:g}s")
+            self._restart_delay = max(duration, 0.001)
+            server.crash_after_commit = True
+        elif kind == "db_failure":
+            if server.engine is None:
+                return
+            self.events.append(f"database write failure at {at:g}s")
+            self._restart_delay = max(duration, 0.001)
+            server.store.fail_writes = True
+        elif kind == "second_runner":
+            if server.engine is None:
+                return
+            refused = server.second_runner_refused()
+            self.events.append(f"second runner at {at:g}s: {'refused' if refused else 'ADMITTED'}")
+            if not refused:
+                self.second_runner_admitted = True
+
+    second_runner_admitted = False
 
     # ------------------------------------------------------------------ results
 
     def result(self, seed: int, *, keep_network_report: bool = False, rows: bool | None = None) -> LabResult:
         server, pool = self.server, self.pool
-        assert server is not None
+        assert server is not None and server.engine is not None
+        engine = server.engine
         result = LabResult(self.lab.source, seed, self.mix)
-        actions, tar_hex = server.actions, server.tar_hex
-        lost = dup = mism = stuck = missing = 0
-        problems: list[dict[str, Any]] = []
-        sv = {
-            "lost_actions": 0,
-            "duplicated_actions": 0,
-            "counter_mismatches": 0,
-            "cards_missing_from_network_report": 0,
-        }
-        cards_report: list[dict[str, Any]] = []
-        if rows is None:
-            rows = server.count <= CARD_ROWS_LIMIT
-        counted = counted_hex(actions)
-        for start in range(pool.first, pool.first + server.count, _CHUNK):
-            indices = range(start, min(start + _CHUNK, pool.first + server.count))
-            views, entries = [], []
-            for index in indices:
-                job = server.job(index)
-                card = server.card(index)
-                state = state_of(job)
-                views.append(
-                    JobView(
-                        card.iccid,
-                        card.msisdn,
-                        state,
-                        job.applied,
-                        job.confirmed,
-                        job.start_counter,
-                        job.reason,
-                    )
-                )
-                app = pool.application(index, tar_hex)
-                if app is None:
-                    sv["cards_missing_from_network_report"] += 1
-                else:  # the server's own check (ota_server.report.verify_jobs), card by card
-                    c_lost, c_dup, c_mism, _ = check_card(
-                        app, counted[: job.applied], job.start_counter, job.confirmed
-                    )
-                    sv["lost_actions"] += c_lost
-                    sv["duplicated_actions"] += c_dup
-                    sv["counter_mismatches"] += int(c_mism)
-                entry = {"iccid": card.iccid, "msisdn": card.msisdn, "applications": [app] if app else []}
-                entries.append(entry)
-            network_report = {"cards": entries}
-            inv = check_invariants(views, actions, tar_hex, network_report)
-            lost, dup, mism = lost + inv.lost, dup + inv.duplicated, mism + inv.mismatches
-            stuck, missing = stuck + inv.stuck, missing + inv.missing_cards
-            problems.extend(inv.problems[: max(0, 50 - len(problems))])
-            if keep_network_report:
-                cards_report.extend(entries)
+        views = [
+            StepView(
+                slot.card.iccid,
+                slot.card.msisdn,
+                slot.tar.hex(),
+                slot.step,
+                slot.state,
+                slot.job.applied,
+                slot.job.confirmed,
+                slot.job.start_counter,
+                tuple(counted_hex(slot.actions)),
+                slot.job.reason,
+            )
+            for slot in engine.slots
+        ]
+        entries: dict[str, dict[str, Any]] = {}
+
+        def application(iccid: str, msisdn: str, tar_hex: str) -> dict[str, Any] | None:
+            index = index_of_msisdn(pool.spec, msisdn)
+            if index is None:
+                return None
+            app = pool.application(index, tar_hex)
+            if keep_network_report and app is not None:
+                entry = entries.setdefault(iccid, {"iccid": iccid, "msisdn": msisdn, "applications": []})
+                entry["applications"].append(app)
+            return app
+
+        lost, dup, mism, stuck, missing, problems = check_steps(views, application)
+        if self.second_runner_admitted:
+            problems.insert(0, {"second_runner": "admitted while the first held the lease"})
+            dup += 1
         result.invariants = Invariants(lost, dup, mism, stuck, missing, tuple(problems))
-        result.server_verification = sv
+        result.server_verification = {
+            "lost_actions": lost,
+            "duplicated_actions": dup,
+            "counter_mismatches": mism,
+            "cards_missing_from_network_report": missing,
+        }
         counters = self.network.report_counters()
         result.network = {k: counters[k] for k in _NETWORK_KEYS if k in counters}
         result.events = list(self.events)
         result.summary = server.summary(self.clock.now)
-        result.timeline = server.timeline()
+        result.summary["runner_starts"] = server.runs
+        result.timeline = engine.timeline()
+        if rows is None:
+            rows = len(engine.slots) <= CARD_ROWS_LIMIT
         if rows:
-            result.cards = [server.card_row(i) for i in range(pool.first, pool.first + server.count)]
+            result.cards = [
+                card_row(
+                    s.card.iccid,
+                    s.card.msisdn,
+                    s.tar.hex(),
+                    s.state,
+                    s.job,
+                    step=self.campaign.steps[s.step].name if len(self.campaign.steps) > 1 else None,
+                )
+                for s in engine.slots
+            ]
         if keep_network_report:
-            result.network_report = {"cards": cards_report, "smsc": counters}
+            result.network_report = {"cards": list(entries.values()), "smsc": counters}
         return result
 
 

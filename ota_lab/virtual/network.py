@@ -125,6 +125,7 @@ class VirtualNetwork:
         self._tokens = float(smsc.throttle_burst or max(1.0, smsc.throttle_per_s))
         self._stamp = 0.0
         self.down_until = -1.0  # SMSC restart: the ESME is cut off until then
+        self.esme_gone = False  # no OTA server bound at all (it crashed): MO waits in the SMSC
         self._mo_backlog: deque[DeliverSm] = deque()
         self.restarts = 0
         self.counters = self.core.counters  # the core's, plus the SMSC's admission below
@@ -256,10 +257,21 @@ class VirtualNetwork:
         return self.core.queued
 
     def _to_esme(self, pdu: DeliverSm) -> None:
-        if self.clock.now < self.down_until:
+        if self.clock.now < self.down_until or self.esme_gone:
             self._mo_backlog.append(pdu)  # the SMSC's MO store: out on rebind
             return
         self.to_esme_cb(pdu)
+
+    def hold_for_esme(self, pdu: DeliverSm) -> None:
+        """A deliver_sm no runner acknowledged (the OTA server was down): kept for the next bind."""
+        self._mo_backlog.append(pdu)
+
+    def esme_back(self) -> None:
+        """A runner bound again (after a crash): the SMSC's MO store goes out to it, in order."""
+        self.esme_gone = False
+        if self.clock.now >= self.down_until:
+            while self._mo_backlog:
+                self.to_esme_cb(self._mo_backlog.popleft())
 
     # ------------------------------------------------------------------ SMSC restart
 
@@ -270,7 +282,7 @@ class VirtualNetwork:
         self.clock.at(self.down_until, self._rebound)
 
     def _rebound(self) -> None:
-        if self.clock.now < self.down_until:
+        if self.clock.now < self.down_until or self.esme_gone:
             return
         while self._mo_backlog:
             self.to_esme_cb(self._mo_backlog.popleft())

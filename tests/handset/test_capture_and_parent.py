@@ -140,7 +140,7 @@ def test_serve_exit_with_parent_needs_a_pipe(tmp_path: Path) -> None:
 PARENT = """
 import asyncio, sys
 from pathlib import Path
-from ota_server.service import EmbeddedNetwork
+from ota_server.embedded_network import EmbeddedNetwork
 
 async def main():
     network = EmbeddedNetwork(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from ota_protocols.apdu import card_commands as cc
 from ota_protocols.secured_packet.security_parameters import Spi
 from ota_server.command_builder import build_packet
-from ota_server.model import Action, Security
-from ota_server.reconciliation import (
+from ota_server.engine.job_machine import step
+from ota_server.engine.job_model import (
+    Accepted,
     Begin,
     DeadlinePassed,
     Job,
@@ -17,12 +18,11 @@ from ota_server.reconciliation import (
     Phase,
     Policy,
     PorArrived,
-    PorReport,
     Sent,
     Transition,
-    step,
-    verify_por,
 )
+from ota_server.engine.por_verification import PorReport, verify_por
+from ota_server.model import Action, Security
 from tests.ota_server.cardsim import CardSim, aes_keys
 
 SECURITY = Security(
@@ -72,6 +72,8 @@ class Harness:
             self.sends.append((kind, first, len(actions)))
             self.mt.append((self.cntr, build_packet(self.keys, self.security, self.cntr, actions)))
             self.job = step(self.job, Sent(kind, self.cntr), self.now, self.policy).job
+            # The SMSC takes it at once here: the attempt and its timer start (campaigns.md §6.2).
+            self.job = step(self.job, Accepted(self.cntr), self.now, self.policy).job
         return t
 
     def begin(self) -> Transition:

@@ -30,9 +30,12 @@ from ota_protocols.secured_packet.response_packet import ResponsePacket, encode_
 from ota_protocols.secured_packet.security_parameters import Spi
 from ota_server.card_store import JobRow
 from ota_server.command_builder import build_packet
-from ota_server.reconciliation import (
+from ota_server.engine.campaign import reply_actions as _reply_actions
+from ota_server.engine.card_reports import CardReport, RejectedCardMessage, mo_cntr_fresh, open_card_message
+from ota_server.engine.job_machine import step
+from ota_server.engine.job_model import (
+    Accepted,
     Begin,
-    CardReport,
     CardReportArrived,
     DeadlinePassed,
     Job,
@@ -40,19 +43,15 @@ from ota_server.reconciliation import (
     Phase,
     Policy,
     PorArrived,
-    PorReport,
-    RejectedCardMessage,
     SendQuery,
     SendReply,
     SendScript,
     Sent,
     Transition,
-    mo_cntr_fresh,
-    open_card_message,
-    step,
-    verify_por,
 )
-from ota_server.service import _job_extra, _reply_actions, _resume
+from ota_server.engine.por_verification import PorReport, verify_por
+from ota_server.engine.records import job_extra as _job_extra
+from ota_server.engine.records import resume_job as _resume
 from tests.ota_server.cardsim import CardSim, aes_keys
 from tests.ota_server.harness import SECURITY, make_actions
 
@@ -298,6 +297,8 @@ class CardMessagesUnderLoss(RuleBasedStateMachine):
             self.replies_built.update(self.job.replies)
             self.mt.append(build_packet(self.keys, SECURITY, self.cntr, actions))
             self.job = step(self.job, Sent(kind, self.cntr), self.now, POLICY).job
+            # The SMSC takes it at once here: the attempt and its timer start (campaigns.md §6.2).
+            self.job = step(self.job, Accepted(self.cntr), self.now, POLICY).job
 
     def feed(self, event: object) -> None:
         self.apply(step(self.job, event, self.now, POLICY))  # type: ignore[arg-type]

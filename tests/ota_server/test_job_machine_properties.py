@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ota_protocols.apdu.apdu import CommandApdu
-from ota_server.reconciliation import Phase, Policy
+from ota_server.engine.job_model import Phase, Policy
 from tests.ota_server.harness import Harness, make_actions
 
 

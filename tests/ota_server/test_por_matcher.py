@@ -7,7 +7,7 @@ import random
 from ota_protocols.secured_packet.response_packet import ResponsePacket, encode_response_packet
 from ota_protocols.sms.concatenation import split_user_data
 from ota_protocols.sms.user_data_header import RPI
-from ota_server.por_matcher import (
+from ota_server.engine.por_matcher import (
     Candidate,
     DeliverKind,
     OutstandingIndex,
@@ -15,7 +15,7 @@ from ota_server.por_matcher import (
     choose,
     classify_deliver,
 )
-from ota_server.reconciliation import PorReport, verify_por
+from ota_server.engine.por_verification import PorReport, verify_por
 from tests.ota_server.cardsim import aes_keys
 from tests.ota_server.harness import SECURITY
 

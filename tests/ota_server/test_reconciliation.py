@@ -5,19 +5,9 @@ from __future__ import annotations
 from ota_protocols.apdu.apdu import CommandApdu
 from ota_protocols.secured_packet.response_packet import ResponsePacket, encode_response_packet, seal_response
 from ota_protocols.secured_packet.security_parameters import Spi
-from ota_server.reconciliation import (
-    Begin,
-    Job,
-    MessageKind,
-    Phase,
-    PorArrived,
-    PorReport,
-    RejectedPor,
-    SendQuery,
-    SendScript,
-    step,
-    verify_por,
-)
+from ota_server.engine.job_machine import step
+from ota_server.engine.job_model import Begin, Job, MessageKind, Phase, PorArrived, SendQuery, SendScript
+from ota_server.engine.por_verification import PorReport, RejectedPor, verify_por
 from tests.ota_server.cardsim import CardSim, aes_keys
 from tests.ota_server.harness import POLICY, SECURITY, Harness, make_actions
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from ota_server.reconciliation import Job, MessageKind, Phase, job_replace
+from ota_server.engine.job_model import Job, MessageKind, Phase, job_replace
 
 
 def test_job_replace_is_dataclasses_replace() -> None:

@@ -1,0 +1,746 @@
+"""PURE: the campaign engine, the one place that holds campaign behaviour (house-style §2.1).
+
+Clauses: docs/campaigns.md (targets, steps, pacing, lifecycle, §6 the exactly-once rules, the fence
+rule among them), docs/action-counter.md (claim 1c), house-style §2 (write-ahead CNTR reservation),
+SMPP 3.4 §2.7 / §4.4.2 (window, submit_sm_resp), TS 102 225 §5.1.1 (CNTR never reused).
+
+Glossary: slot one job (card, step); CA confirmed action counter; CNTR 03.48 replay counter;
+PoR proof of receipt; MO mobile originated; bind one ESME transceiver session.
+
+Theory of operation (sans-I/O, like h11 and aioquic). A shell builds the engine from the campaign,
+the targeted cards and a :class:`~ota_server.engine.records.StoreSnapshot`, calls :meth:`start`, then
+feeds it events, each with ``now`` (:meth:`handle`), calls :meth:`handle_deadline` when
+:meth:`next_deadline` has passed, and after each call performs :meth:`effects` in order:
+
+1. a :class:`~ota_server.engine.records.Commit`: the CNTRs just reserved, job rows, counters, MO
+   CNTRs and history, in ONE durable write; nothing after it may be performed if it fails;
+2. :class:`~ota_server.engine.events.Submit` effects the pacer released (only messages whose
+   reservation an earlier or this Commit holds), and
+3. :class:`~ota_server.engine.events.Acknowledge` for deliver_sm whose content the Commit holds.
+
+The engine decides admission (``concurrency`` open jobs, a card's steps in order, ``run_if``),
+pacing (:class:`~ota_server.engine.pacing.BindPacer` per bind), every job transition
+(:mod:`~ota_server.engine.job_machine`), PoR and card-message matching, pause / resume / cancel and
+the campaign deadline. The infrastructure rules of docs/campaigns.md §6.2 live here: a job's PoR
+timer starts when the SMSC takes its message; while a job's bind is down its timers are held (and
+shifted by the outage when it comes back); a message queued for a job that no longer wants it is
+dropped, never sent.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ota_protocols.apdu import card_commands
+from ota_protocols.errors import OtaSimError
+from ota_protocols.smpp.pdu_codec import SubmitSm
+from ota_server import command_builder
+from ota_server.config import CampaignConfig
+from ota_server.engine.deliveries import DeliveryRouter
+from ota_server.engine.events import (
+    Acknowledge,
+    Cancel,
+    DeliverArrived,
+    Effect,
+    EngineEvent,
+    LinkDown,
+    LinkUp,
+    Pause,
+    Resume,
+    Submit,
+    SubmitAnswered,
+    SubmitUnanswered,
+    Token,
+)
+from ota_server.engine.job_machine import step
+from ota_server.engine.job_model import (
+    Accepted,
+    Begin,
+    DeadlinePassed,
+    Event,
+    Finish,
+    Job,
+    MessageKind,
+    Phase,
+    Policy,
+    SendQuery,
+    SendReply,
+    SendScript,
+    Sent,
+    SubmitRefused,
+    Transition,
+)
+from ota_server.engine.job_slots import REPORT_STATES, JobSlot, build_slots, job_row
+from ota_server.engine.pacing import THROTTLE_STATUSES, BindPacer
+from ota_server.engine.records import Commit, HistoryRow, Reservation, StoreSnapshot, TargetCard
+from ota_server.model import Action
+from ota_server.report import Stats, card_row, card_state, stats_summary
+
+if TYPE_CHECKING:
+    import random
+
+__all__ = ["CampaignEngine", "relative_validity", "reply_actions"]
+
+CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
+TIMELINE_BINS = 200
+
+
+def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
+    """TRANSACTION REPLY (accepted) per sequence: navigation-like, never counted (action-counter.md)."""
+    return tuple(
+        Action(f"reply {q}", (card_commands.transaction_reply(q, accepted=True),)) for q in sequences
+    )
+
+
+def relative_validity(seconds: float) -> str:
+    """SMPP 3.4 §7.1.1 relative time ``YYMMDDhhmmsstnnR`` (years and months left 0)."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"0000{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+class CampaignEngine:
+    """One campaign's behaviour, driven by events and deadlines (module docstring)."""
+
+    def __init__(
+        self,
+        config: CampaignConfig,
+        cards: Iterable[TargetCard],
+        snapshot: StoreSnapshot,
+        *,
+        rng: random.Random,
+        issued_counter: int | None = None,
+        wall_offset: float = 0.0,
+        deadline_s: float | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.campaign.name
+        self.rng = rng
+        self.wall_offset = wall_offset  # wall clock = now + wall_offset (history rows, finished_at)
+        self.deadline_s = config.campaign.deadline_s if deadline_s is None else deadline_s
+        self.policy = Policy(
+            por_timeout_s=config.retry.por_timeout_s,
+            max_attempts=config.retry.max_attempts,
+            backoff_s=config.retry.backoff_s,
+            max_backoff_s=config.retry.max_backoff_s,
+        )
+        self.stats = Stats()
+        self.slots: list[JobSlot] = list(build_slots(config, cards, snapshot, issued_counter=issued_counter))
+        self.by_msisdn: dict[str, list[JobSlot]] = {}
+        for slot in self.slots:
+            self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
+        self._cntr: dict[tuple[str, int], int] = dict(snapshot.cntrs)
+        self._ca: dict[tuple[str, str], int] = {}  # (ICCID, TAR) -> CA as this run proved it
+        self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self.by_msisdn)
+        self._pacers: list[BindPacer[Token, SubmitSm]] = [
+            BindPacer(window=config.pacing.window, rate=config.pacing.messages_per_second)
+            for _ in range(max(1, config.pacing.binds))
+        ]
+        self._segments: dict[tuple[int, int], int] = {}  # (slot, CNTR) -> segments not yet answered
+        self._open: dict[int, JobSlot] = {}
+        self._waiting: list[JobSlot] = []
+        self._to_send: dict[int, JobSlot] = {}
+        self._replies_out: list[tuple[JobSlot, tuple[int, ...]]] = []
+        self._dirty: dict[int, JobSlot] = {}
+        self._counters: dict[tuple[str, str], int] = {}
+        self._reservations: list[Reservation] = []
+        self._history: list[HistoryRow] = []
+        self._acks: list[object] = []
+        self._effects: list[Effect] = []
+        self._timers: list[tuple[float, int, int]] = []
+        self.state = "running"
+        self._cancelling = False
+        self.finished = False
+        self.finish_reason = ""
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self._deadline_at: float | None = None
+        # Timeline (plots): SMS accepted and jobs closed per bin over the campaign deadline.
+        self.bin_s = max(self.deadline_s, 1e-9) / TIMELINE_BINS
+        self.sent_bins = [0] * TIMELINE_BINS
+        self.closed_bins = {state: [0] * TIMELINE_BINS for state in ("confirmed", "partial", "failed")}
+        self._pending_pdus: dict[Token, SubmitSm] = {}  # released, not yet answered (window-bounded)
+        self._reply_cntrs: set[tuple[int, int]] = set()
+        stored = snapshot.campaign
+        if stored is not None and stored.state == "cancelled":
+            self.state = "cancelled"
+            self._cancelling = True
+            for slot in self.slots:
+                if not slot.ended:
+                    self._cancel_slot(slot, offline=True, now=0.0)
+        elif stored is not None and stored.state == "paused":
+            self.state = "paused"
+
+    # ------------------------------------------------------------------ the shell's interface
+
+    def start(self, now: float) -> None:
+        self.started_at = now
+        self._deadline_at = now + self.deadline_s
+        self._dirty.update((s.index, s) for s in self.slots)  # every target has a row from the start
+        for slot in self.slots:
+            if slot.ended or (slot.previous is not None and not slot.previous.ended):
+                continue
+            if slot.previous is not None and slot.job.phase is Phase.NEW and not slot.may_follow():
+                self._skip_rest(slot, slot.previous, now)
+                continue
+            self._waiting.append(slot)
+        self._waiting.reverse()  # pop() from the end takes them in card order
+        self._admit(now)
+        self._check_finished(now)
+        self._turn(now)
+
+    def handle(self, event: EngineEvent, now: float) -> None:
+        if isinstance(event, DeliverArrived):
+            self._router.deliver(event, now)
+            self._acks.append(event.handle)
+        elif isinstance(event, SubmitAnswered):
+            self._on_answer(event, now)
+        elif isinstance(event, SubmitUnanswered):
+            self._on_unanswered(event, now)
+        elif isinstance(event, LinkUp):
+            self._on_link_up(event.bind, now)
+        elif isinstance(event, LinkDown):
+            self._on_link_down(event, now)
+        elif isinstance(event, Pause):
+            self.pause(now)
+        elif isinstance(event, Resume):
+            self.resume(now)
+        elif isinstance(event, Cancel):
+            self.cancel(now)
+        self._turn(now)
+
+    def handle_deadline(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, index, version = heapq.heappop(timers)
+            slot = self.slots[index]
+            if version != slot.version or slot.job.deadline != deadline or slot.ended:
+                continue  # superseded
+            if not self._pacers[slot.bind].up:
+                continue  # held: re-armed, shifted by the outage, when the bind comes back
+            self.step_slot(slot, DeadlinePassed(), now)
+        self._router.expire(now)
+        if self._deadline_at is not None and now >= self._deadline_at and not self.finished:
+            self._history_note(now, "campaign", "deadline", "campaign deadline: open jobs end as pending")
+            self._finish_run(now, "deadline")
+        self._turn(now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`handle_deadline` has work (job timers of bound binds, the pacers,
+        the PoR reassembler, the campaign deadline)."""
+        if self.finished:
+            return None
+        candidates: list[float] = []
+        timers = self._timers
+        while timers:
+            deadline, index, version = timers[0]
+            slot = self.slots[index]
+            if version != slot.version or slot.job.deadline != deadline or slot.ended:
+                heapq.heappop(timers)
+                continue
+            candidates.append(deadline)
+            break
+        last = self._last_now
+        for pacer in self._pacers:
+            at = pacer.next_time(last)
+            if at is not None:
+                candidates.append(at)
+        router = self._router.next_deadline()
+        if router is not None:
+            candidates.append(router)
+        if self._deadline_at is not None:
+            candidates.append(self._deadline_at)
+        return min(candidates) if candidates else None
+
+    def effects(self) -> list[Effect]:
+        out, self._effects = self._effects, []
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def pause(self, now: float) -> None:
+        """Stop new sends; messages out settle (their PoRs and timeouts are still handled)."""
+        if self.state == "running":
+            self.state = "paused"
+            self._history_note(now, "campaign", self.state, "")
+
+    def resume(self, now: float) -> None:
+        if self.state == "paused":
+            self.state = "running"
+            self._history_note(now, "campaign", self.state, "")
+            self._admit(now)
+
+    def cancel(self, now: float) -> None:
+        """End every job that has no script in flight as cancelled; a job whose script may still run
+        stays open until its fence (status query) tells what ran, and sends no further script."""
+        if self.state == "cancelled":
+            return
+        self.state = "cancelled"
+        self._cancelling = True
+        self._history_note(now, "campaign", self.state, "")
+        for slot in self._waiting:
+            self._cancel_slot(slot, now=now)
+        self._waiting.clear()
+        for slot in self.slots:
+            if not slot.ended and (not slot.started or slot.job.script_cntr is None):
+                self._cancel_slot(slot, now=now)
+        self._check_finished(now)
+
+    def _cancel_slot(self, slot: JobSlot, *, now: float, offline: bool = False) -> None:
+        reason = "cancelled"
+        if offline and slot.job.script_cntr is not None:
+            # Never started again: a script of the interrupted run may have run; say so.
+            reason = f"cancelled with script cntr={slot.job.script_cntr} in flight: outcome unknown"
+        slot.override = "cancelled"
+        slot.job = replace(slot.job, reason=reason)
+        slot.finished_at = now + self.wall_offset
+        self._dirty[slot.index] = slot
+        if slot.started and not offline:
+            slot.version += 1  # its timers are void
+            self._close(slot)
+        slot.started = True
+
+    def _skip_rest(self, slot: JobSlot | None, previous: JobSlot, now: float) -> None:
+        while slot is not None:
+            slot.override = "skipped"
+            slot.job = replace(slot.job, reason=f"not run: step {previous.step + 1} ended {previous.state}")
+            slot.finished_at = now + self.wall_offset
+            slot.started = True
+            self._dirty[slot.index] = slot
+            slot = slot.next
+
+    def _finish_run(self, now: float, reason: str) -> None:
+        self.finished = True
+        self.finish_reason = reason
+        self.ended_at = now
+
+    def _check_finished(self, now: float) -> None:
+        if not self._open and not self._waiting and not self.finished:
+            self._finish_run(now, "done")
+
+    # ------------------------------------------------------------------ admission
+
+    def _admit(self, now: float) -> None:
+        if self.state != "running":
+            return
+        limit = self.config.campaign.concurrency
+        while self._waiting and len(self._open) < limit:
+            slot = self._waiting.pop()
+            if slot.ended:
+                continue
+            slot.started = True
+            self._open[slot.index] = slot
+            job = slot.job
+            if job.phase is Phase.NEW and job.script_cntr is None and job.attempts == 0 and job.queries == 0:
+                # A later step on a TAR an earlier step just used starts from the counter it left.
+                base = self._ca.get((slot.card.iccid, slot.tar.hex()), job.confirmed)
+                slot.job = replace(job, confirmed=base, start_counter=base)
+            self._router.register(slot)
+            self.step_slot(slot, Begin(), now)
+
+    def _close(self, slot: JobSlot) -> None:
+        """The slot's job is over for this run: free its place, forget its keys."""
+        if self._open.pop(slot.index, None) is not None:
+            self._router.unregister(slot)
+        slot.forget_keys()
+
+    # ------------------------------------------------------------------ transitions
+
+    def step_slot(self, slot: JobSlot, event: Event, now: float) -> None:
+        if slot.override is not None:
+            return  # cancelled or skipped: whatever still arrives for it is in the history only
+        self.apply(slot, step(slot.job, event, now, self.policy), now)
+
+    def apply(self, slot: JobSlot, t: Transition, now: float) -> None:
+        before = slot.job
+        slot.job = t.job
+        if t.note:
+            self._history.append(
+                HistoryRow(
+                    now + self.wall_offset,
+                    self.name,
+                    slot.card.iccid,
+                    "note",
+                    "job",
+                    None,
+                    t.job.phase.value,
+                    t.note,
+                )
+            )
+        if not t.changed and not t.note:
+            return
+        self._dirty[slot.index] = slot
+        if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
+            key = (slot.card.iccid, slot.tar.hex())
+            self._counters[key] = t.job.confirmed
+            self._ca[key] = t.job.confirmed
+        for command in t.commands:
+            if isinstance(command, SendScript | SendQuery):
+                self._to_send[slot.index] = slot
+            elif isinstance(command, SendReply):
+                self._replies_out.append((slot, command.sequences))
+            elif isinstance(command, Finish):
+                self._on_finish(slot, now)
+        if before.phase.terminal and not t.job.phase.terminal:  # pragma: no cover - the table forbids it
+            raise OtaSimError(f"job {slot.card.iccid} left a terminal phase")
+        if t.job.phase is not before.phase and t.job.phase.terminal:
+            self._count_closed(before, t.job, now)
+        if t.job.deadline is not None and t.job.deadline != before.deadline:
+            slot.version += 1
+            heapq.heappush(self._timers, (t.job.deadline, slot.index, slot.version))
+
+    def _count_closed(self, before: Job, job: Job, now: float) -> None:
+        state = REPORT_STATES.get(job.phase)
+        if state is not None:
+            self.closed_bins[state][self._bin(now)] += 1
+            old = REPORT_STATES.get(before.phase)
+            if old is not None:  # a late report moved an ended job (the record follows the card)
+                self.closed_bins[old][self._bin(now)] -= 1
+
+    def _on_finish(self, slot: JobSlot, now: float) -> None:
+        slot.finished_at = now + self.wall_offset
+        nxt = slot.next
+        if nxt is not None and not nxt.ended and not self._cancelling:
+            if nxt.may_follow():
+                self._waiting.append(nxt)  # next in line: pop() takes it before other cards
+            else:
+                self._skip_rest(nxt, slot, now)
+        if not slot.started:
+            # Settled by a card message before it was admitted (a resumed job): never opened.
+            slot.started = True
+            if slot in self._waiting:
+                self._waiting.remove(slot)
+        elif slot.job.script_cntr is None:
+            self._close(slot)
+        else:
+            # Ended with a script's outcome unknown: its place is free, but a late PoR may still
+            # settle it (docs/campaigns.md §6.3), so the PoR index keeps it.
+            self._open.pop(slot.index, None)
+        self._admit(now)
+        self._check_finished(now)
+
+    # ------------------------------------------------------------------ the SMSC's answers
+
+    def _on_answer(self, event: SubmitAnswered, now: float) -> None:
+        token: Token = event.token  # type: ignore[assignment]
+        index, cntr, _ = token
+        slot = self.slots[index]
+        pacer = self._pacers[slot.bind]
+        pacer.answered()
+        if event.status in THROTTLE_STATUSES:
+            # SMPP 3.4 §5.1.3: not taken; first in line again after the bind's pause.
+            self.stats.throttled += 1
+            pacer.throttled(now)
+            pacer.requeue_first([(token, self._pdu(token))])
+            return
+        self._pending_pdus.pop(token, None)
+        if event.status == 0:
+            self.stats.submit_accepted += 1
+            self.sent_bins[self._bin(now)] += 1
+            pacer.accepted()
+            self._history.append(
+                HistoryRow(
+                    now + self.wall_offset,
+                    self.name,
+                    slot.card.iccid,
+                    "mt",
+                    "submit_resp",
+                    cntr,
+                    "accepted",
+                    f"message_id={event.message_id}",
+                )
+            )
+            if self._segment_done(index, cntr):
+                self.step_slot(slot, Accepted(cntr), now)
+            return
+        self.stats.submit_failed += 1
+        detail = f"SMSC refused submit_sm with status {event.status:#010x}"
+        self._history.append(
+            HistoryRow(
+                now + self.wall_offset,
+                self.name,
+                slot.card.iccid,
+                "mt",
+                "submit_resp",
+                cntr,
+                "refused",
+                detail,
+            )
+        )
+        self._segments.pop((index, cntr), None)
+        self._reply_cntrs.discard((index, cntr))
+        self.step_slot(slot, SubmitRefused(cntr, detail), now)
+
+    def _on_unanswered(self, event: SubmitUnanswered, now: float) -> None:
+        token: Token = event.token  # type: ignore[assignment]
+        index, cntr, _ = token
+        slot = self.slots[index]
+        self._pacers[slot.bind].answered()
+        self._pending_pdus.pop(token, None)
+        self.stats.submit_failed += 1
+        self._history.append(
+            HistoryRow(
+                now + self.wall_offset,
+                self.name,
+                slot.card.iccid,
+                "mt",
+                "submit_resp",
+                cntr,
+                "unknown",
+                event.reason,
+            )
+        )
+        # It may have left: count it as taken, so that the timer, then a status query, decides.
+        if self._segment_done(index, cntr):
+            self.step_slot(slot, Accepted(cntr), now)
+
+    def _segment_done(self, index: int, cntr: int) -> bool:
+        """The message's last segment answered: the attempt starts (a concatenated packet needs all)."""
+        key = (index, cntr)
+        left = self._segments.get(key, 1) - 1
+        if left <= 0:
+            self._segments.pop(key, None)
+            self._reply_cntrs.discard(key)
+            return True
+        self._segments[key] = left
+        return False
+
+    def _on_link_up(self, bind: int, now: float) -> None:
+        pacer = self._pacers[bind]
+        down_since = pacer.down_since
+        pacer.link_up()
+        self._history_note(now, "link", "up", f"bind {bind}")
+        if down_since is None or self.started_at is None:
+            return
+        # docs/campaigns.md §6.2: no job runs out of time for want of a link; its timers were held.
+        outage = max(0.0, now - max(down_since, self.started_at))
+        for slot in self._open.values():
+            if slot.bind == bind and slot.job.deadline is not None:
+                slot.job = replace(slot.job, deadline=slot.job.deadline + outage)
+                slot.version += 1
+                heapq.heappush(self._timers, (slot.job.deadline, slot.index, slot.version))
+                self._dirty[slot.index] = slot
+
+    def _on_link_down(self, event: LinkDown, now: float) -> None:
+        pacer = self._pacers[event.bind]
+        pacer.link_down(now)
+        self._history_note(now, "link", "down", f"bind {event.bind}")
+        unsent = [t for t in event.unsent if isinstance(t, tuple)]
+        pacer.requeue_first([(t, self._pdu(t)) for t in unsent])  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ the turn: commit, then send
+
+    _last_now = 0.0
+
+    def _turn(self, now: float) -> None:
+        self._last_now = now
+        self._reserve_and_build(now)
+        wall = now + self.wall_offset
+        if self._dirty or self._reservations or self._counters or self._history or self._router.dirty_mo:
+            commit = Commit(
+                reservations=tuple(self._reservations),
+                jobs=tuple(job_row(self.name, slot, wall) for slot in self._dirty.values()),
+                counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
+                mo_counters=self._router.take_dirty_mo(),
+                history=tuple(self._history),
+                at=wall,
+            )
+            self._reservations.clear()
+            self._dirty.clear()
+            self._counters.clear()
+            self._history.clear()
+            self._effects.append(commit)
+        if self._acks:
+            self._effects.append(Acknowledge(tuple(self._acks)))
+            self._acks.clear()
+        self._pump(now)
+
+    def _reserve_and_build(self, now: float) -> None:
+        if self.state == "paused":
+            return  # pause: nothing new leaves; what was decided waits for resume
+        to_send, self._to_send = self._to_send, {}
+        for slot in to_send.values():
+            job = slot.job
+            if job.phase is not Phase.SENDING or job.next_kind is None or slot.override is not None:
+                continue  # a PoR settled it meanwhile
+            kind = job.next_kind
+            if self._cancelling and kind is MessageKind.SCRIPT:
+                # Cancel: the fence said what ran (job.applied); the rest is never sent.
+                self._cancel_slot(slot, now=now)
+                self._check_finished(now)
+                continue
+            actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
+            # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
+            actions = (*reply_actions(job.replies), *actions)
+            what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
+            step_note = f" step {slot.step + 1}" if len(self.config.steps) > 1 else ""
+            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar.hex()}{step_note}")
+            self.stats.replies_sent += len(job.replies)
+            self._queue(slot, cntr, actions)
+            self.stats.packets_sent += 1
+            if kind is MessageKind.SCRIPT:
+                self.stats.scripts_sent += 1
+            else:
+                self.stats.queries_sent += 1
+            self.step_slot(slot, Sent(kind, cntr), now)
+        replies, self._replies_out = self._replies_out, []
+        for slot, sequences in replies:
+            # Not tracked by the job (it sends nothing more): its PoR is recorded as unmatched.
+            cntr = self._reserve(slot, "reply", "transaction reply " + ",".join(str(q) for q in sequences))
+            self._reply_cntrs.add((slot.index, cntr))
+            self._queue(slot, cntr, reply_actions(sequences))
+            self.stats.packets_sent += 1
+            self.stats.replies_sent += len(sequences)
+
+    def _reserve(self, slot: JobSlot, kind: str, detail: str) -> int:
+        key = (slot.card.iccid, slot.counter_kvn)
+        value = self._cntr.get(key, 0) + 1
+        if value >= CNTR_LIMIT:
+            raise OtaSimError(
+                f"card {slot.card.iccid} key set {slot.counter_kvn}: CNTR exhausted (TS 102 225 §5.1.1)"
+            )
+        self._cntr[key] = value
+        self._reservations.append(
+            Reservation(slot.card.iccid, slot.counter_kvn, value, self.name, kind, detail)
+        )
+        return value
+
+    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action]) -> None:
+        segments = command_builder.build_user_data(slot.keys, slot.security, cntr, actions, rng=self.rng)
+        self._segments[(slot.index, cntr)] = len(segments)
+        self._pacers[slot.bind].queue(
+            ((slot.index, cntr, k), self._submit_sm(slot.card.msisdn, ud)) for k, ud in enumerate(segments)
+        )
+
+    def _submit_sm(self, msisdn: str, user_data: bytes) -> SubmitSm:
+        """smpp-and-peers.md §1.2: an OTA command is esm_class 0x40 (UDHI), PID 0x7F (SIM data
+        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4)."""
+        s = self.config.smsc
+        validity = self.config.campaign.validity_period_s
+        return SubmitSm(
+            source_addr_ton=s.source_addr_ton,
+            source_addr_npi=s.source_addr_npi,
+            source_addr=s.source_addr,
+            dest_addr_ton=s.dest_addr_ton,
+            dest_addr_npi=s.dest_addr_npi,
+            destination_addr=msisdn,
+            esm_class=0x40,
+            protocol_id=0x7F,
+            data_coding=0xF6,
+            registered_delivery=1 if s.registered_delivery else 0,
+            validity_period=relative_validity(validity) if validity is not None else "",
+            short_message=user_data,
+        )
+
+    def _pdu(self, token: Token) -> SubmitSm:
+        """The submit_sm of a released token (kept until it is answered: at most a window per bind)."""
+        pdu = self._pending_pdus.pop(token, None)
+        if pdu is None:  # pragma: no cover - every released token is recorded
+            raise OtaSimError(f"no submit_sm recorded for {token}")
+        return pdu
+
+    def _pump(self, now: float) -> None:
+        for bind, pacer in enumerate(self._pacers):
+            for token, pdu in pacer.release(now):
+                slot = self.slots[token[0]]
+                if not self._wanted(slot, token[1]):
+                    pacer.answered()  # dropped, never sent (docs/campaigns.md §6.2)
+                    self._segments.pop((token[0], token[1]), None)
+                    continue
+                self._pending_pdus[token] = pdu
+                self.stats.messages_sent += 1
+                self._effects.append(Submit(bind, token, pdu))
+
+    def _wanted(self, slot: JobSlot, cntr: int) -> bool:
+        """docs/campaigns.md §6.2: a queued message leaves only while its job waits on it; a reply
+        (message 2 on its own) while its card's job is not cancelled."""
+        if slot.override is not None:
+            return False
+        if (slot.index, cntr) in self._reply_cntrs:
+            return True
+        return not slot.job.phase.terminal and cntr in slot.job.outstanding_cntrs
+
+    # ------------------------------------------------------------------ history, report
+
+    def _history_note(self, now: float, kind: str, status: str, detail: str) -> None:
+        self._history.append(
+            HistoryRow(now + self.wall_offset, self.name, None, "note", kind, None, status, detail)
+        )
+
+    def history(self, row: HistoryRow) -> None:
+        self._history.append(row)
+
+    def _bin(self, now: float) -> int:
+        start = self.started_at or 0.0
+        return min(max(int((now - start) / self.bin_s), 0), TIMELINE_BINS - 1)
+
+    def counts(self) -> Counter[str]:
+        """Cards by overall state: confirmed when every step was, else the first other step's state."""
+        c: Counter[str] = Counter()
+        for slots in self.by_msisdn.values():
+            c[card_state([slot.state for slot in slots])] += 1
+        return c
+
+    def step_outcomes(self) -> list[tuple[Any, Job, tuple[Action, ...], str]]:
+        """Every job (card, step) with its actions and TAR (for :func:`ota_server.report.verify_jobs`)."""
+        return [(s.card, s.job, s.actions, s.tar.hex()) for s in self.slots]
+
+    @property
+    def resent_actions(self) -> int:
+        return sum(s.job.resent_actions for s in self.slots)
+
+    def jobs_done(self) -> int:
+        return sum(1 for s in self.slots if s.ended)
+
+    def summary(self, now: float) -> dict[str, Any]:
+        counts = self.counts()
+        end = self.ended_at if self.ended_at is not None else now
+        return {
+            "cards": len(self.by_msisdn),
+            "jobs": len(self.slots),
+            "confirmed": counts["confirmed"],
+            "partial": counts["partial"],
+            "failed": counts["failed"],
+            "pending": counts["pending"],
+            "cancelled": counts["cancelled"],
+            "skipped": counts["skipped"],
+            **stats_summary(self.stats, self.resent_actions),
+            "duration_s": round(end - (self.started_at or 0.0), 3),
+        }
+
+    def report(self, now: float) -> dict[str, Any]:
+        from ota_server.report import REPORT_MEANINGS
+
+        cards = [
+            card_row(
+                slot.card.iccid,
+                slot.card.msisdn,
+                slot.tar.hex(),
+                slot.state,
+                slot.job,
+                step=self.config.steps[slot.step].name,
+            )
+            for slot in self.slots
+        ]
+        ended = all(slot.ended for slot in self.slots)
+        return {
+            "campaign": self.name,
+            "tar": self.config.security.tar.hex(),
+            "summary": self.summary(now),
+            "cards": cards,
+            "meanings": REPORT_MEANINGS,
+            "state": self.state if self.state == "cancelled" else ("finished" if ended else self.state),
+        }
+
+    def timeline(self) -> dict[str, Any]:
+        return {
+            "bin_s": self.bin_s,
+            "sent": list(self.sent_bins),
+            "closed": {k: list(v) for k, v in self.closed_bins.items()},
+        }

@@ -1,0 +1,191 @@
+"""PURE: the campaign's jobs as the engine holds them: one slot per (card, step), built from the
+campaign, the targeted cards and what the store kept from earlier runs.
+
+Clauses: docs/campaigns.md §2 (targets, steps, per-card CSV parameters, ``run_if``), §6 (resume).
+
+Glossary: slot one job (card, step) with what the engine needs around the pure Job: the card, its
+keys while open, the actions, the bind its messages use; CA confirmed action counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from ota_protocols.errors import ConfigError
+from ota_protocols.secured_packet.packet_keys import PacketKeys
+from ota_server.config import CampaignConfig
+from ota_server.engine.job_model import Job, Phase
+from ota_server.engine.records import JobRow, StoreSnapshot, TargetCard, job_extra, resume_job
+from ota_server.model import Action, Card, Security, packet_keys_for
+from ota_server.report import REPORT_STATES
+
+__all__ = ["REPORT_STATES", "JobSlot", "build_slots", "job_row"]
+
+
+class JobSlot:
+    """One job (card, step). A card's steps run in order: ``next`` is admitted when this one ends."""
+
+    __slots__ = (
+        "_keys",
+        "actions",
+        "bind",
+        "card",
+        "finished_at",
+        "index",
+        "job",
+        "keysets",
+        "next",
+        "override",
+        "previous",
+        "run_if",
+        "security",
+        "started",
+        "step",
+        "version",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        card: Card,
+        keysets: Any,
+        job: Job,
+        *,
+        step: int,
+        security: Security,
+        actions: tuple[Action, ...],
+        run_if: str,
+        bind: int,
+    ) -> None:
+        self.index = index
+        self.card = card
+        self.keysets = keysets
+        self.job = job
+        self.step = step
+        self.security = security
+        self.actions = actions
+        self.run_if = run_if
+        self.bind = bind
+        self.version = 0
+        self.started = False
+        self.override: str | None = None  # "cancelled" / "skipped": ended by the engine, not the card
+        self.next: JobSlot | None = None
+        self.previous: JobSlot | None = None
+        self.finished_at: float | None = None
+        self._keys: PacketKeys | None = None
+
+    @property
+    def tar(self) -> bytes:
+        return self.security.tar
+
+    @property
+    def counter_kvn(self) -> int:
+        return self.security.counter_kvn
+
+    @property
+    def keys(self) -> PacketKeys:
+        """The job's PacketKeys (key schedules kept while the job is open, see :meth:`forget_keys`)."""
+        if self._keys is None:
+            self._keys = packet_keys_for(dict(self.keysets), self.security)
+        return self._keys
+
+    def forget_keys(self) -> None:
+        self._keys = None
+
+    @property
+    def ended(self) -> bool:
+        return self.override is not None or self.job.phase.terminal
+
+    @property
+    def state(self) -> str:
+        return self.override or REPORT_STATES.get(self.job.phase, "pending")
+
+    def may_follow(self) -> bool:
+        """A step runs after the card's previous step ended confirmed, or whatever it ended with
+        when the step says ``run_if = "always"``."""
+        return self.previous is None or self.run_if == "always" or self.previous.state == "confirmed"
+
+
+def build_slots(
+    config: CampaignConfig,
+    cards: Iterable[TargetCard],
+    snapshot: StoreSnapshot,
+    *,
+    issued_counter: int | None,
+) -> Iterator[JobSlot]:
+    """Every targeted card's chain of step jobs, in card order (targets narrowed here: docs §2)."""
+    targets = config.targets
+    csv_key = targets.csv.key if targets.csv else None
+    index = 0
+    binds = max(1, config.pacing.binds)
+    for target in cards:
+        card = target.card
+        if not targets.selects(card):
+            continue
+        previous: JobSlot | None = None
+        for k, step_config in enumerate(config.steps):
+            sec = step_config.security
+            if sec.counter_kvn not in target.keysets:
+                where = f"steps[{k}].security.kic" if len(config.steps) > 1 else "security.kic"
+                raise ConfigError(
+                    where, f"card {card.iccid} has no key set {sec.counter_kvn}", source=str(config.source)
+                )
+            actions = step_config.actions_for(getattr(card, csv_key) if csv_key else None)
+            tar_hex = sec.tar.hex()
+            # The stored CA: from earlier reports, else the issuer's record of the fleet (a wrong
+            # record is caught by the PoR's "before" value); unknown: the job asks the card first.
+            base = snapshot.confirmed.get((card.iccid, tar_hex), issued_counter)
+            slot = JobSlot(
+                index,
+                card,
+                target.keysets,
+                Job(n=len(actions), confirmed=base, start_counter=base),
+                step=k,
+                security=sec,
+                actions=actions,
+                run_if=step_config.run_if,
+                bind=index % binds,
+            )
+            stored = snapshot.jobs.get((card.iccid, tar_hex, k))
+            if stored is not None:
+                if stored.state in ("cancelled", "skipped"):
+                    slot.override = stored.state
+                    slot.job = replace(resume_job(stored, len(actions), base), phase=Phase.NEW)
+                else:
+                    slot.job = resume_job(stored, len(actions), base)
+                finished_at = (stored.extra or {}).get("finished_at")
+                slot.finished_at = float(finished_at) if isinstance(finished_at, int | float) else None
+            if previous is not None:
+                previous.next = slot
+                slot.previous = previous
+            previous = slot
+            index += 1
+            yield slot
+
+
+def job_row(campaign: str, slot: JobSlot, wall: float) -> JobRow:
+    job = slot.job
+    return JobRow(
+        campaign=campaign,
+        iccid=slot.card.iccid,
+        tar=slot.tar.hex(),
+        state=slot.override or job.phase.value,
+        pending=[a.to_json() for a in slot.actions[job.applied :]],
+        n=job.n,
+        applied=job.applied,
+        base=job.confirmed,
+        start_counter=job.start_counter,
+        attempts=job.attempts,
+        queries=job.queries,
+        resent_actions=job.resent_actions,
+        outstanding=list(job.outstanding_cntrs),
+        result=slot.override or REPORT_STATES.get(job.phase, ""),
+        reason=job.reason,
+        counter_path=job.counter_path,
+        statuses=list(job.statuses),
+        updated_at=wall,
+        extra=job_extra(job, slot.finished_at),
+        step=slot.step,
+    )
