@@ -2,8 +2,8 @@
 
 Nothing here names this repository's modules: :class:`Policy` says which packages exist, which modules
 are pure and what a pure module may not touch, and :func:`check` applies it to any source root. The
-policy of ota-sim and the tests live in ``tests/test_architecture.py``; its negative tests run the same
-:func:`check` on small package trees written to ``tmp_path``.
+policy of ota-sim lives in ``tests/test_architecture.py``; ``tests/test_architecture_checker.py`` runs
+the same :func:`check` on small package trees written to ``tmp_path``.
 
 Terms:
 
