@@ -1,17 +1,18 @@
 """Shared test configuration.
 
-Hypothesis: the ``ci`` profile (chosen when the CI environment variable is set)
-derandomizes, so a CI run is reproducible; locally examples vary between runs.
+Hypothesis: the ``ci`` profile (chosen when the CI environment variable holds a true value)
+derandomizes, so a CI run is reproducible; locally examples vary between runs. In CI a test that needs
+a missing third-party component fails instead of skipping (``tests/support/components.py``).
 """
 
 from __future__ import annotations
 
-import os
-
 from hypothesis import HealthCheck, settings
+
+from tests.support.components import in_ci
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("dev", deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+settings.load_profile("ci" if in_ci() else "dev")

@@ -7,24 +7,27 @@ submit_sm / deliver_sm with PID 0x7F, DCS 0xF6, UDHI and IEI 0x70 / 0x71 (TS 31.
 the ENVELOPE (SMS-PP download, tag D1, TS 31.111 §7.1.1) holding the SMS-DELIVER with
 PID 127 / DCS 246 / IEI 0x70, and the proactive SEND SHORT MESSAGE (TS 102 223 §6.4.10)
 holding the SMS-SUBMIT PoR (IEI 0x71), in the order of the path. One tshark run.
-Skipped when tshark is missing.
+Skipped when tshark is missing, failed in CI.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.interop.support import ota_server, tshark_fields, write_campaign, write_network
+from tests.support.components import on_path, require
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark missing"),
-]
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tshark() -> None:
+    require("tshark", on_path("tshark"), "apt-get install tshark (.ci/apt-packages installs it for CI)")
+
 
 FIELDS = [
     "frame.number",

@@ -8,14 +8,13 @@ HTTP sink, where we decode it and check its checksum. Kannel's delivery report
 arrives at the sink too.
 
 External daemons give no readiness signal, so waits poll with a deadline
-(``wait_until``); nothing else sleeps. Skipped when Kannel is not installed.
+(``wait_until``); nothing else sleeps. Skipped when Kannel is not installed, failed in CI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,11 +32,19 @@ import pytest
 
 from ota_protocols.fleet import FleetSpec, derive_card
 from ota_server import packet_tool
+from tests.support.components import on_path, require
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("bearerbox") is None, reason="kannel (bearerbox) not installed"),
-]
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kannel() -> None:
+    require(
+        "kannel",
+        on_path("bearerbox", "smsbox"),
+        "bearerbox and smsbox: apt-get install kannel (.ci/apt-packages installs it for CI)",
+    )
+
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDSET_CONFIG = ROOT / "configs" / "handset.toml"

@@ -10,8 +10,8 @@ the DELIVER-REPORT, TS 102 225 §5.1.2) goes back to node, which sends it as a
 deliver_sm (esm_class 0x40, PID 0x7F, DCS 0xF6, UDH 02 71 00 in node-smpp's
 ``{udh, message}`` form). The campaign must confirm every card.
 
-Skipped when node is missing or ``tests/interop/node/node_modules`` has no smpp
-(``.ci/run`` runs ``npm ci --prefix tests/interop/node`` when npm and the registry are there).
+Skipped when node is missing or ``tests/interop/node/node_modules`` has no smpp; failed in CI, where
+``.ci/run`` runs ``npm ci --prefix tests/interop/node`` and stops if it fails.
 """
 
 from __future__ import annotations
@@ -37,18 +37,23 @@ from ota_protocols.apdu.proactive import get_response_apdu
 from ota_protocols.sms.address import Address, Npi, Ton, encode_cat_address
 from ota_protocols.sms.tpdu import SmsDeliver, scts_from_datetime
 from tests.interop.support import ROOT, write_campaign, write_network
+from tests.support.components import require
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(NODE is None, reason="node missing"),
-    pytest.mark.skipif(
-        not (NODE_DIR / "node_modules" / "smpp" / "package.json").is_file(),
-        reason="npm smpp not installed (npm ci --prefix tests/interop/node)",
-    ),
-]
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _node_smpp() -> None:
+    require("node", NODE is not None, "node v20 on PATH (the CI machine kind comes with it)")
+    require(
+        "npm smpp",
+        (NODE_DIR / "node_modules" / "smpp" / "package.json").is_file(),
+        "npm ci --prefix tests/interop/node (.ci/run does it)",
+    )
+
 
 SMSC_ADDRESS = encode_cat_address(Address("4917000000", Ton.INTERNATIONAL, Npi.ISDN))
 

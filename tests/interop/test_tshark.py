@@ -1,11 +1,10 @@
 """tshark (Wireshark) as an independent decoder of our SMPP PDUs, TPDUs and GSMTAP-SIM records.
 
-Skipped when tshark is not installed (.ci/apt-packages installs it for CI).
+Skipped when tshark is not installed, failed in CI (.ci/apt-packages installs it there).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,11 +15,15 @@ from ota_protocols.capture import TcpStream, gsmtap_sim, pcap_header, pcap_recor
 from ota_protocols.smpp.pdu_codec import DeliverSm, SubmitSm, encode_pdu
 from ota_protocols.sms.address import Address, Ton
 from ota_protocols.sms.tpdu import SmsDeliver
+from tests.support.components import on_path, require
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark missing"),
-]
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tshark() -> None:
+    require("tshark", on_path("tshark"), "apt-get install tshark (.ci/apt-packages installs it for CI)")
+
 
 COMMAND_UD = bytes.fromhex("02700000201506193535b00011ae733256918d050b87c94fbfe12e4dc402f262c41cf67f2f")
 POR_UD = bytes.fromhex("027100000e0ab0001100000000000000016132")

@@ -33,7 +33,6 @@ def test_demo_campaign_loads_with_four_counted_actions() -> None:
     assert config.network.handset_config == DEMO.parent / "../handset.toml"
 
 
-@pytest.mark.skipif(not (ROOT / "configs" / "handset.toml").exists(), reason="no handset config yet")
 def test_demo_network_has_at_least_100_cards_and_the_credentials() -> None:
     config = load_campaign(DEMO)
     assert config.network.handset_config is not None
