@@ -39,7 +39,7 @@ from ota_protocols.apdu import card_commands
 from ota_protocols.errors import OtaSimError
 from ota_protocols.smpp.pdu_codec import SubmitSm
 from ota_server import command_builder
-from ota_server.config import CampaignConfig
+from ota_server.engine.campaign_spec import CampaignConfig
 from ota_server.engine.deliveries import DeliveryRouter
 from ota_server.engine.events import (
     Acknowledge,

@@ -15,7 +15,7 @@ from typing import Any
 
 from ota_protocols.errors import ConfigError
 from ota_protocols.secured_packet.packet_keys import PacketKeys
-from ota_server.config import CampaignConfig
+from ota_server.engine.campaign_spec import CampaignConfig
 from ota_server.engine.job_model import Job, Phase
 from ota_server.engine.records import JobRow, StoreSnapshot, TargetCard, job_extra, resume_job
 from ota_server.model import Action, Card, Security, packet_keys_for
