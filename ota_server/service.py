@@ -38,6 +38,7 @@ from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, In
 from ota_server.card_store import CardStore
 from ota_server.config import CampaignConfig, NetworkInventory, load_network_inventory
 from ota_server.embedded_network import CampaignFailed, EmbeddedNetwork
+from ota_server.engine import outcome
 from ota_server.engine.campaign import CampaignEngine
 from ota_server.engine.events import (
     Acknowledge,
@@ -239,7 +240,7 @@ class CampaignRunner:
                     network_report = await network.stop()
             if self._failure is not None:
                 raise CampaignFailed(self._failure)
-            report = engine.report(loop.time())
+            report = outcome.report(engine, loop.time())
             if network_report is not None:
                 report["verification"] = verify_jobs(engine.step_outcomes(), network_report)
             return report

@@ -30,6 +30,7 @@ from ota_protocols.fleet import FleetSpec, derive_card
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_protocols.smpp.pdu_codec import DeliverSm
 from ota_server.config import CampaignConfig
+from ota_server.engine import outcome
 from ota_server.engine.campaign import CampaignEngine
 from ota_server.engine.events import DeliverArrived, LinkDown, LinkUp, Submit, SubmitAnswered
 from ota_server.engine.lease import decide_lease
@@ -297,6 +298,6 @@ class VirtualOtaServer:
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         assert self.engine is not None
-        summary = self.engine.summary(duration_s)
+        summary = outcome.summary(self.engine, duration_s)
         summary["duration_s"] = round(duration_s, 3)
         return summary

@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ota_protocols.apdu import card_commands
 from ota_protocols.errors import OtaSimError
-from ota_protocols.smpp.pdu_codec import SubmitSm
-from ota_server import command_builder
 from ota_server.engine.campaign_spec import CampaignConfig
 from ota_server.engine.deliveries import DeliveryRouter
 from ota_server.engine.events import (
@@ -51,58 +48,35 @@ from ota_server.engine.events import (
     LinkUp,
     Pause,
     Resume,
-    Submit,
     SubmitAnswered,
     SubmitUnanswered,
-    Token,
 )
 from ota_server.engine.job_machine import step
 from ota_server.engine.job_model import (
-    Accepted,
     Begin,
     DeadlinePassed,
     Event,
     Finish,
     Job,
-    MessageKind,
     Phase,
     Policy,
     SendQuery,
     SendReply,
     SendScript,
-    Sent,
-    SubmitRefused,
     Transition,
 )
 from ota_server.engine.job_slots import REPORT_STATES, JobSlot, build_slots, job_row
-from ota_server.engine.pacing import THROTTLE_STATUSES, BindPacer
-from ota_server.engine.records import Commit, HistoryRow, Reservation, StoreSnapshot, TargetCard
+from ota_server.engine.outbound import Outbound
+from ota_server.engine.records import Commit, HistoryRow, StoreSnapshot, TargetCard
 from ota_server.model import Action
-from ota_server.report import Stats, card_row, card_state, stats_summary
+from ota_server.report import Stats, card_state
 
 if TYPE_CHECKING:
     import random
 
-__all__ = ["CampaignEngine", "relative_validity", "reply_actions"]
+__all__ = ["CampaignEngine"]
 
-CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
 TIMELINE_BINS = 200
-
-
-def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
-    """TRANSACTION REPLY (accepted) per sequence: navigation-like, never counted (action-counter.md)."""
-    return tuple(
-        Action(f"reply {q}", (card_commands.transaction_reply(q, accepted=True),)) for q in sequences
-    )
-
-
-def relative_validity(seconds: float) -> str:
-    """SMPP 3.4 §7.1.1 relative time ``YYMMDDhhmmsstnnR`` (years and months left 0)."""
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"0000{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
 
 
 class CampaignEngine:
@@ -135,27 +109,19 @@ class CampaignEngine:
         self.by_msisdn: dict[str, list[JobSlot]] = {}
         for slot in self.slots:
             self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
-        self._cntr: dict[tuple[str, int], int] = dict(snapshot.cntrs)
         self._ca: dict[tuple[str, str], int] = {}  # (ICCID, TAR) -> CA as this run proved it
         self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self.by_msisdn)
-        self._pacers: list[BindPacer[Token, SubmitSm]] = [
-            BindPacer(window=config.pacing.window, rate=config.pacing.messages_per_second)
-            for _ in range(max(1, config.pacing.binds))
-        ]
-        self._segments: dict[tuple[int, int], int] = {}  # (slot, CNTR) -> segments not yet answered
+        self._out = Outbound(self, dict(snapshot.cntrs))
         self._open: dict[int, JobSlot] = {}
         self._waiting: list[JobSlot] = []
-        self._to_send: dict[int, JobSlot] = {}
-        self._replies_out: list[tuple[JobSlot, tuple[int, ...]]] = []
         self._dirty: dict[int, JobSlot] = {}
         self._counters: dict[tuple[str, str], int] = {}
-        self._reservations: list[Reservation] = []
         self._history: list[HistoryRow] = []
         self._acks: list[object] = []
         self._effects: list[Effect] = []
         self._timers: list[tuple[float, int, int]] = []
         self.state = "running"
-        self._cancelling = False
+        self.cancelling = False
         self.finished = False
         self.finish_reason = ""
         self.started_at: float | None = None
@@ -165,12 +131,10 @@ class CampaignEngine:
         self.bin_s = max(self.deadline_s, 1e-9) / TIMELINE_BINS
         self.sent_bins = [0] * TIMELINE_BINS
         self.closed_bins = {state: [0] * TIMELINE_BINS for state in ("confirmed", "partial", "failed")}
-        self._pending_pdus: dict[Token, SubmitSm] = {}  # released, not yet answered (window-bounded)
-        self._reply_cntrs: set[tuple[int, int]] = set()
         stored = snapshot.campaign
         if stored is not None and stored.state == "cancelled":
             self.state = "cancelled"
-            self._cancelling = True
+            self.cancelling = True
             for slot in self.slots:
                 if not slot.ended:
                     self._cancel_slot(slot, offline=True, now=0.0)
@@ -200,9 +164,9 @@ class CampaignEngine:
             self._router.deliver(event, now)
             self._acks.append(event.handle)
         elif isinstance(event, SubmitAnswered):
-            self._on_answer(event, now)
+            self._out.answered(event, now)
         elif isinstance(event, SubmitUnanswered):
-            self._on_unanswered(event, now)
+            self._out.unanswered(event, now)
         elif isinstance(event, LinkUp):
             self._on_link_up(event.bind, now)
         elif isinstance(event, LinkDown):
@@ -222,7 +186,7 @@ class CampaignEngine:
             slot = self.slots[index]
             if version != slot.version or slot.job.deadline != deadline or slot.ended:
                 continue  # superseded
-            if not self._pacers[slot.bind].up:
+            if not self._out.bound(slot.bind):
                 continue  # held: re-armed, shifted by the outage, when the bind comes back
             self.step_slot(slot, DeadlinePassed(), now)
         self._router.expire(now)
@@ -247,10 +211,9 @@ class CampaignEngine:
             candidates.append(deadline)
             break
         last = self._last_now
-        for pacer in self._pacers:
-            at = pacer.next_time(last)
-            if at is not None:
-                candidates.append(at)
+        at = self._out.next_time(last)
+        if at is not None:
+            candidates.append(at)
         router = self._router.next_deadline()
         if router is not None:
             candidates.append(router)
@@ -282,7 +245,7 @@ class CampaignEngine:
         if self.state == "cancelled":
             return
         self.state = "cancelled"
-        self._cancelling = True
+        self.cancelling = True
         self._history_note(now, "campaign", self.state, "")
         for slot in self._waiting:
             self._cancel_slot(slot, now=now)
@@ -314,6 +277,14 @@ class CampaignEngine:
             slot.started = True
             self._dirty[slot.index] = slot
             slot = slot.next
+
+    def cancel_open_slot(self, slot: JobSlot, now: float) -> None:
+        """Cancel: a job whose fence said what ran asks for a script; the rest is never sent."""
+        self._cancel_slot(slot, now=now)
+        self._check_finished(now)
+
+    def note_sent(self, now: float) -> None:
+        self.sent_bins[self._bin(now)] += 1
 
     def _finish_run(self, now: float, reason: str) -> None:
         self.finished = True
@@ -382,9 +353,9 @@ class CampaignEngine:
             self._ca[key] = t.job.confirmed
         for command in t.commands:
             if isinstance(command, SendScript | SendQuery):
-                self._to_send[slot.index] = slot
+                self._out.to_send[slot.index] = slot
             elif isinstance(command, SendReply):
-                self._replies_out.append((slot, command.sequences))
+                self._out.replies_out.append((slot, command.sequences))
             elif isinstance(command, Finish):
                 self._on_finish(slot, now)
         if before.phase.terminal and not t.job.phase.terminal:  # pragma: no cover - the table forbids it
@@ -406,7 +377,7 @@ class CampaignEngine:
     def _on_finish(self, slot: JobSlot, now: float) -> None:
         slot.finished_at = now + self.wall_offset
         nxt = slot.next
-        if nxt is not None and not nxt.ended and not self._cancelling:
+        if nxt is not None and not nxt.ended and not self.cancelling:
             if nxt.may_follow():
                 self._waiting.append(nxt)  # next in line: pop() takes it before other cards
             else:
@@ -425,96 +396,10 @@ class CampaignEngine:
         self._admit(now)
         self._check_finished(now)
 
-    # ------------------------------------------------------------------ the SMSC's answers
-
-    def _on_answer(self, event: SubmitAnswered, now: float) -> None:
-        token: Token = event.token  # type: ignore[assignment]
-        index, cntr, _ = token
-        slot = self.slots[index]
-        pacer = self._pacers[slot.bind]
-        pacer.answered()
-        if event.status in THROTTLE_STATUSES:
-            # SMPP 3.4 §5.1.3: not taken; first in line again after the bind's pause.
-            self.stats.throttled += 1
-            pacer.throttled(now)
-            pacer.requeue_first([(token, self._pdu(token))])
-            return
-        self._pending_pdus.pop(token, None)
-        if event.status == 0:
-            self.stats.submit_accepted += 1
-            self.sent_bins[self._bin(now)] += 1
-            pacer.accepted()
-            self._history.append(
-                HistoryRow(
-                    now + self.wall_offset,
-                    self.name,
-                    slot.card.iccid,
-                    "mt",
-                    "submit_resp",
-                    cntr,
-                    "accepted",
-                    f"message_id={event.message_id}",
-                )
-            )
-            if self._segment_done(index, cntr):
-                self.step_slot(slot, Accepted(cntr), now)
-            return
-        self.stats.submit_failed += 1
-        detail = f"SMSC refused submit_sm with status {event.status:#010x}"
-        self._history.append(
-            HistoryRow(
-                now + self.wall_offset,
-                self.name,
-                slot.card.iccid,
-                "mt",
-                "submit_resp",
-                cntr,
-                "refused",
-                detail,
-            )
-        )
-        self._segments.pop((index, cntr), None)
-        self._reply_cntrs.discard((index, cntr))
-        self.step_slot(slot, SubmitRefused(cntr, detail), now)
-
-    def _on_unanswered(self, event: SubmitUnanswered, now: float) -> None:
-        token: Token = event.token  # type: ignore[assignment]
-        index, cntr, _ = token
-        slot = self.slots[index]
-        self._pacers[slot.bind].answered()
-        self._pending_pdus.pop(token, None)
-        self.stats.submit_failed += 1
-        self._history.append(
-            HistoryRow(
-                now + self.wall_offset,
-                self.name,
-                slot.card.iccid,
-                "mt",
-                "submit_resp",
-                cntr,
-                "unknown",
-                event.reason,
-            )
-        )
-        # It may have left: count it as taken, so that the timer, then a status query, decides.
-        if self._segment_done(index, cntr):
-            self.step_slot(slot, Accepted(cntr), now)
-
-    def _segment_done(self, index: int, cntr: int) -> bool:
-        """The message's last segment answered: the attempt starts (a concatenated packet needs all)."""
-        key = (index, cntr)
-        left = self._segments.get(key, 1) - 1
-        if left <= 0:
-            self._segments.pop(key, None)
-            self._reply_cntrs.discard(key)
-            return True
-        self._segments[key] = left
-        return False
+    # ------------------------------------------------------------------ the link
 
     def _on_link_up(self, bind: int, now: float) -> None:
-        pacer = self._pacers[bind]
-        down_since = pacer.down_since
-        pacer.link_up()
+        down_since = self._out.link_up(bind)
         self._history_note(now, "link", "up", f"bind {bind}")
         if down_since is None or self.started_at is None:
             return
@@ -528,30 +413,28 @@ class CampaignEngine:
                 self._dirty[slot.index] = slot
 
     def _on_link_down(self, event: LinkDown, now: float) -> None:
-        pacer = self._pacers[event.bind]
-        pacer.link_down(now)
+        self._out.link_down(event, now)
         self._history_note(now, "link", "down", f"bind {event.bind}")
-        unsent = [t for t in event.unsent if isinstance(t, tuple)]
-        pacer.requeue_first([(t, self._pdu(t)) for t in unsent])  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the turn: commit, then send
 
-    _last_now = 0.0
-
     def _turn(self, now: float) -> None:
+        """After every input: reserve and build what the jobs asked for, put it all in ONE Commit,
+        then release what the pacers allow (the Submits follow the Commit that holds them)."""
         self._last_now = now
-        self._reserve_and_build(now)
+        out = self._out
+        out.reserve_and_build(now)
         wall = now + self.wall_offset
-        if self._dirty or self._reservations or self._counters or self._history or self._router.dirty_mo:
+        reservations = out.take_reservations()
+        if self._dirty or reservations or self._counters or self._history or self._router.dirty_mo:
             commit = Commit(
-                reservations=tuple(self._reservations),
+                reservations=reservations,
                 jobs=tuple(job_row(self.name, slot, wall) for slot in self._dirty.values()),
                 counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),
                 at=wall,
             )
-            self._reservations.clear()
             self._dirty.clear()
             self._counters.clear()
             self._history.clear()
@@ -559,112 +442,7 @@ class CampaignEngine:
         if self._acks:
             self._effects.append(Acknowledge(tuple(self._acks)))
             self._acks.clear()
-        self._pump(now)
-
-    def _reserve_and_build(self, now: float) -> None:
-        if self.state == "paused":
-            return  # pause: nothing new leaves; what was decided waits for resume
-        to_send, self._to_send = self._to_send, {}
-        for slot in to_send.values():
-            job = slot.job
-            if job.phase is not Phase.SENDING or job.next_kind is None or slot.override is not None:
-                continue  # a PoR settled it meanwhile
-            kind = job.next_kind
-            if self._cancelling and kind is MessageKind.SCRIPT:
-                # Cancel: the fence said what ran (job.applied); the rest is never sent.
-                self._cancel_slot(slot, now=now)
-                self._check_finished(now)
-                continue
-            actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
-            # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
-            actions = (*reply_actions(job.replies), *actions)
-            what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
-            step_note = f" step {slot.step + 1}" if len(self.config.steps) > 1 else ""
-            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar.hex()}{step_note}")
-            self.stats.replies_sent += len(job.replies)
-            self._queue(slot, cntr, actions)
-            self.stats.packets_sent += 1
-            if kind is MessageKind.SCRIPT:
-                self.stats.scripts_sent += 1
-            else:
-                self.stats.queries_sent += 1
-            self.step_slot(slot, Sent(kind, cntr), now)
-        replies, self._replies_out = self._replies_out, []
-        for slot, sequences in replies:
-            # Not tracked by the job (it sends nothing more): its PoR is recorded as unmatched.
-            cntr = self._reserve(slot, "reply", "transaction reply " + ",".join(str(q) for q in sequences))
-            self._reply_cntrs.add((slot.index, cntr))
-            self._queue(slot, cntr, reply_actions(sequences))
-            self.stats.packets_sent += 1
-            self.stats.replies_sent += len(sequences)
-
-    def _reserve(self, slot: JobSlot, kind: str, detail: str) -> int:
-        key = (slot.card.iccid, slot.counter_kvn)
-        value = self._cntr.get(key, 0) + 1
-        if value >= CNTR_LIMIT:
-            raise OtaSimError(
-                f"card {slot.card.iccid} key set {slot.counter_kvn}: CNTR exhausted (TS 102 225 §5.1.1)"
-            )
-        self._cntr[key] = value
-        self._reservations.append(
-            Reservation(slot.card.iccid, slot.counter_kvn, value, self.name, kind, detail)
-        )
-        return value
-
-    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action]) -> None:
-        segments = command_builder.build_user_data(slot.keys, slot.security, cntr, actions, rng=self.rng)
-        self._segments[(slot.index, cntr)] = len(segments)
-        self._pacers[slot.bind].queue(
-            ((slot.index, cntr, k), self._submit_sm(slot.card.msisdn, ud)) for k, ud in enumerate(segments)
-        )
-
-    def _submit_sm(self, msisdn: str, user_data: bytes) -> SubmitSm:
-        """smpp-and-peers.md §1.2: an OTA command is esm_class 0x40 (UDHI), PID 0x7F (SIM data
-        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4)."""
-        s = self.config.smsc
-        validity = self.config.campaign.validity_period_s
-        return SubmitSm(
-            source_addr_ton=s.source_addr_ton,
-            source_addr_npi=s.source_addr_npi,
-            source_addr=s.source_addr,
-            dest_addr_ton=s.dest_addr_ton,
-            dest_addr_npi=s.dest_addr_npi,
-            destination_addr=msisdn,
-            esm_class=0x40,
-            protocol_id=0x7F,
-            data_coding=0xF6,
-            registered_delivery=1 if s.registered_delivery else 0,
-            validity_period=relative_validity(validity) if validity is not None else "",
-            short_message=user_data,
-        )
-
-    def _pdu(self, token: Token) -> SubmitSm:
-        """The submit_sm of a released token (kept until it is answered: at most a window per bind)."""
-        pdu = self._pending_pdus.pop(token, None)
-        if pdu is None:  # pragma: no cover - every released token is recorded
-            raise OtaSimError(f"no submit_sm recorded for {token}")
-        return pdu
-
-    def _pump(self, now: float) -> None:
-        for bind, pacer in enumerate(self._pacers):
-            for token, pdu in pacer.release(now):
-                slot = self.slots[token[0]]
-                if not self._wanted(slot, token[1]):
-                    pacer.answered()  # dropped, never sent (docs/campaigns.md §6.2)
-                    self._segments.pop((token[0], token[1]), None)
-                    continue
-                self._pending_pdus[token] = pdu
-                self.stats.messages_sent += 1
-                self._effects.append(Submit(bind, token, pdu))
-
-    def _wanted(self, slot: JobSlot, cntr: int) -> bool:
-        """docs/campaigns.md §6.2: a queued message leaves only while its job waits on it; a reply
-        (message 2 on its own) while its card's job is not cancelled."""
-        if slot.override is not None:
-            return False
-        if (slot.index, cntr) in self._reply_cntrs:
-            return True
-        return not slot.job.phase.terminal and cntr in slot.job.outstanding_cntrs
+        self._effects.extend(out.pump(now))
 
     # ------------------------------------------------------------------ history, report
 
@@ -697,46 +475,6 @@ class CampaignEngine:
 
     def jobs_done(self) -> int:
         return sum(1 for s in self.slots if s.ended)
-
-    def summary(self, now: float) -> dict[str, Any]:
-        counts = self.counts()
-        end = self.ended_at if self.ended_at is not None else now
-        return {
-            "cards": len(self.by_msisdn),
-            "jobs": len(self.slots),
-            "confirmed": counts["confirmed"],
-            "partial": counts["partial"],
-            "failed": counts["failed"],
-            "pending": counts["pending"],
-            "cancelled": counts["cancelled"],
-            "skipped": counts["skipped"],
-            **stats_summary(self.stats, self.resent_actions),
-            "duration_s": round(end - (self.started_at or 0.0), 3),
-        }
-
-    def report(self, now: float) -> dict[str, Any]:
-        from ota_server.report import REPORT_MEANINGS
-
-        cards = [
-            card_row(
-                slot.card.iccid,
-                slot.card.msisdn,
-                slot.tar.hex(),
-                slot.state,
-                slot.job,
-                step=self.config.steps[slot.step].name,
-            )
-            for slot in self.slots
-        ]
-        ended = all(slot.ended for slot in self.slots)
-        return {
-            "campaign": self.name,
-            "tar": self.config.security.tar.hex(),
-            "summary": self.summary(now),
-            "cards": cards,
-            "meanings": REPORT_MEANINGS,
-            "state": self.state if self.state == "cancelled" else ("finished" if ended else self.state),
-        }
 
     def timeline(self) -> dict[str, Any]:
         return {

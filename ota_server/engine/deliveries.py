@@ -80,7 +80,8 @@ class DeliveryRouter:
                 "por_segments",
                 None,
                 "expired",
-                f"{expired.originator} ref={expired.reference} parts {expired.received_seqs} of {expired.total}",
+                f"{expired.originator} ref={expired.reference} "
+                f"parts {expired.received_seqs} of {expired.total}",
             )
 
     def _note(

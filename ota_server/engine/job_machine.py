@@ -172,7 +172,10 @@ def _on_late_por(job: Job, event: PorArrived, now: float, policy: Policy) -> Tra
     executed = count - x
     applied = job.applied + executed
     phase = Phase.DONE if applied >= job.n else (Phase.PARTIAL if applied else job.phase)
-    note = f"late PoR cntr={report.cntr} after the job ended: {executed} more action(s) ran; record follows the card"
+    note = (
+        f"late PoR cntr={report.cntr} after the job ended: {executed} more action(s) ran; "
+        "record follows the card"
+    )
     job = job_replace(
         job,
         applied=applied,

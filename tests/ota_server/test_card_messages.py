@@ -30,7 +30,6 @@ from ota_protocols.secured_packet.response_packet import ResponsePacket, encode_
 from ota_protocols.secured_packet.security_parameters import Spi
 from ota_server.card_store import JobRow
 from ota_server.command_builder import build_packet
-from ota_server.engine.campaign import reply_actions as _reply_actions
 from ota_server.engine.card_reports import CardReport, RejectedCardMessage, mo_cntr_fresh, open_card_message
 from ota_server.engine.job_machine import step
 from ota_server.engine.job_model import (
@@ -49,6 +48,7 @@ from ota_server.engine.job_model import (
     Sent,
     Transition,
 )
+from ota_server.engine.outbound import reply_actions as _reply_actions
 from ota_server.engine.por_verification import PorReport, verify_por
 from ota_server.engine.records import job_extra as _job_extra
 from ota_server.engine.records import resume_job as _resume

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 import pytest
 
 from ota_protocols.errors import StoreError
+from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_server.card_store import CardStore, HistoryRow, JobRow, LeaseLost
 from ota_server.engine.records import Commit, Reservation
 from ota_server.model import Card, Keyset
@@ -65,19 +65,20 @@ def test_an_unwritable_database_is_one_store_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = _store(path)
     store._db.execute("PRAGMA query_only = ON")  # the disk refuses writes from here on
-    with pytest.raises(StoreError, match="s.db"):
+    with pytest.raises(StoreError, match=r"s\.db"):
         store.commit(_reserve(1))
 
 
 def test_the_lease_admits_one_runner_and_a_dead_ones_is_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     first, second = CardStore(path), CardStore(path)
-    taken = first.acquire_lease("c", token="a", pid=10, host="h", at=100.0, source="f", alive=lambda pid: True)
+    alive, dead = (lambda pid: True), (lambda pid: False)
+    taken = first.acquire_lease("c", token="a", pid=10, host="h", at=100.0, source="f", alive=alive)
     assert taken.granted
-    refused = second.acquire_lease("c", token="b", pid=11, host="h", at=101.0, source="f", alive=lambda pid: True)
+    refused = second.acquire_lease("c", token="b", pid=11, host="h", at=101.0, source="f", alive=alive)
     assert not refused.granted and "pid 10 on host h" in refused.refusal
     assert first.renew_lease("c", token="a", at=102.0) == "running"
-    over = second.acquire_lease("c", token="b", pid=11, host="h", at=103.0, source="f", alive=lambda pid: False)
+    over = second.acquire_lease("c", token="b", pid=11, host="h", at=103.0, source="f", alive=dead)
     assert over.granted and over.takeover
     with pytest.raises(LeaseLost):
         first.renew_lease("c", token="a", at=104.0)  # the slow first runner learns it and stops

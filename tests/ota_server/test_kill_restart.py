@@ -23,8 +23,8 @@ import pytest
 from handset.config import load_config
 from handset.service import HandsetService
 from ota_server.config import load_campaign
-from ota_server.model import Card
 from ota_server.engine.job_model import Job
+from ota_server.model import Card
 from ota_server.service import verification
 
 pytestmark = pytest.mark.integration

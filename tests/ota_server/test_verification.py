@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ota_server.model import Card
 from ota_server.engine.job_model import Job, Phase
+from ota_server.model import Card
 from ota_server.service import verification
 from tests.ota_server.harness import make_actions
 
