@@ -1,0 +1,525 @@
+"""One TCP connection to the SMSC and its transceiver bind, over smpplib's public API.
+
+Clauses: SMPP 3.4 §4.1.5 (bind_transceiver), §4.2 (unbind), §4.3 (generic_nack), §4.4
+(submit_sm), §4.6 (deliver_sm), §4.11 (enquire_link), §5.3.2 (TLVs); smpp-and-peers.md §2, §3.
+
+Used by the link thread of :mod:`ota_server.smpp_link` alone. smpplib builds, numbers and
+parses the PDUs (``make_pdu``, ``send_pdu``, ``read_pdu``) and keeps the bind state; the
+bytes go through an :class:`~ota_server.smpp_stream.SmppStream`. :func:`open_connection`
+connects and binds; a :class:`Connection` then writes submits and acknowledgements, reads
+and dispatches what the SMSC sends, and keeps two timers: the oldest unanswered submit_sm
+(``response_timeout_s``) and enquire_link after ``enquire_link_s`` of silence. What it learns
+goes out through ``emit`` as link events; a lost link is a ``TransportError`` with the reason.
+
+When smpplib cannot parse a PDU the SMSC may legitimately send (a TLV it does not place in
+that command, gotcha 5 of smpp-and-peers.md §3), the shared codec of
+:mod:`ota_protocols.smpp.pdu_codec` reads it instead.
+
+Glossary: PDU protocol data unit; seq sequence_number; TLV optional parameter; UDH user data
+header; resp response.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import smpplib.client
+import smpplib.command
+import smpplib.consts
+import smpplib.exceptions
+import smpplib.smpp
+
+from ota_protocols.errors import ConnectionLost, PeerTimeout
+from ota_protocols.smpp.command_status import RESPONSE_BIT, CommandStatus, command_name
+from ota_protocols.smpp.pdu_codec import DeliverSm, MalformedPdu, SubmitSm, SubmitSmResp, decode_pdu
+from ota_server.smpp_link_events import (
+    DeliverHandle,
+    DeliverReceived,
+    LinkEvent,
+    LinkSettings,
+    SubmitAccepted,
+    SubmitRejected,
+    SubmitUnknown,
+    fits_cstring,
+    status_text,
+)
+from ota_server.smpp_stream import SmppStream, SocketFactory, Waker
+
+__all__ = ["Connection", "open_connection", "submit_sm_fields"]
+
+log = logging.getLogger("ota_server.smpp_link")
+
+# smpplib's Client logs every PDU in hex at DEBUG, the bind's password included, and warns about
+# states it does not expect on disconnect; we log what matters ourselves, without the password.
+_SMPPLIB_LOG = "ota_server.smpp_link.smpplib"
+logging.getLogger(_SMPPLIB_LOG).addFilter(lambda record: record.levelno >= logging.ERROR)
+
+SUBMITS_PER_TURN = 512  # then read and report before writing more
+
+# What smpplib's parser raises on a body it cannot read (besides UnknownCommandError).
+_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    KeyError,
+    IndexError,
+    ValueError,
+    TypeError,
+    UnicodeError,
+    struct.error,
+    smpplib.exceptions.PDUError,
+)
+
+# SMPP 3.4 §4.4.1: C-strings with their maximum size (NUL included), times, 1-octet integers.
+_SUBMIT_CSTRINGS = (("service_type", 6), ("source_addr", 21), ("destination_addr", 21))
+_SUBMIT_TIMES = ("schedule_delivery_time", "validity_period")
+_SUBMIT_OCTETS = (
+    "source_addr_ton",
+    "source_addr_npi",
+    "dest_addr_ton",
+    "dest_addr_npi",
+    "esm_class",
+    "protocol_id",
+    "priority_flag",
+    "registered_delivery",
+    "replace_if_present_flag",
+    "data_coding",
+    "sm_default_msg_id",
+)
+
+
+def _submit_tlvs() -> dict[int, tuple[str, smpplib.command.Param]]:
+    """The TLVs smpplib writes in a submit_sm (§5.3.2), by tag; flags it would drop are left out."""
+    table = {}
+    for name, tag in smpplib.consts.OPTIONAL_PARAMS.items():
+        param = smpplib.command.SubmitSM.params.get(name)
+        if param is not None and param.type in (int, str, smpplib.command.ostr):
+            table[tag] = (name, param)
+    return table
+
+
+_SUBMIT_TLVS = _submit_tlvs()
+
+
+def submit_sm_fields(pdu: SubmitSm) -> dict[str, object]:
+    """Our frozen :class:`SubmitSm` -> the keywords of smpplib's ``make_pdu("submit_sm", ...)``.
+
+    Every field is carried; ``short_message`` stays bytes with its UDH (never split off,
+    smpp-and-peers.md §2.3). Raises ``ValueError`` naming a field that does not fit, which
+    smpplib would cut or drop silently.
+    """
+    fields: dict[str, object] = {}
+    for name, max_octets in _SUBMIT_CSTRINGS:
+        value = getattr(pdu, name)
+        if not fits_cstring(value, max_octets):
+            raise ValueError(f"{name} {value!r}: at most {max_octets - 1} characters (SMPP 3.4 §4.4.1)")
+        fields[name] = value
+    for name in _SUBMIT_TIMES:
+        value = getattr(pdu, name)
+        if value and not (len(value) == 16 and value.isascii() and value[15] in "+-R"):
+            raise ValueError(f"{name} {value!r}: neither empty nor a 16-character time (SMPP 3.4 §7.1.1)")
+        fields[name] = value
+    for name in _SUBMIT_OCTETS:
+        value = getattr(pdu, name)
+        if not 0 <= value <= 0xFF:
+            raise ValueError(f"{name} {value}: does not fit one octet (SMPP 3.4 §4.4.1)")
+        fields[name] = value
+    if len(pdu.short_message) > 254:
+        raise ValueError(f"short_message: {len(pdu.short_message)} octets, at most 254 (SMPP 3.4 §4.4.1)")
+    fields["short_message"] = bytes(pdu.short_message)
+    for tag, value in pdu.tlvs:
+        entry = _SUBMIT_TLVS.get(tag)
+        if entry is None:
+            raise ValueError(f"TLV {tag:#06x}: not one smpplib can send in a submit_sm")
+        name, param = entry
+        if name in fields:
+            raise ValueError(f"TLV {tag:#06x} ({name}) given twice")
+        if param.type is int:
+            if len(value) != param.size:
+                raise ValueError(f"TLV {tag:#06x} ({name}): {len(value)} octets, expected {param.size}")
+            fields[name] = int.from_bytes(value, "big")
+        elif param.type is str:
+            text = value.rstrip(b"\x00")
+            if not text.isascii():
+                raise ValueError(f"TLV {tag:#06x} ({name}): smpplib writes ASCII only")
+            fields[name] = text.decode("ascii")
+        else:
+            fields[name] = bytes(value)
+    if pdu.short_message and fields.get("message_payload"):
+        raise ValueError("short_message and message_payload both set (SMPP 3.4 §5.3.2.32)")
+    return fields
+
+
+def _text(value: object) -> str:
+    """smpplib parses C-strings to bytes; absent fields are None."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00")
+    return "" if value is None else str(value)
+
+
+def open_connection(
+    settings: LinkSettings,
+    number: int,
+    deadline: float,
+    *,
+    waker: Waker,
+    stopping: threading.Event,
+    emit: Callable[[LinkEvent], None],
+    logged: set[str],
+) -> tuple[Connection, str]:
+    """TCP connect, bind_transceiver and its answer, all before ``deadline`` (monotonic).
+
+    Returns the bound connection and their system_id; raises ``ConnectionLost`` or
+    ``PeerTimeout`` with a one-line reason (no host prefix).
+    """
+    s = settings
+    now = time.monotonic()
+    stream = SmppStream(
+        s.host, s.port, waker=waker, stopping=stopping, connect_until=min(now + s.connect_timeout_s, deadline)
+    )
+    client = smpplib.client.Client(
+        s.host,
+        s.port,
+        timeout=s.connect_timeout_s,
+        sequence_generator=smpplib.client.SimpleSequenceGenerator(),
+        ssl_context=SocketFactory(stream),
+        allow_unknown_opt_params=True,
+        logger_name=_SMPPLIB_LOG,
+    )
+    try:
+        client.connect()
+    except smpplib.exceptions.ConnectionError:
+        client.disconnect()
+        raise ConnectionLost(stream.failure or "TCP connect failed") from None
+    try:
+        their = _bind(client, stream, settings, min(time.monotonic() + s.bind_timeout_s, deadline), stopping)
+    except (ConnectionLost, PeerTimeout):
+        client.disconnect()
+        raise
+    return Connection(settings, number, client, stream, emit=emit, logged=logged), their
+
+
+def _bind(
+    client: smpplib.client.Client,
+    stream: SmppStream,
+    settings: LinkSettings,
+    until: float,
+    stopping: threading.Event,
+) -> str:
+    """SMPP 3.4 §4.1.5: bind_transceiver, then its _resp (or generic_nack); their system_id."""
+    bind = smpplib.smpp.make_pdu(
+        "bind_transceiver",
+        client=client,
+        system_id=settings.system_id,
+        password=settings.password,
+        system_type=settings.system_type,
+    )
+    client.send_pdu(bind)
+    log.debug("-> bind_transceiver seq=%d system_id=%s", bind.sequence, settings.system_id)
+    started = time.monotonic()
+    while True:
+        try:
+            raws = stream.exchange(until)
+        except ConnectionLost:
+            if stream.closed_by_peer:
+                raise ConnectionLost("closed the connection before answering bind_transceiver") from None
+            raise
+        for raw in raws:
+            stream.stage(raw)
+            try:
+                pdu = client.read_pdu()
+            except (smpplib.exceptions.UnknownCommandError, *_PARSE_ERRORS):
+                raise ConnectionLost(f"not SMPP: answered bind_transceiver with {raw[:32]!r}") from None
+            if pdu.command in ("bind_transceiver_resp", "generic_nack") and pdu.sequence == bind.sequence:
+                if pdu.is_error():
+                    how = "" if pdu.command == "bind_transceiver_resp" else " with generic_nack"
+                    raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(int(pdu.status))}")
+                return _text(getattr(pdu, "system_id", ""))
+            log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", pdu.command, pdu.sequence)
+        if stopping.is_set():
+            raise ConnectionLost("closed while binding")
+        if time.monotonic() >= until:
+            waited = time.monotonic() - started
+            raise PeerTimeout(f"no bind_transceiver_resp within {waited:.1f} s: is it an SMPP SMSC?")
+
+
+class Connection:
+    """A bound transceiver connection; see the module docstring. Owned by the link thread."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        number: int,
+        client: smpplib.client.Client,
+        stream: SmppStream,
+        *,
+        emit: Callable[[LinkEvent], None],
+        logged: set[str],
+    ) -> None:
+        self.settings = settings
+        self.number = number  # 1, 2, ... per link: DeliverHandle.connection
+        self.where = f"SMSC {settings.host}:{settings.port}"
+        self.client = client
+        self.stream = stream
+        self.inflight: dict[int, tuple[object, float]] = {}  # seq -> (token, deadline), in send order
+        self.unacked: set[int] = set()  # deliver_sm seqs handed out, not yet acknowledged
+        self.last_rx = time.monotonic()
+        self.enquire_seq: int | None = None
+        self.enquire_deadline = 0.0
+        self.unbound = False  # unbind_resp received (our close)
+        self._emit = emit
+        self._logged = logged
+
+    def _log_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message, *args)
+
+    # ---------------------------------------------------------------- writing
+
+    def write_submits(self, queue: deque[tuple[object, dict[str, object]]], now: float) -> None:
+        """Up to SUBMITS_PER_TURN queued submit_sm, in order; each gets its response deadline."""
+        client = self.client
+        deadline = now + self.settings.response_timeout_s
+        debug = log.isEnabledFor(logging.DEBUG)
+        for _ in range(min(len(queue), SUBMITS_PER_TURN)):
+            token, fields = queue.popleft()
+            pdu = smpplib.smpp.make_pdu("submit_sm", client=client, **fields)
+            client.send_pdu(pdu)
+            self.inflight[pdu.sequence] = (token, deadline)
+            if debug:
+                log.debug(
+                    "-> submit_sm seq=%d dst=%s esm_class=%#04x pid=%#04x dcs=%#04x ud=%s",
+                    pdu.sequence,
+                    fields["destination_addr"],
+                    fields["esm_class"],
+                    fields["protocol_id"],
+                    fields["data_coding"],
+                    bytes(fields["short_message"]).hex(),  # type: ignore[call-overload]
+                )
+
+    def write_acks(self, handles: list[object]) -> None:
+        """deliver_sm_resp ESME_ROK (§4.6.2) for handles of this connection not yet answered."""
+        for handle in handles:
+            if not isinstance(handle, DeliverHandle):
+                self._log_once("bad-handle", "acknowledge(): %r is not a DeliverHandle: ignored", handle)
+                continue
+            seq = handle.sequence_number
+            if handle.connection != self.number or seq not in self.unacked:
+                log.debug("ack of deliver_sm seq=%d (connection %d) dropped", seq, handle.connection)
+                continue
+            self.unacked.discard(seq)
+            self._respond("deliver_sm_resp", seq)
+
+    def _respond(self, command: str, seq: int, status: int = 0) -> None:
+        resp = smpplib.smpp.make_pdu(command, client=self.client, status=status)
+        resp.sequence = seq  # the sequence= keyword is ignored (smpp-and-peers.md §3, gotcha 2)
+        self.client.send_pdu(resp)
+        log.debug("-> %s seq=%d status=%#x", command, seq, status)
+
+    # ---------------------------------------------------------------- waiting and timers
+
+    def next_deadline(self) -> float:
+        """The enquire_link timer (§4.11), or the oldest unanswered submit_sm's if earlier."""
+        if self.enquire_seq is None:
+            until = self.last_rx + self.settings.enquire_link_s
+        else:
+            until = self.enquire_deadline
+        if self.inflight:
+            until = min(until, next(iter(self.inflight.values()))[1])
+        return until
+
+    def exchange(self, until: float) -> None:
+        """Write, wait until readable, woken or ``until``; dispatch what arrived; run the timers."""
+        raws = self.stream.exchange(until)
+        now = time.monotonic()
+        if raws:
+            self.last_rx = now
+            for raw in raws:
+                self._dispatch(raw)
+        self._expire(now)
+        self._keep_alive(now)
+
+    def _expire(self, now: float) -> None:
+        inflight = self.inflight
+        while inflight:
+            seq = next(iter(inflight))
+            token, deadline = inflight[seq]
+            if deadline > now:
+                return
+            del inflight[seq]
+            timeout = self.settings.response_timeout_s
+            log.warning("%s: submit_sm seq=%d unanswered after %g s", self.where, seq, timeout)
+            self._emit(SubmitUnknown(token, f"no submit_sm_resp within {timeout:g} s (seq={seq})"))
+
+    def _keep_alive(self, now: float) -> None:
+        """SMPP 3.4 §4.11: enquire_link after enquire_link_s without a PDU from the SMSC."""
+        s = self.settings
+        if self.enquire_seq is not None:
+            if now >= self.enquire_deadline:
+                raise PeerTimeout(f"no enquire_link_resp within {s.response_timeout_s:g} s: link dead")
+        elif now - self.last_rx >= s.enquire_link_s:
+            pdu = smpplib.smpp.make_pdu("enquire_link", client=self.client)
+            self.client.send_pdu(pdu)
+            self.enquire_seq, self.enquire_deadline = pdu.sequence, now + s.response_timeout_s
+            log.debug("-> enquire_link seq=%d", pdu.sequence)
+
+    # ---------------------------------------------------------------- ending
+
+    def unbind(self, budget_s: float) -> None:
+        """SMPP 3.4 §4.2: unbind and wait (bounded) for unbind_resp; submit_sm_resp still count."""
+        self.client.send_pdu(smpplib.smpp.make_pdu("unbind", client=self.client))
+        until = time.monotonic() + min(self.settings.response_timeout_s, budget_s)
+        while not self.unbound and time.monotonic() < until:
+            for raw in self.stream.exchange(until):
+                self._dispatch(raw, closing=True)
+        if not self.unbound:
+            log.info("%s: no unbind_resp; disconnecting anyway", self.where)
+
+    def abandon(self, reason: str) -> None:
+        """The link is gone: every written, unanswered submit_sm has an unknown outcome."""
+        for seq, (token, _) in self.inflight.items():
+            self._emit(SubmitUnknown(token, f"link lost after submit_sm seq={seq}: {reason}"))
+        self.inflight.clear()
+        self.unacked.clear()
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+
+    # ---------------------------------------------------------------- PDUs from the SMSC
+
+    def _dispatch(self, raw: bytes, *, closing: bool = False) -> None:
+        self.stream.stage(raw)
+        try:
+            pdu = self.client.read_pdu()
+        except smpplib.exceptions.UnknownCommandError:
+            self._unsupported(raw)
+            return
+        except _PARSE_ERRORS as exc:
+            self._parse_with_our_codec(raw, exc, closing)
+            return
+        command, seq = pdu.command, pdu.sequence
+        if command == "submit_sm_resp":
+            self._on_submit_resp(seq, int(pdu.status), _text(pdu.message_id))
+        elif command == "deliver_sm":
+            if closing:
+                return  # not acknowledged: the SMSC delivers it again on a later bind
+            short, payload = pdu.short_message, getattr(pdu, "message_payload", None)
+            state = getattr(pdu, "message_state", None)
+            receipted = getattr(pdu, "receipted_message_id", None)
+            self._on_deliver(
+                DeliverReceived(
+                    handle=DeliverHandle(self.number, seq),
+                    source_addr=_text(pdu.source_addr),
+                    destination_addr=_text(pdu.destination_addr),
+                    esm_class=int(pdu.esm_class or 0),
+                    protocol_id=int(pdu.protocol_id or 0),
+                    data_coding=int(pdu.data_coding or 0),
+                    user_data=bytes(short) if short else bytes(payload or b""),
+                    receipted_message_id=_text(receipted) if receipted is not None else None,
+                    message_state=int(state) if isinstance(state, int) else None,
+                )
+            )
+        elif command == "enquire_link":
+            self._respond("enquire_link_resp", seq)  # §4.11.2
+        elif command == "enquire_link_resp":
+            if seq == self.enquire_seq:
+                self.enquire_seq = None
+        elif command == "generic_nack":
+            self._on_generic_nack(seq, int(pdu.status))
+        elif command == "unbind":
+            # §4.2.2: answer it; the bind is over (an SMSC going down): the link reconnects.
+            self._respond("unbind_resp", seq)
+            self.stream.flush(time.monotonic() + 1.0)
+            raise ConnectionLost("the SMSC unbound (SMPP 3.4 §4.2)")
+        elif command == "unbind_resp":
+            self.unbound = True
+        elif pdu.is_request() and command != "alert_notification":  # §4.12: no response
+            self._unsupported(raw)
+        else:
+            self._log_once(command, "%s: unexpected %s seq=%d ignored", self.where, command, seq)
+
+    def _parse_with_our_codec(self, raw: bytes, exc: Exception, closing: bool) -> None:
+        """smpplib could not read it (e.g. a TLV it does not place there): the shared codec can."""
+        command_id = int.from_bytes(raw[4:8], "big")
+        seq = int.from_bytes(raw[12:16], "big")
+        name = command_name(command_id)
+        self._log_once(
+            f"parse:{name}", "%s: smpplib cannot parse %s (%r): our codec reads it", self.where, name, exc
+        )
+        try:
+            pdu = decode_pdu(raw)
+        except MalformedPdu as bad:
+            self._log_once(f"bad:{name}", "%s: malformed %s seq=%d refused: %s", self.where, name, seq, bad)
+            if name == "deliver_sm":
+                self._respond("deliver_sm_resp", seq, bad.command_status)
+            elif not command_id & RESPONSE_BIT:
+                self._respond("generic_nack", seq, bad.command_status)
+            return
+        if isinstance(pdu, SubmitSmResp):
+            self._on_submit_resp(seq, pdu.command_status, pdu.message_id)
+        elif isinstance(pdu, DeliverSm) and not closing:
+            self._on_deliver(
+                DeliverReceived(
+                    handle=DeliverHandle(self.number, seq),
+                    source_addr=pdu.source_addr,
+                    destination_addr=pdu.destination_addr,
+                    esm_class=pdu.esm_class,
+                    protocol_id=pdu.protocol_id,
+                    data_coding=pdu.data_coding,
+                    user_data=pdu.payload,
+                    receipted_message_id=pdu.receipted_message_id,
+                    message_state=pdu.message_state,
+                )
+            )
+
+    def _unsupported(self, raw: bytes) -> None:
+        """A command smpplib does not know, or we do not take: generic_nack a request (§3.3, §4.3)."""
+        command_id = int.from_bytes(raw[4:8], "big")
+        seq = int.from_bytes(raw[12:16], "big")
+        name = command_name(command_id)
+        if command_id & RESPONSE_BIT:
+            self._log_once(name, "%s: unexpected %s seq=%d ignored", self.where, name, seq)
+            return
+        self._log_once(name, "%s: %s not supported: answered generic_nack ESME_RINVCMDID", self.where, name)
+        self._respond("generic_nack", seq, CommandStatus.ESME_RINVCMDID)
+
+    def _on_submit_resp(self, seq: int, status: int, message_id: str) -> None:
+        entry = self.inflight.pop(seq, None)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("<- submit_sm_resp seq=%d status=%#x message_id=%s", seq, status, message_id)
+        if entry is None:
+            return  # answered after it was reported unknown
+        if status == CommandStatus.ESME_ROK:
+            self._emit(SubmitAccepted(entry[0], message_id))
+        else:
+            self._emit(SubmitRejected(entry[0], status))
+
+    def _on_generic_nack(self, seq: int, status: int) -> None:
+        """§4.3: the SMSC could not take one of our PDUs; its seq says which."""
+        self._log_once("generic_nack", "%s: generic_nack seq=%d %s", self.where, seq, status_text(status))
+        entry = self.inflight.pop(seq, None)
+        if entry is not None:
+            if status:
+                self._emit(SubmitRejected(entry[0], status))
+            else:
+                self._emit(SubmitUnknown(entry[0], f"generic_nack with status 0 for seq={seq}"))
+        elif seq == self.enquire_seq:
+            self.enquire_seq = None  # an answer all the same: the link is alive
+
+    def _on_deliver(self, event: DeliverReceived) -> None:
+        assert isinstance(event.handle, DeliverHandle)
+        self.unacked.add(event.handle.sequence_number)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "<- deliver_sm seq=%d src=%s esm_class=%#04x pid=%#04x dcs=%#04x ud=%s",
+                event.handle.sequence_number,
+                event.source_addr,
+                event.esm_class,
+                event.protocol_id,
+                event.data_coding,
+                event.user_data.hex(),
+            )
+        self._emit(event)
