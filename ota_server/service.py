@@ -115,6 +115,7 @@ class CampaignRunner:
         self._poll_handle: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
         self._failure: str | None = None
+        self._closing = False
         self._token = secrets.token_hex(8)
         self._host = socket.gethostname()
 
@@ -224,6 +225,7 @@ class CampaignRunner:
                     host_port = ("127.0.0.1", await network.start())
                 await self._drive(host_port, system_id, password or "")
             finally:
+                self._closing = True  # what the links still report now is history, not work
                 for link in self._links:
                     await link.close()
                 self._stop_timers()
@@ -325,7 +327,7 @@ class CampaignRunner:
     def _feed(self, event: EngineEvent) -> None:
         engine = self.engine
         assert engine is not None and self._loop is not None
-        if self._failure is not None:
+        if self._failure is not None or self._closing:
             return
         engine.handle(event, self._loop.time())
         self._after()
@@ -357,7 +359,7 @@ class CampaignRunner:
         self._timer_at = None
         engine = self.engine
         assert engine is not None and self._loop is not None
-        if self._failure is None:
+        if self._failure is None and not self._closing:
             engine.handle_deadline(self._loop.time())
             self._after()
 
@@ -428,10 +430,12 @@ class CampaignRunner:
                 log.info("SMSC bound on bind %d (%s)", bind, event.their_system_id)
                 self._feed(LinkUp(bind))
             elif isinstance(event, LinkLost):
-                log.warning("bind %d: %s; reconnecting", bind, event.reason)
+                if not self._closing:
+                    log.warning("bind %d: %s; reconnecting", bind, event.reason)
                 self._feed(LinkDown(bind, tuple(event.unsent)))
             elif isinstance(event, LinkFailed):
-                self._fail(f"SMSC link: {event.reason}")
+                if not self._closing:
+                    self._fail(event.reason)
 
     # ------------------------------------------------------------------ lifecycle (campaigns row)
 
