@@ -1,7 +1,7 @@
 """Lab files: TOML -> frozen dataclasses (house-style §4), docs/labs.md.
 
 A *lab* is a network, a campaign, fault RANGES and scheduled events; each seed of a sweep draws one
-concrete fault mix from the ranges (:mod:`ota_lab.runner`). Unknown keys are errors; every error is
+concrete fault mix from the ranges (:mod:`ota_lab.draw`). Unknown keys are errors; every error is
 a ``ConfigError`` naming the file and the key path::
 
     ConfigError: configs/labs/lossy.toml: faults.mt_loss: range [0.4, 0.2]: low above high
