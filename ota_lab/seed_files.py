@@ -4,22 +4,27 @@ and its drawn :class:`~ota_lab.draw.FaultMix` (docs/labs.md "Lab file").
 The handset file is the lab's base network with its inline ``[network.*]`` tables merged over it,
 the timing of ``[timing]`` and the drawn faults in ``[radio]``; the campaign file is the base
 campaign with the inline ``[campaign.*]`` tables, the deadline and retry policy of ``[timing]``, and
-the seed's handset file as its ``[network]``. Relative paths are made absolute, so the files load
-from any working directory. Both go through the applications' own loaders afterwards
-(``handset.config.load_config``, ``ota_server.config.load_campaign``), so a lab means the same on
-both transports.
+the seed's handset file as its ``[network]``. With ``[product]`` the drawn script replaces the base
+campaign's security, actions, steps and targets (:mod:`ota_lab.product`), its CSV files and the
+seed's card template are written beside them, and the network gets the drawn card reports.
+Relative paths are made absolute, so the files load from any working directory. Both go through
+the applications' own loaders afterwards (``handset.config.load_config``,
+``ota_server.config.load_campaign``), so a lab means the same on both transports.
 """
 
 from __future__ import annotations
 
+import random
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from ota_lab import product
 from ota_lab.config import LabConfig
 from ota_lab.draw import FaultMix
 from ota_lab.toml_writer import dumps
 from ota_protocols.errors import ConfigError
+from ota_server.config import load_network_inventory
 
 __all__ = ["write_configs"]
 
@@ -121,6 +126,8 @@ def write_configs(lab: LabConfig, mix: FaultMix, workdir: Path) -> tuple[Path, P
     if mix.fleet_size is not None:
         handset.setdefault("fleet", {})["count"] = mix.fleet_size
     handset["radio"] = _radio_table(handset.get("radio", {}), lab, mix)
+    if lab.product is not None:
+        _product_network(handset, lab, mix, workdir)
     handset_path = workdir / "handset.toml"
     handset_path.write_text(dumps(handset))
 
@@ -128,6 +135,8 @@ def write_configs(lab: LabConfig, mix: FaultMix, workdir: Path) -> tuple[Path, P
     if lab.campaign_path is not None:
         campaign = _read_toml(lab.campaign_path, lab, "campaign.path")
     campaign = _merge(campaign, lab.campaign)
+    if lab.product is not None:
+        _product_campaign(campaign, lab, mix, handset_path, workdir)
     section = campaign.setdefault("campaign", {})
     section["name"] = f"{lab.name}-seed-{mix.seed}"
     if t.deadline_s is not None:
@@ -151,3 +160,45 @@ def write_configs(lab: LabConfig, mix: FaultMix, workdir: Path) -> tuple[Path, P
     campaign_path = workdir / "campaign.toml"
     campaign_path.write_text(dumps(campaign))
     return handset_path, campaign_path
+
+
+# --------------------------------------------------------------------------- [product]
+
+
+def _product_network(handset: dict[str, Any], lab: LabConfig, mix: FaultMix, workdir: Path) -> None:
+    """The drawn card reports on the network: ``[activity] transactions_per_hour`` (claim 8) and the
+    seed's card template (claim 9 at power-up, MSL of the drawn security) beside the handset file."""
+    fleet = handset.get("fleet")
+    if not isinstance(fleet, dict) or not isinstance(fleet.get("card_template"), str):
+        raise ConfigError(
+            "product", "needs the network's [fleet] with a card_template (not [[cards]])", source=lab.source
+        )
+    template = _read_toml(Path(fleet["card_template"]), lab, "network.fleet.card_template")
+    template_path = workdir / "card-template.toml"
+    template_path.write_text(dumps(product.card_template(template, mix.product)))
+    fleet["card_template"] = str(template_path)
+    activity = handset.setdefault("activity", {})
+    activity["transactions_per_hour"] = float(mix.product["transactions_per_hour"])
+
+
+def _product_campaign(
+    campaign: dict[str, Any], lab: LabConfig, mix: FaultMix, handset_path: Path, workdir: Path
+) -> None:
+    """The drawn script replaces the base campaign's security, actions, steps and targets; the CSV
+    files it names are written beside the campaign file."""
+    for key in ("security", "actions", "steps", "targets"):
+        campaign.pop(key, None)
+    fleet = load_network_inventory(handset_path).fleet  # the identities and key sets the server uses
+    identifiers = product.key_identifiers(mix.product, fleet.keysets)
+    if identifiers is None:
+        kvns = ", ".join(str(k.kvn) for k in fleet.keysets)
+        raise ConfigError(
+            "product.keyset",
+            f"key set {mix.product['keyset']} (seed {mix.seed}) is not one of the fleet's ({kvns})",
+            source=lab.source,
+        )
+    rng = random.Random(mix.product.get("params_seed", 0))
+    tables, files = product.campaign_tables(mix.product, fleet, *identifiers, rng)
+    campaign.update(tables)
+    for name, text in files.items():
+        (workdir / name).write_text(text)
