@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ota_lab.config import LabConfig, Transport, load_lab
-from ota_lab.runner import LabResult, run_lab
+from ota_lab.result import LabResult
+from ota_lab.runner import run_lab
 from ota_protocols.errors import ConfigError
 
 __all__ = ["main", "parse_seeds"]

@@ -1,14 +1,17 @@
 """Lab files: TOML -> frozen dataclasses (house-style §4), docs/labs.md.
 
 A *lab* is a network, a campaign, fault RANGES and scheduled events; each seed of a sweep draws one
-concrete fault mix from the ranges (:mod:`ota_lab.runner`). Unknown keys are errors; every error is
+concrete fault mix from the ranges (:mod:`ota_lab.draw`). Unknown keys are errors; every error is
 a ``ConfigError`` naming the file and the key path::
 
     ConfigError: configs/labs/lossy.toml: faults.mt_loss: range [0.4, 0.2]: low above high
 
 Tables: ``[lab]`` (name, transport, fleet_size), ``[network]`` (``handset_config`` + inline
 handset tables merged over it), ``[campaign]`` (``path`` + inline campaign tables merged over it),
-``[faults]`` (ranges), ``[timing]`` (timeouts written into both configs), ``[events]``.
+``[faults]`` (ranges), ``[timing]`` (timeouts written into both configs), ``[events]``,
+``[product]`` (choices of what the campaign and the cards do, one drawn per seed) and ``[infra]``
+(ranges of infrastructure faults: SMSC restarts, link drops, server crashes, database failures,
+a second runner).
 ``[lab] transport``: ``virtual`` (default, :mod:`ota_lab.virtual`) or ``smpp`` (loopback TCP).
 
 Glossary: MT/MO mobile terminated/originated; SMSC short message service centre; PoR proof of receipt.
@@ -19,8 +22,9 @@ from __future__ import annotations
 import math
 import random
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,18 @@ from ota_protocols.errors import ConfigError
 
 __all__ = [
     "DIRECTIONAL_FAULTS",
+    "INFRA_HORIZON",
+    "CounterChoice",
     "Events",
     "FaultRanges",
+    "InfraKind",
+    "InfraRanges",
+    "Integrity",
     "LabConfig",
+    "PorPath",
+    "ProductChoices",
     "Range",
+    "Script",
     "Timing",
     "Transport",
     "load_lab",
@@ -122,6 +134,93 @@ class Events:
     smsc_outage_s: float = 1.0
 
 
+class PorPath(StrEnum):
+    """How the card returns its PoR (TS 102 225 §5.1.1 SPI2 b6, TS 31.115 §4.1): in an MO
+    SMS-SUBMIT, or as the TP-UD of the RP-ACK's SMS-DELIVER-REPORT."""
+
+    SMS_SUBMIT = "sms-submit"
+    DELIVER_REPORT = "deliver-report"
+
+
+class Integrity(StrEnum):
+    """The command's (and its PoR's) integrity, SPI1 b2b1 / SPI2 b4b3: a cryptographic checksum with
+    the key set's KID algorithm, or a CRC-32 redundancy check (TS 102 225 §5.1.3)."""
+
+    CC = "cc"
+    RC = "rc"
+
+
+class CounterChoice(StrEnum):
+    """SPI1 b5b4 counter modes a lab may draw: only those the campaign loader accepts without
+    ``unsafe_counter_mode``, i.e. "higher" (10). docs/campaigns.md §6 "Fences": with no counter or
+    no check a late script can run after the fence; "exactly one higher" blocks a key set on one lost
+    packet."""
+
+    HIGHER = "higher"
+
+
+_UNSAFE_COUNTERS = {
+    "no-counter": "mode 00: nothing refuses a replayed or late script (docs/campaigns.md §6 Fences)",
+    "no-check": "mode 01: a late script can run after the fence (docs/campaigns.md §6 Fences)",
+    "one-higher": "mode 11: one lost packet blocks the key set (the server burns CNTRs on a crash)",
+}
+
+
+class Script(StrEnum):
+    """The campaign a seed runs (docs/labs.md ``[product]``)."""
+
+    RFM = "rfm"  # 1..4 RFM file updates on TAR b00010 (the demo's kind): single or concatenated
+    RAM = "ram"  # INSTALL [for load], LOAD blocks, INSTALL [for install] on TAR 000000: concatenated
+    PURSE = "purse"  # set the reload ceiling, then RELOAD a per-card amount from a CSV (TAR bfff01)
+    MULTI_STEP = "multi-step"  # RFM then purse steps, [targets] an MSISDN range, per-card CSV values
+
+
+class InfraKind(StrEnum):
+    """Infrastructure faults (issue #10, house-style §2.2), drawn per seed from ``[infra]``."""
+
+    SMSC_RESTART = "smsc_restart"  # the SMSC restarts: every SMPP link cut for ``duration`` s
+    LINK_DROP = "link_drop"  # the ESME's link is cut; it reconnects after ``duration`` s
+    SERVER_CRASH = "server_crash"  # the OTA server is killed; restarted after ``duration`` s
+    DB_FAILURE = "db_failure"  # a database write fails: the run stops, restarted after ``duration`` s
+    SECOND_RUNNER = "second_runner"  # a second runner starts on the same campaign (``duration`` 0)
+
+
+# Infrastructure events happen in [0, INFRA_HORIZON x deadline_s]: late enough to hit running jobs,
+# early enough that the campaign can still finish after the last one.
+INFRA_HORIZON = 0.6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProductChoices:
+    """``[product]``: per key, the choices a seed draws one of (docs/labs.md). The defaults are the
+    demo campaign's: RFM, ciphered, CC, counter "higher", key set 1, PoR by SMS-SUBMIT, no card
+    reports."""
+
+    por_path: tuple[PorPath, ...] = (PorPath.SMS_SUBMIT,)
+    cipher: tuple[bool, ...] = (True,)
+    integrity: tuple[Integrity, ...] = (Integrity.CC,)
+    counter: tuple[CounterChoice, ...] = (CounterChoice.HIGHER,)
+    keyset: tuple[int, ...] = (1,)
+    script: tuple[Script, ...] = (Script.RFM,)
+    transactions_per_hour: Range = Range(0.0, 0.0)  # per phone (claim 8), a range
+    information_at_power_up: tuple[bool, ...] = (False,)  # claim 9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InfraRanges:
+    """``[infra]``: how many of each infrastructure fault a seed draws (integer ranges), how long each
+    lasts (ranges in seconds) and the probability of a second runner (a range drawn, then a coin)."""
+
+    smsc_restarts: Range = Range(0.0, 0.0, True)
+    smsc_outage_s: Range = Range(1.0, 1.0)
+    link_drops: Range = Range(0.0, 0.0, True)
+    link_drop_s: Range = Range(1.0, 1.0)
+    server_crashes: Range = Range(0.0, 0.0, True)
+    db_failures: Range = Range(0.0, 0.0, True)
+    restart_delay_s: Range = Range(1.0, 1.0)  # after a server crash or a database failure
+    second_runner: Range = Range(0.0, 0.0)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabConfig:
     source: str
@@ -135,6 +234,8 @@ class LabConfig:
     faults: FaultRanges
     timing: Timing
     events: Events
+    product: ProductChoices | None = None  # None: no [product] table (the campaign file's script)
+    infra: InfraRanges | None = None  # None: no [infra] table (nothing drawn)
 
 
 # --------------------------------------------------------------------------- loading
@@ -214,6 +315,25 @@ class _Table:
             raise self.error(name, f"range {value!r}: offline all the time never delivers")
         return Range(float(low), float(high), integer)
 
+    def choices(
+        self, name: str, default: tuple[Any, ...], what: str, parse: Callable[[Any], Any | None]
+    ) -> tuple[Any, ...]:
+        """A non-empty list of distinct choices; ``parse`` turns one into its value (None: not one)."""
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not value:
+            raise self.error(name, f"expected a non-empty list of {what}, got {value!r}")
+        out: list[Any] = []
+        for i, item in enumerate(value):
+            parsed = parse(item)
+            if parsed is None:
+                raise self.error(f"{name}[{i}]", f"expected {what}, got {item!r}")
+            if parsed in out:
+                raise self.error(f"{name}[{i}]", f"{item!r} listed twice")
+            out.append(parsed)
+        return tuple(out)
+
     def done(self) -> None:
         unknown = sorted(set(self.raw) - self.used)
         if unknown:
@@ -229,6 +349,89 @@ def _path(base: Path, t: _Table, name: str) -> Path | None:
     if not p.is_file():
         raise t.error(name, f"no such file {str(p)!r}")
     return p
+
+
+def _enum_parser(kind: type[StrEnum]) -> Callable[[Any], Any | None]:
+    values = {member.value: member for member in kind}
+    return lambda v: values.get(v) if isinstance(v, str) else None
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def _keyset(v: Any) -> int | None:
+    # TS 102 225 §5.1.2: the key set is KIc/KID b8..b5, 1..15 (0 names no key set here).
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 15 else None
+
+
+def _product(t: _Table) -> ProductChoices:
+    for i, value in enumerate(t.raw.get("counter") or []):
+        if isinstance(value, str) and value in _UNSAFE_COUNTERS:
+            raise t.error(
+                f"counter[{i}]",
+                f"{value!r} is not safe for resends ({_UNSAFE_COUNTERS[value]}); only 'higher' is drawn",
+            )
+    defaults = ProductChoices()
+    product = ProductChoices(
+        por_path=t.choices(
+            "por_path", defaults.por_path, "'sms-submit' or 'deliver-report'", _enum_parser(PorPath)
+        ),
+        cipher=t.choices("cipher", defaults.cipher, "true or false", _bool),
+        integrity=t.choices("integrity", defaults.integrity, "'cc' or 'rc'", _enum_parser(Integrity)),
+        counter=t.choices("counter", defaults.counter, "'higher'", _enum_parser(CounterChoice)),
+        keyset=t.choices("keyset", defaults.keyset, "key set numbers 1..15", _keyset),
+        script=t.choices(
+            "script", defaults.script, "'rfm', 'ram', 'purse' or 'multi-step'", _enum_parser(Script)
+        ),
+        transactions_per_hour=t.range("transactions_per_hour", probability=False)
+        or defaults.transactions_per_hour,
+        information_at_power_up=t.choices(
+            "information_at_power_up", defaults.information_at_power_up, "true or false", _bool
+        ),
+    )
+    t.done()
+    return product
+
+
+# The campaign tables a [product] draw writes (the base campaign's are replaced, not merged).
+_PRODUCT_DRAWN = ("security", "actions", "steps", "targets")
+_INFRA_COUNTS = ("smsc_restarts", "link_drops", "server_crashes", "db_failures")
+_INFRA_DURATIONS = ("smsc_outage_s", "link_drop_s", "restart_delay_s")
+_INFRA_MAX_COUNT = 20  # per kind and seed: more is a soak test, not a seed of a sweep
+
+
+def _infra(t: _Table, timing: Timing) -> InfraRanges:
+    values: dict[str, Range] = {}
+    for name in _INFRA_COUNTS:
+        r = t.range(name, probability=False, integer=True)
+        if r is not None:
+            if r.high > _INFRA_MAX_COUNT:
+                raise t.error(name, f"range {r}: at most {_INFRA_MAX_COUNT} per seed")
+            values[name] = r
+    for name in _INFRA_DURATIONS:
+        r = t.range(name, probability=False)
+        if r is not None:
+            values[name] = r
+    r = t.range("second_runner", probability=True)
+    if r is not None:
+        values["second_runner"] = r
+    t.done()
+    infra = InfraRanges(**values)
+    if any(getattr(infra, name).high > 0 for name in (*_INFRA_COUNTS, "second_runner")):
+        deadline = timing.deadline_s
+        if deadline is None:
+            raise ConfigError(
+                "timing.deadline_s",
+                f"required by [infra]: event times are drawn in [0, {INFRA_HORIZON:g} x deadline_s]",
+                source=t.source,
+            )
+        for name in _INFRA_DURATIONS:
+            if getattr(infra, name).high >= deadline:
+                raise t.error(
+                    name, f"range {getattr(infra, name)}: not below timing.deadline_s = {deadline:g}"
+                )
+    return infra
 
 
 def load_lab(path: str | Path) -> LabConfig:
@@ -270,11 +473,18 @@ def load_lab(path: str | Path) -> LabConfig:
     if handset_config is None and "fleet" not in network:
         raise net.error("handset_config", "required (or an inline [network.fleet] table)")
 
+    product_raw = top.get("product")
+    product = None if product_raw is None else _product(_Table(source, "product", product_raw))
+
     camp = _Table(source, "campaign", top.get("campaign"))
     campaign_path = _path(base, camp, "path")
     campaign = {k: v for k, v in camp.raw.items() if k != "path"}
-    if campaign_path is None and "actions" not in campaign:
-        raise camp.error("path", "required (or inline [[campaign.actions]])")
+    if campaign_path is None and "actions" not in campaign and product is None:
+        raise camp.error("path", "required (or inline [[campaign.actions]], or a [product] table)")
+    if product is not None:
+        for key in _PRODUCT_DRAWN:
+            if key in campaign:
+                raise camp.error(key, "[product] draws the security, the script and the targets: remove it")
     if "network" in campaign:
         raise camp.error("network", "the lab's [network] is the campaign's network")
 
@@ -326,6 +536,8 @@ def load_lab(path: str | Path) -> LabConfig:
         raise e.error("smsc_restart_at_s", f"expected seconds >= 0 or a list of them, got {restarts!r}")
     events = Events(smsc_restart_at_s=restart_at, smsc_outage_s=e.number("smsc_outage_s", 1.0) or 0.0)
     e.done()
+    infra_raw = top.get("infra")
+    infra = None if infra_raw is None else _infra(_Table(source, "infra", infra_raw), timing)
     top.done()
     return LabConfig(
         source=source,
@@ -339,4 +551,6 @@ def load_lab(path: str | Path) -> LabConfig:
         faults=faults,
         timing=timing,
         events=events,
+        product=product,
+        infra=infra,
     )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ota_lab.runner import LabResult
+    from ota_lab.result import LabResult
 
 # The lab itself (ota_lab.runner and the applications) is imported by the fixtures, not at pytest
 # start-up: a session that uses no lab fixture pays nothing for the plugin.
@@ -78,7 +78,7 @@ _PATH_KEYS = (("network", "handset_config"), ("campaign", "path"))
 
 
 class LabRun:
-    """One seed of one lab, run: the :class:`~ota_lab.runner.LabResult` and how to replay it."""
+    """One seed of one lab, run: the :class:`~ota_lab.result.LabResult` and how to replay it."""
 
     def __init__(self, lab_file: Path, seed: int, result: LabResult) -> None:
         self.lab_file = lab_file

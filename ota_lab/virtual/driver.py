@@ -32,14 +32,11 @@ from typing import Any
 import sim_emulator.api as api
 from handset.config import HandsetConfig, load_config
 from ota_lab.config import LabConfig
-from ota_lab.runner import (
-    _NETWORK_KEYS,
-    FaultMix,
-    Invariants,
-    LabResult,
-    draw_mix,
-    write_configs,
-)
+from ota_lab.draw import FaultMix, draw_mix
+from ota_lab.invariants import Invariants
+from ota_lab.result import NETWORK_KEYS as _NETWORK_KEYS
+from ota_lab.result import LabResult
+from ota_lab.seed_files import write_configs
 from ota_lab.step_invariants import StepView, check_steps
 from ota_lab.virtual.cards import WARM_CARDS, CardPool
 from ota_lab.virtual.clock import VirtualClock

@@ -11,7 +11,8 @@ import pytest
 
 from ota_lab.cli import main, parse_seeds
 from ota_lab.config import load_lab
-from ota_lab.runner import draw_mix, run_lab
+from ota_lab.draw import draw_mix
+from ota_lab.runner import run_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "labs" / "smoke.toml"

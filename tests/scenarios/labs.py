@@ -4,7 +4,7 @@ Each scenario is a lab (docs/labs.md) with DETERMINISTIC faults: ``[[network.rad
 entries (handset/radio_link.py ScriptedFault) instead of random ranges, a 1-2 card fleet of the demo
 network (configs/handset.toml: issued action counter 0, so the first MT is the script itself) and
 short timers, so each scenario takes about a second.  The invariants are the lab's own
-(ota_lab/runner.py), computed from the cards' journals.
+(ota_lab/invariants.py), computed from the cards' journals.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ota_lab.config import LabConfig, load_lab
-from ota_lab.runner import LabResult, run_lab
+from ota_lab.result import LabResult
+from ota_lab.runner import run_lab
 from ota_lab.toml_writer import dumps
 
 ROOT = Path(__file__).resolve().parents[2]

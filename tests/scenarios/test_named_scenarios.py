@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from handset.radio_link import OfflineModel, RadioConfig, RadioLink
-from ota_lab.runner import draw_mix
+from ota_lab.draw import draw_mix
 from ota_protocols.fleet import FleetSpec, derive_card
 from tests.scenarios.labs import (
     ADN1,

@@ -18,7 +18,9 @@ import pytest
 
 from handset.config import load_config
 from handset.service import HandsetService
-from ota_lab.runner import JobView, check_invariants, draw_mix, write_configs
+from ota_lab.draw import draw_mix
+from ota_lab.invariants import JobView, check_invariants
+from ota_lab.seed_files import write_configs
 from ota_server.config import load_campaign
 from tests.scenarios.labs import ROOT, THREE_ACTIONS, assert_proved, run, scenario_lab
 

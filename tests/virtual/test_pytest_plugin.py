@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from ota_lab.draw import FaultMix
+from ota_lab.invariants import Invariants
 from ota_lab.pytest_plugin import LabRun
-from ota_lab.runner import FaultMix, Invariants, LabResult
+from ota_lab.result import LabResult
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest_plugins = ["pytester"]
