@@ -152,7 +152,10 @@ class VirtualRun:
                     server.store.fail_writes = False
                     server.start()
             if server.engine is None:
-                server.start()  # the results are read from the store, like the CLI's report
+                # The results are read from the store, like the CLI's report after the deadline.
+                server.crash_after_commit = False
+                server.store.fail_writes = False
+                server.start()
         finally:
             gc.set_threshold(*threshold)
             gc.unfreeze()

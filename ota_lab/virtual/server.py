@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ota_lab.virtual.clock import VirtualClock
@@ -36,8 +37,11 @@ from ota_server.engine.events import DeliverArrived, LinkDown, LinkUp, Submit, S
 from ota_server.engine.lease import decide_lease
 from ota_server.engine.records import CampaignRow, Commit, JobRow, StoreSnapshot, TargetCard
 from ota_server.model import Card, Keyset
+from ota_server.report import Stats
 
 __all__ = ["MemoryStore", "VirtualOtaServer"]
+
+HEARTBEAT_S = 1.0  # virtual seconds between lease renewals (the SMPP shell polls every 0.2 s)
 
 
 class MemoryStore:
@@ -156,6 +160,7 @@ class VirtualOtaServer:
         ]
         self.engine: CampaignEngine | None = None
         self.crash_after_commit = False  # the server-crash fault: die right after the next commit
+        self._past_stats: list[Stats] = []
         self.runs = 0  # engines started (1 + restarts after crashes and database failures)
         self.stopped_reason: str | None = None  # why the current engine stopped (crash, database)
         self._version = 0  # voids the clock events of an engine that crashed
@@ -192,10 +197,22 @@ class VirtualOtaServer:
         self._perform()
         if now >= self.network.down_until:
             self._bind_all()
+        self.clock.at(now + HEARTBEAT_S, self._heartbeat, self._version)
+
+    def _heartbeat(self, version: int) -> None:
+        """The runner's poll (docs/campaigns.md §6.4): renew the lease while this runner lives."""
+        row = self.store.campaign
+        if version != self._version or self.engine is None or self.engine.finished or row is None:
+            return
+        if row.runner_token == self._token:
+            self.store.campaign = replace(row, heartbeat_at=self.clock.now)
+        self.clock.at(self.clock.now + HEARTBEAT_S, self._heartbeat, version)
 
     def crash(self, why: str = "crash") -> None:
         """The runner dies: everything not committed is lost (the engine and its effects not yet
         performed); messages already handed to the SMSC stay in the network."""
+        if self.engine is not None:
+            self._past_stats.append(self.engine.stats)  # the lab reports every run's traffic
         self.engine = None
         self.stopped_reason = why
         self._version += 1
@@ -298,6 +315,13 @@ class VirtualOtaServer:
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         assert self.engine is not None
+        if self._past_stats:
+            total = Stats()
+            for stats in (*self._past_stats, self.engine.stats):
+                for name in Stats.__dataclass_fields__:
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+            self.engine.stats = total
+            self._past_stats = []
         summary = outcome.summary(self.engine, duration_s)
         summary["duration_s"] = round(duration_s, 3)
         return summary
