@@ -5,7 +5,7 @@
 * The applications never import each other; the one hardware-shaped exception is
   the phone holding a SIM: ``handset`` may use ``sim_emulator.api`` and nothing else.
 * Only ``ota_lab`` (and the tests) wire the three applications together.
-* smpplib is imported by the OTA server's ESME alone.
+* smpplib is imported by the OTA server's ESME alone; pyscard (``smartcard``) by handset.pcsc_card.
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ PURE_APPLICATION_MODULES = {
     "sim_emulator.card_template",
     "sim_emulator.card_messages",
     "handset.activity",
+    "sim_emulator.vpcd_link",
 }
 ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
 # The virtual-time lab: no sockets, no event loop, no threads, no database (its clock is an event
 # heap; ``time`` only measures the wall time a run took, reported apart from the compared results).
 FORBIDDEN_IN_VIRTUAL = {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess"}
 SMPPLIB_MODULES = {"ota_server.esme"}
+PYSCARD_MODULES = {"handset.pcsc_card"}  # the one PC/SC shell (a phone's SIM in a reader)
 
 
 def modules() -> Iterator[tuple[str, Path]]:
@@ -146,3 +148,5 @@ def test_import_rules(name: str, path: Path) -> None:
         )
     if "smpplib" in roots:
         assert name in SMPPLIB_MODULES, f"{name} imports smpplib; only {sorted(SMPPLIB_MODULES)} may"
+    if "smartcard" in roots:
+        assert name in PYSCARD_MODULES, f"{name} imports pyscard; only {sorted(PYSCARD_MODULES)} may"
