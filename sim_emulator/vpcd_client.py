@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 
 from ota_protocols.errors import ConnectionLost
@@ -37,6 +38,23 @@ __all__ = ["DEFAULT_VPCD_PORT", "VpcdCardClient"]
 
 log = logging.getLogger(__name__)
 DEFAULT_VPCD_PORT = 35963  # vpcd.h VPCDPORT; reader k of the driver listens on 35963 + k
+
+
+def _quick_ack(sock: socket.socket | None) -> Callable[[], None]:
+    """ACK at once what vpcd sends. Measured with vpcd 3.3 (Debian 12): it writes a frame's length
+    and its payload in two send() calls; Nagle holds the payload until the length is ACKed, and
+    Linux delays that ACK (about 40 ms): 44-48 ms per APDU. TCP_QUICKACK, re-armed after every read
+    (Linux clears it), brings an APDU round trip through pcscd to about 0.1 ms. Elsewhere: no-op."""
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if sock is None or option is None:
+        return lambda: None
+
+    def arm() -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+
+    arm()
+    return arm
 
 
 class VpcdCardClient:
@@ -63,6 +81,7 @@ class VpcdCardClient:
                 f"{self.where}: cannot connect ({why}): is pcscd running with "
                 "vsmartcard-vpcd's reader on that port? (/etc/reader.conf.d/vpcd, docs/sim-emulator.md)"
             ) from None
+        quick_ack = _quick_ack(writer.get_extra_info("socket"))
         link = VpcdLink()
         atr = self.card.reset()  # inserted: a fresh card, whatever the last session left volatile
         log.info("card %s inserted in %s", self.card.iccid, self.where)
@@ -70,6 +89,7 @@ class VpcdCardClient:
             inserted(self)
         try:
             while data := await reader.read(65536):
+                quick_ack()
                 link.receive_data(data)
                 for event in link.events():
                     if isinstance(event, ApduReceived):
