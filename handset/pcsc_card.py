@@ -175,6 +175,15 @@ class PcscCard:
             self.failures += 1
             self._drop()
             raise self._fail(f"card lost on APDU {bytes(c_apdu[:5]).hex()}", rv)
+        if len(response) < 2:
+            # ISO/IEC 7816-4 §5.1: every response ends with SW1 SW2. vpcd 3.3 reports success with
+            # no data when its card's connection closed mid-APDU: no card answered.
+            self.failures += 1
+            self._drop()
+            raise self._fail(
+                f"card lost on APDU {bytes(c_apdu[:5]).hex()}",
+                detail=f"{len(response)}-octet answer without a status word (the card left mid-APDU)",
+            )
         self.apdus += 1
         return bytes(response)
 

@@ -339,3 +339,17 @@ def test_reset_is_a_warm_reset_of_the_same_handle_and_falls_back_to_connecting(f
     with pytest.raises(CardUnavailable, match="no card"):
         card.reset()
     assert fake_scard.calls == ["reconnect", "disconnect", "connect"]
+
+
+def test_an_answer_without_a_status_word_is_a_card_gone_mid_apdu(fake_scard: FakeScard) -> None:
+    """vpcd 3.3 reports success with no data when its card's connection closes mid-APDU."""
+    from handset.pcsc_card import PcscCard
+
+    fake_scard.transmit_results.extend(iccid_answers())
+    card = PcscCard("Virtual PCD 00 00", "491700000001", where="cards[0].sim")
+    card.open()
+    fake_scard.transmit_results.append((0, []))
+    with pytest.raises(CardUnavailable, match="0-octet answer without a status word"):
+        card.exchange(bytes.fromhex("80c2000010") + bytes(16))
+    with pytest.raises(CardUnavailable, match="no card connected"):
+        card.exchange(bytes.fromhex("80100000"))
