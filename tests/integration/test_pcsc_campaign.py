@@ -351,3 +351,18 @@ async def test_a_card_removed_mid_transaction_gives_rp_error_and_loses_nothing(
         "duplicated_actions": 0,
         "counter_mismatches": 0,
     }
+
+
+def test_the_shipped_pcsc_lab_files_load() -> None:
+    """configs/pcsc/ (README "Real readers and card tools"): phone, inventory and campaign agree."""
+    from handset.config import load_config
+    from ota_server.inventory import parse_inventory
+
+    handset = load_config(ROOT / "configs" / "pcsc" / "handset.toml")
+    [entry] = handset.cards
+    [(card, keysets)] = parse_inventory(ROOT / "configs" / "pcsc" / "cards.csv")
+    config = load_campaign(ROOT / "configs" / "pcsc" / "campaign.toml")
+    assert entry.reader == "Virtual PCD 00 00" and card.msisdn == entry.msisdn
+    assert config.targets.all and tuple(config.targets.tags) == ("pcsc",) and len(config.actions) == 2
+    example = tomllib.loads(EXAMPLE_CARD.read_text())
+    assert (card.iccid, card.msisdn, len(keysets)) == (example["iccid"], example["msisdn"], 2)
