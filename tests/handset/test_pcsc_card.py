@@ -16,6 +16,7 @@ from handset.config import load_config
 from handset.mobile_equipment import MeOptions, MobileEquipment, MoSubmit, RetryEnvelopeAt, RpAck, RpError
 from ota_protocols.errors import CardUnavailable, ConfigError
 from ota_protocols.sms.tpdu import SmsDeliverReport
+from tests.pcsc_daemon import scard
 
 from .test_mobile_equipment import POR, SMSC, ota_deliver, ssm
 
@@ -237,7 +238,7 @@ class FakeScard:
 
 @pytest.fixture
 def fake_scard(monkeypatch: pytest.MonkeyPatch) -> FakeScard:
-    pytest.importorskip("smartcard", reason="handset.pcsc_card imports pyscard")
+    scard()  # handset.pcsc_card imports pyscard: missing, this fails under CI and skips elsewhere
     import handset.pcsc_card as module
 
     fake = FakeScard()

@@ -284,7 +284,7 @@ async def test_a_card_removed_mid_transaction_gives_rp_error_and_loses_nothing(
     handset_log = tmp_path / "handset.log"
     handset = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "handset.cli", "serve", "--config", str(config), "--port", "0",
-        "--report-file", str(handset_report), "--log-level", "INFO", cwd=ROOT,
+        "--report-file", str(handset_report), "--log-level", "DEBUG", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=handset_log.open("w"),
     )  # fmt: skip
     second: asyncio.Task[None] | None = None
@@ -346,6 +346,15 @@ async def test_a_card_removed_mid_transaction_gives_rp_error_and_loses_nothing(
     )
     app = card_application(profile, state)
     assert [e["counter"] for e in app["journal"]] == [1, 2]
+    # One DEBUG line per APDU in the handset's log (house-style §9), and never a key.
+    log = handset_log.read_text().lower()
+    keys = [
+        ks[k]
+        for ks in tomllib.loads(profile.read_text())["keysets"]
+        for k in ("kic", "kid", "kik")
+        if k in ks
+    ]
+    assert "-> apdu phone=491700000001 80c2" in log and not [k for k in keys if k.lower() in log]
     assert verification(report, app, campaign_path) == {
         "lost_actions": 0,
         "duplicated_actions": 0,
