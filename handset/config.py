@@ -11,7 +11,8 @@ Tables: ``[smsc]`` (+ ``[[smsc.esmes]]``), ``[fleet]``, ``[[cards]]``,
 ``[radio]`` (+ ``[radio.mt]``, ``[radio.mo]``, ``[radio.offline]``, ``[[radio.script]]``), ``[me]``,
 ``[activity]``.
 File paths in ``[fleet] card_template`` and ``[[cards]]`` are resolved against
-the config file's directory first, then the current directory.
+the config file's directory first, then the current directory. A ``[[cards]]`` entry may name a card
+in a PC/SC reader instead of a profile: ``sim = "pcsc:READER NAME"`` with ``msisdn``.
 
 Glossary: ESME external short message entity; SMSC short message service
 centre; ME mobile equipment; MT/MO mobile terminated/originated.
@@ -143,12 +144,41 @@ class FleetConfig:
         )
 
 
+PCSC_SCHEME = "pcsc:"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CardProfileConfig:
-    """``[[cards]]``: one card from a profile file (``sim_emulator.api.load_card``)."""
+    """``[[cards]]``: one phone's SIM. Either ``profile``, an emulated card from a profile file
+    (``sim_emulator.api.load_card``; its state beside it or in ``state``), or ``sim =
+    "pcsc:READER NAME"``, the card in that PC/SC reader (:mod:`handset.pcsc_card`) with the phone's
+    ``msisdn`` (a real card's MSISDN is the network's, not the card's: it must be given)."""
 
-    profile: str
+    profile: str | None = None
     state: str | None = None
+    sim: str | None = None
+    msisdn: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.profile is None) == (self.sim is None):
+            raise ConfigError("profile", "give exactly one of profile (a card file) and sim (pcsc:READER)")
+        if self.sim is None:
+            if self.msisdn is not None:
+                raise ConfigError("msisdn", "only with sim: an emulated card's MSISDN is in its profile")
+            return
+        if not self.sim.startswith(PCSC_SCHEME) or not self.sim[len(PCSC_SCHEME) :].strip():
+            raise ConfigError("sim", f"expected 'pcsc:READER NAME', got {self.sim!r}")
+        if self.state is not None:
+            raise ConfigError("state", "only with profile: a card in a reader keeps its own state")
+        if self.msisdn is None:
+            raise ConfigError("msisdn", "required with sim: the phone's number routes its SMS")
+        if not self.msisdn.isdigit() or not 3 <= len(self.msisdn) <= 15:
+            raise ConfigError("msisdn", f"expected 3 to 15 digits (E.164), got {self.msisdn!r}")
+
+    @property
+    def reader(self) -> str | None:
+        """The PC/SC reader name of a ``sim = "pcsc:..."`` card, else None."""
+        return None if self.sim is None else self.sim[len(PCSC_SCHEME) :].strip()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

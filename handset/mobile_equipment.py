@@ -23,6 +23,16 @@ Status word of the ENVELOPE (final, after GET RESPONSE) -> outcome::
     6X XX, other     RP-ERROR D5 without data
     (not PID 7F + class 2)   stored: RP-ACK without TP-UD, no ENVELOPE
     card loses power (ConnectionLost)   no RP answer; reset + TERMINAL PROFILE (+ its 91 XX)
+    card unreachable (CardUnavailable)  RP-ERROR D2 "error in MS"; reset + TERMINAL PROFILE
+                                        before the card is next needed
+
+A card in a PC/SC reader (:mod:`handset.pcsc_card`) can leave its reader while the phone stays on:
+then the phone is alive and answers the network RP-ERROR with TP-FCS D2 (TS 23.040 §9.2.3.22: the
+(U)SIM could not be reached, an error in the MS, not a download error the card reported). Before
+the next SMS-PP download or menu selection the ME resets the card (which reconnects it) and sends
+TERMINAL PROFILE, as a phone does with a newly inserted card; while the card stays away every
+download gets RP-ERROR D2. The OTA server's job sees no PoR (and an UNDELIV receipt when it asked
+for one) and learns from its status query what ran: nothing is lost or repeated.
 
 Subscriber activity: :meth:`MobileEquipment.menu_selection` sends ENVELOPE (MENU
 SELECTION, TS 102 223 §7.3) and runs the proactive session it opens (the purse's
@@ -61,7 +71,13 @@ from ota_protocols.apdu.proactive import (
     get_response_apdu,
     terminal_profile_apdu,
 )
-from ota_protocols.errors import ConnectionLost, DecodeError, EncodeError, LocalProtocolViolation
+from ota_protocols.errors import (
+    CardUnavailable,
+    ConnectionLost,
+    DecodeError,
+    EncodeError,
+    LocalProtocolViolation,
+)
 from ota_protocols.sms.tpdu import FailureCause, SmsDeliver, SmsDeliverReport, SmsSubmit, is_sim_data_download
 from ota_protocols.sms.user_data_header import split_udh
 from ota_protocols.tlv import BerTag, ComprehensionTag, encode_ber, encode_comprehension
@@ -85,6 +101,7 @@ _SW_OK = 0x9000
 _TP_FCS_BUSY = int(FailureCause.SIM_APPLICATION_TOOLKIT_BUSY)  # D4
 _TP_FCS_DOWNLOAD_ERROR = int(FailureCause.SIM_DATA_DOWNLOAD_ERROR)  # D5
 _TP_FCS_UNSPECIFIED = int(FailureCause.UNSPECIFIED)  # FF
+_TP_FCS_ERROR_IN_MS = int(FailureCause.ERROR_IN_MS)  # D2
 _TECHNICAL_PROBLEM = b"\x6f\x00"
 
 
@@ -93,6 +110,8 @@ class Card(Protocol):
 
     Optional, looked up with ``getattr``: ``reset()`` (power cycle) and
     ``stop_after_actions(k)`` (the tearing hook of ``sim_emulator.api.SimCard``).
+    ``exchange`` and ``reset`` may raise ``ConnectionLost`` (power lost with the card) or
+    ``CardUnavailable`` (a card in a reader that cannot be reached).
     """
 
     def exchange(self, c_apdu: bytes) -> bytes: ...
@@ -100,6 +119,10 @@ class Card(Protocol):
 
 class _CardLost(Exception):
     """The card lost power during an APDU (``ConnectionLost``): the phone stops what it was doing."""
+
+
+class _CardAbsent(Exception):
+    """The card cannot be reached (``CardUnavailable``): the phone answers RP-ERROR D2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,8 @@ class MobileEquipment:
         self._cla = CLA_2G if self.options.legacy_2g else CLA_UICC
         self._mr = 0
         self._pending: CommandDetails | None = None  # SSM awaiting its TERMINAL RESPONSE
+        self._card_absent = False  # the card was unreachable: reset it before it is next needed
+        self._reoffered = False  # the SMS comes back after a re-power (counted once)
         self.stats = {
             "sms_received": 0,
             "envelopes": 0,
@@ -196,6 +221,7 @@ class MobileEquipment:
             "proactive": 0,
             "card_errors": 0,
             "card_torn": 0,
+            "card_unavailable": 0,
             "menu_selections": 0,
         }
 
@@ -215,8 +241,13 @@ class MobileEquipment:
         if callable(reset):
             try:
                 reset()
+            except CardUnavailable as exc:  # still not in its reader: try again when next needed
+                log.warning("phone %s: card reset failed: %s", self.phone_id, exc)
+                self._card_absent = True
+                return []
             except Exception:  # a card that cannot even reset stays as it is; the next APDU will tell
                 log.warning("phone %s: card reset failed", self.phone_id, exc_info=True)
+        self._card_absent = False
         profile = self.options.terminal_profile
         if not profile:
             return []
@@ -226,6 +257,8 @@ class MobileEquipment:
                 return self._proactive_session(sw & 0xFF)
         except _CardLost:
             log.warning("phone %s: card lost power again during power-on; left off", self.phone_id)
+        except _CardAbsent:
+            pass  # logged by _exchange; reset again when next needed
         return []
 
     def _card_lost(self) -> list[Outcome]:
@@ -247,6 +280,12 @@ class MobileEquipment:
             log.warning("phone %s: card lost power on %s (%s)", self.phone_id, apdu[:5].hex(), exc)
             self._pending = None
             raise _CardLost(str(exc)) from None
+        except CardUnavailable as exc:
+            log.warning("phone %s: card unavailable on %s: %s", self.phone_id, apdu[:5].hex(), exc)
+            self._pending = None
+            self._card_absent = True
+            self.stats["card_unavailable"] += 1
+            raise _CardAbsent(str(exc)) from None
         except Exception:  # the card is another team's code: a crash there is a card failure, not ours
             log.warning(
                 "phone %s: card raised on %s; treated as SW 6F00",
@@ -305,6 +344,8 @@ class MobileEquipment:
             return self._receive_sms(tpdu, now, attempt, tear)
         except _CardLost:
             return self._card_lost()
+        except _CardAbsent:
+            return [self._rp_error(_TP_FCS_ERROR_IN_MS)]
 
     def _receive_sms(
         self, tpdu: bytes, now: float, attempt: int, tear: Callable[[], int | None] | None
@@ -313,8 +354,9 @@ class MobileEquipment:
             raise LocalProtocolViolation(
                 f"phone {self.phone_id}: SMS delivered while a SEND SHORT MESSAGE awaits mo_sent()"
             )
-        if attempt == 1:
+        if attempt == 1 and not self._reoffered:
             self.stats["sms_received"] += 1
+        self._reoffered = False
         try:
             deliver = SmsDeliver.decode(tpdu)
         except (DecodeError, ValueError) as exc:
@@ -331,6 +373,13 @@ class MobileEquipment:
         except EncodeError as exc:
             log.warning("phone %s: SMS-DELIVER does not fit an ENVELOPE: %s", self.phone_id, exc)
             return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
+        if self._card_absent:
+            boot = self._power_on_again()
+            if boot:
+                # The re-inserted card opened a proactive session (a SEND SHORT MESSAGE awaits
+                # mo_sent): the SMS is offered again once the network has taken that one.
+                self._reoffered = True
+                return [*boot, RetryEnvelopeAt(now, attempt)]
         self.stats["envelopes"] += 1
         armed = self._arm_tear(tear)
         data, sw = self._exchange(envelope)
@@ -340,6 +389,13 @@ class MobileEquipment:
         if sw >> 8 in (0x61, 0x9F, 0x9E):
             data, sw = self._get_response(data, sw)
         return self._after_envelope(deliver, data, sw, now, attempt)
+
+    def _power_on_again(self) -> list[Outcome]:
+        """Reset + TERMINAL PROFILE for a card that was unreachable; raises _CardAbsent if it still is."""
+        boot = self.power_on()
+        if self._card_absent:
+            raise _CardAbsent("card still unavailable")
+        return boot
 
     def _arm_tear(self, tear: Callable[[], int | None] | None) -> bool:
         if tear is None:
@@ -373,6 +429,10 @@ class MobileEquipment:
             self._cla, INS_ENVELOPE, 0x00, 0x00, encode_ber(BerTag.MENU_SELECTION, body)
         ).encode_t0()
         try:
+            if self._card_absent:
+                boot = self._power_on_again()
+                if boot:
+                    return boot  # the re-inserted card's own session first; the user may pick again
             data, sw = self._exchange(envelope)
             if sw >> 8 in (0x61, 0x9F):
                 data, sw = self._get_response(data, sw)
@@ -380,6 +440,8 @@ class MobileEquipment:
                 return self._proactive_session(sw & 0xFF)
         except _CardLost:
             return self._card_lost()
+        except _CardAbsent:
+            return []
         if sw != _SW_OK:
             log.info("phone %s: MENU SELECTION item %d answered %04X", self.phone_id, item, sw)
         return []
@@ -526,6 +588,8 @@ class MobileEquipment:
                 return self._proactive_session(sw & 0xFF)
         except _CardLost:
             return self._card_lost()
+        except _CardAbsent:
+            return []  # the card left before its TERMINAL RESPONSE; it is reset when next needed
         if sw != _SW_OK:
             log.warning("phone %s: TERMINAL RESPONSE answered %04X", self.phone_id, sw)
         return []

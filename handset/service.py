@@ -189,7 +189,8 @@ def _wall_date(now: float) -> datetime:
 
 
 def build_cards(config: HandsetConfig) -> list[Any]:
-    """The SIMs of the config: the fleet from its template, then each ``[[cards]]`` profile."""
+    """The SIMs of the config: the fleet from its template, then each ``[[cards]]`` entry (a profile,
+    or a card in a PC/SC reader)."""
     if config.fleet is None and not config.cards:
         raise ConfigError(
             "fleet", "no [fleet] and no [[cards]]: the network has no phones", source=config.source
@@ -208,6 +209,10 @@ def build_cards(config: HandsetConfig) -> list[Any]:
             template = api.load_card_template(template_path)
             cards += [api.card_from_fleet(spec, i, template) for i in spec.indices]
         for i, entry in enumerate(config.cards):
+            if entry.reader is not None:
+                cards.append(_pcsc_card(entry.reader, entry.msisdn or "", f"cards[{i}].sim"))
+                continue
+            assert entry.profile is not None  # CardProfileConfig: profile or sim
             profile = config.resolve(entry.profile)
             if not profile.exists():
                 raise ConfigError(f"cards[{i}].profile", f"no such file {str(profile)!r}")
@@ -218,6 +223,18 @@ def build_cards(config: HandsetConfig) -> list[Any]:
     except OSError as exc:
         raise ConfigError("fleet", f"cannot read a card file: {exc}", source=config.source) from None
     return cards
+
+
+def _pcsc_card(reader: str, msisdn: str, where: str) -> Any:
+    """The card in PC/SC reader ``reader``, connected now (a missing pcscd, reader or card is a
+    one-line CardUnavailable at start-up). pyscard is imported only when a config names one."""
+    try:
+        from handset.pcsc_card import PcscCard
+    except ImportError as exc:
+        raise ConfigError(where, f"pcsc: needs pyscard (pip install pyscard): {exc}") from None
+    card = PcscCard(reader, msisdn, where=where)
+    card.open()
+    return card
 
 
 class HandsetService:
@@ -306,6 +323,10 @@ class HandsetService:
             self.network.close()
         if self.server is not None:
             await self.server.stop()
+        for card in self._cards or []:
+            close = getattr(card, "close", None)  # a card in a PC/SC reader: release its handle
+            if callable(close):
+                close()
         if self.capture is not None:
             self.capture.close()
 

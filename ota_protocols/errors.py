@@ -22,6 +22,7 @@ dispatcher) turns it into bytes without guessing::
     |   |   +-- UnidentifiedSecurityError      UNIDENTIFIED_SECURITY_ERROR
     |   +-- ApduRejected(status_word)          -> SW1 SW2 of the response APDU
     +-- TransportError: ConnectionLost, PeerTimeout   raised by shells only
+    |   +-- CardUnavailable                    a card in a reader cannot be reached (PC/SC)
     +-- StoreError
 
 A codec error carries no wire code: the caller knows which answer fits and
@@ -142,6 +143,12 @@ class ConnectionLost(TransportError):
 
 class PeerTimeout(TransportError):
     pass
+
+
+class CardUnavailable(TransportError):
+    """A card behind a reader cannot be reached: no PC/SC service, no such reader, no card, or the
+    card left mid-APDU. Unlike :class:`ConnectionLost` from an emulated card's tearing hook (the
+    phone lost power with its card: no answer at all), the phone is alive and answers RP-ERROR."""
 
 
 class StoreError(OtaSimError):

@@ -6,6 +6,12 @@ one per line; the card's state persists in the state file (default
 ``<profile>.state.json``). Exit codes (house-style §8): 0 success, 1 runtime
 failure, 2 usage, profile or input error (message on stderr, no traceback).
 
+``sim-emulator pcsc --card CARD.toml [--card CARD2.toml ...] [--state PATH ...] [--vpcd HOST:PORT]``
+inserts each card in a PC/SC reader of vsmartcard's vpcd driver (inside pcscd): card k connects to
+``HOST:PORT+k`` (default 127.0.0.1:35963, the first reader of ``/etc/reader.conf.d/vpcd``), prints
+``sim-emulator: card ICCID in vpcd HOST:PORT`` and serves until SIGTERM / SIGINT (exit 0) or until
+vpcd closes a connection (exit 1). ``--state``: once per ``--card``, or not at all.
+
 Logging is configured here only: ``-v`` gives one DEBUG line per APDU on stderr.
 Keys are never logged.
 """
@@ -13,12 +19,15 @@ Keys are never logged.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
-from ota_protocols.errors import ConfigError, StoreError
+from ota_protocols.errors import ConfigError, ConnectionLost, StoreError
 from sim_emulator.api import CardPoweredOff, load_card
+from sim_emulator.vpcd_client import DEFAULT_VPCD_PORT, VpcdCardClient
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +43,58 @@ def _parser() -> argparse.ArgumentParser:
         "--card", required=True, help="card profile TOML (e.g. configs/cards/example-card.toml)"
     )
     exchange.add_argument("--state", help="state file (default: <profile>.state.json beside the profile)")
+    pcsc = sub.add_parser("pcsc", help="insert the card(s) in vsmartcard vpcd readers of pcscd (PC/SC)")
+    pcsc.add_argument(
+        "--card", required=True, action="append", help="card profile TOML; repeat for the next readers"
+    )
+    pcsc.add_argument(
+        "--state", action="append", help="state file per --card (default: <profile>.state.json)"
+    )
+    pcsc.add_argument(
+        "--vpcd",
+        default=f"127.0.0.1:{DEFAULT_VPCD_PORT}",
+        help="vpcd reader of the first card (card k: PORT+k); default %(default)s",
+    )
     return parser
+
+
+def _vpcd_address(text: str, cards: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError("--vpcd", f"expected HOST:PORT, got {text!r}")
+    if not 0 < int(port) <= 65536 - cards:
+        raise ConfigError("--vpcd", f"port {port} (+{cards - 1} for the other cards) outside 1..65535")
+    return host, int(port)
+
+
+async def _pcsc(args: argparse.Namespace) -> int:
+    """Each card in its reader until SIGTERM / SIGINT (0) or a connection ends (ConnectionLost)."""
+    states = args.state or [None] * len(args.card)
+    if len(states) != len(args.card):
+        raise ConfigError("--state", f"{len(states)} --state for {len(args.card)} --card: give one per card")
+    host, port = _vpcd_address(args.vpcd, len(args.card))
+    cards = [load_card(profile, state) for profile, state in zip(args.card, states, strict=True)]
+    clients = [VpcdCardClient(card, host, port + k) for k, card in enumerate(cards)]
+
+    def inserted(client: VpcdCardClient) -> None:
+        print(f"sim-emulator: card {client.card.iccid} in {client.where}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    lost: list[str] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(client.run(inserted)) for client in clients]
+            await stop.wait()  # a client that ends raises ConnectionLost: the group cancels this wait
+            for task in tasks:
+                task.cancel()
+    except* ConnectionLost as failures:
+        lost = [str(exc) for exc in failures.exceptions]
+    if lost:
+        raise ConnectionLost("; ".join(lost))
+    return 0
 
 
 def _exchange(args: argparse.Namespace) -> int:
@@ -66,12 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "pcsc":
+            return asyncio.run(_pcsc(args))
         return _exchange(args)
     except ConfigError as exc:
         print(f"sim-emulator: ConfigError: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
         print(f"sim-emulator: StoreError: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionLost as exc:
+        print(f"sim-emulator: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the top-level supervisor (house-style §5)
         log.exception("unexpected failure")

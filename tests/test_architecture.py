@@ -10,7 +10,7 @@
 * ``ota_protocols`` imports no application; the applications never import each other, with one
   hardware-shaped exception: a phone holds a SIM, so ``handset`` may use ``sim_emulator.api``.
 * Only ``ota_lab`` (and the tests) wire the three applications together: no application imports it.
-* smpplib is imported by the OTA server's SMPP link alone.
+* smpplib is imported by the OTA server's SMPP link alone; pyscard (``smartcard``) by handset.pcsc_card.
 * The virtual-time lab imports no sockets, event loop, threads or database.
 
 The checker (``tests/support/architecture.py``) takes a root path; ``tests/test_architecture_checker.py``
@@ -19,6 +19,7 @@ runs it on small package trees in ``tmp_path`` to show that each rule fires.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ PURE_APPLICATION_MODULES = {
     "sim_emulator.card_template",
     "sim_emulator.card_messages",
     "ota_server.smpp_link_events",
+    "sim_emulator.vpcd_link",
 }
 # A pure module imports none of these at run time (a dotted entry forbids that submodule only).
 FORBIDDEN_IN_PURE = {
@@ -139,6 +141,7 @@ APPLICATIONS = ("ota_server", "handset", "sim_emulator")
 ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
 # The SMPP client library stays behind the OTA server's link to the SMSC.
 SMPPLIB_MODULES = {"ota_server.smpp_link", "ota_server.smpp_connection"}
+PYSCARD_MODULES = {"handset.pcsc_card"}  # the one PC/SC shell (a phone's SIM in a reader)
 # The virtual-time lab: no sockets, no event loop, no threads, no database (its clock is an event
 # heap; ``time`` only measures the wall time a run took, reported apart from the compared results).
 FORBIDDEN_IN_VIRTUAL = {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess"}
@@ -194,3 +197,17 @@ def test_the_lists_name_modules_that_exist() -> None:
 def test_import_rules(name: str) -> None:
     problems = unexplained(name, ANALYSIS, KNOWN_VIOLATIONS)
     assert not problems, "\n".join(problems)
+
+
+def test_pyscard_stays_in_its_one_shell() -> None:
+    importers = set()
+    for package in (*APPLICATIONS, "ota_protocols", "ota_lab"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = (
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                )  # fmt: skip
+                if any(n == "smartcard" or n.startswith("smartcard.") for n in names):
+                    importers.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    assert importers == PYSCARD_MODULES

@@ -46,12 +46,12 @@ def test_unreachable_smsc_exits_1_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "h.toml").write_text('[fleet]\nseed = "s"\ncount = 2\n')
     (tmp_path / "c.toml").write_text(
         '[campaign]\nname = "x"\n[network]\nhandset_config = "h.toml"\n'
-        '[smsc]\nsystem_id = "ota"\npassword = "pw"\nreconnect_attempts = 1\nreconnect_backoff_s = 0.01\n'
+        '[smsc]\nsystem_id = "ota"\npassword = "pw"\nreconnect_window_s = 0.3\nreconnect_backoff_s = 0.01\n'
         '[[actions]]\ntype = "update_binary"\npath = "3F00/7F20/6F46"\ndata = "00"\n'
     )
     result = run(
         "campaign", "run", str(tmp_path / "c.toml"), "--smsc", "127.0.0.1:1", "--db", str(tmp_path / "d")
     )
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("ota-server: SMSC 127.0.0.1:1 unreachable")
+    assert result.stderr.strip().splitlines()[-1].startswith("ota-server: SMSC 127.0.0.1:1: connection refused")
     assert "Traceback" not in result.stderr
