@@ -107,7 +107,10 @@ def _on_accepted(job: Job, event: Accepted, now: float, policy: Policy) -> Trans
     """docs/campaigns.md §6.2: the attempt and its PoR timer start when the SMSC takes the message."""
     if job.deadline is not None or event.cntr not in job.outstanding_cntrs:
         return unchanged(job)
-    return Transition(job_replace(job, deadline=now + policy.por_timeout_s), (), None)
+    # A script counts as an attempt once the SMSC took it: one reserved, then lost with the server
+    # (killed before it left) or refused by the SMSC, never used up the job's attempts.
+    attempts = job.attempts + 1 if event.cntr == job.script_cntr else job.attempts
+    return Transition(job_replace(job, deadline=now + policy.por_timeout_s, attempts=attempts), (), None)
 
 
 def _on_submit_refused(job: Job, event: SubmitRefused, now: float, policy: Policy) -> Transition:
@@ -118,7 +121,7 @@ def _on_submit_refused(job: Job, event: SubmitRefused, now: float, policy: Polic
     was_script = event.cntr == job.script_cntr
     latest = job.outstanding_cntrs[-1] == event.cntr
     if was_script:
-        job = job_replace(job, script_cntr=None, script_count=0, attempts=max(0, job.attempts - 1))
+        job = job_replace(job, script_cntr=None, script_count=0)
     else:
         job = job_replace(
             job,
@@ -212,7 +215,6 @@ def _on_sent(job: Job, event: Sent, now: float, policy: Policy) -> Transition:
             script_cntr=event.cntr,
             script_count=job.n - job.applied,
             query_cntrs=(),
-            attempts=job.attempts + 1,
             deadline=deadline,
         )
     else:
