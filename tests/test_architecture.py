@@ -41,6 +41,7 @@ PURE_APPLICATION_MODULES = {
     "handset.network_core",
     "handset.mobile_equipment",
     "handset.smsc_router",
+    "handset.smsc_limits",
     "handset.radio_link",
     "sim_emulator.file_system",
     "sim_emulator.ota_security",
