@@ -11,8 +11,11 @@ may connect, binds, submit_sm and the MO traffic:
   address; when full, the oldest connection that has not bound is closed to make
   room, so idle pre-bind connections cannot lock a real ESME out.
   ``max_connections`` is lowered, with one warning, to what the process's
-  open-file limit allows.  An accept that fails anyway (file descriptors
-  exhausted) is counted and logged at most a few times per ``warning_interval_s``.
+  open-file limit allows.  The server runs its own accept loop (asyncio's
+  schedules a retry and logs a traceback per failed accept): a connection is
+  admitted or refused right after ``accept()``, before any transport exists, and
+  an accept that fails anyway (file descriptors exhausted) is counted, logged at
+  most a few times per ``warning_interval_s`` and retried once a second.
 * before a bind: PDUs longer than ``max_pdu_octets_before_bind`` are refused on
   their command_length (generic_nack ESME_RINVCMDLEN, connection closed), so no
   body is buffered; a connection not bound within ``session_init_timeout_s`` is
@@ -72,6 +75,8 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
+import struct
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -110,11 +115,15 @@ _BOUND = (SessionState.BOUND_RX, SessionState.BOUND_TX, SessionState.BOUND_TRX)
 # phones' SIM ports): max_connections is lowered to leave at least this many free.
 _FD_RESERVE = 64
 _LISTEN_BACKLOG = 1024
-# asyncio's messages for an accept that failed (selector_events._accept_connection and 2).
-_ACCEPT_ERRORS = (
-    "socket.accept() out of system resource",
-    "Error on transport creation for incoming connection",
-)
+_ACCEPTS_PER_WAKEUP = 128
+_ACCEPT_RETRY_S = 1.0  # after a failed accept (EMFILE, ...), as asyncio's own ACCEPT_RETRY_DELAY
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset (SO_LINGER 0): a refused peer leaves nothing behind, not even TIME_WAIT."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 @dataclass(slots=True)
@@ -272,12 +281,13 @@ class SmscServer:
         )
         self._esmes = {e.system_id: e for e in config.esmes}
         self._owners = {a: e.system_id for e in config.esmes for a in e.addresses}
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_Connection] = set()
         self._unbound: dict[_Connection, None] = {}  # not bound yet, oldest first
         self._per_host: dict[str, int] = {}
         self._all_closed: asyncio.Event | None = None
-        self._accepting = False
         self._backlog: deque[_MoItem] = deque()
         self._dirty: set[_Connection] = set()
         self._flush_scheduled = False
@@ -285,8 +295,6 @@ class SmscServer:
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host: str | None = None
-        self._previous_handler: Any = None
-        self._handler_installed = False
         self._traffic_timer: asyncio.TimerHandle | None = None
         self._traffic_mark: tuple[float, dict[str, int]] | None = None
         self.port: int | None = None
@@ -346,10 +354,8 @@ class SmscServer:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         self._loop = asyncio.get_running_loop()
         self._host = host or self.config.host
-        self._install_exception_handler()
-        self._accepting = True
-        self._server = await self._listen(self.config.port if port is None else port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._listener = await self._listen(self.config.port if port is None else port)
+        self.port = self._listener.getsockname()[1]
         log.info("SMSC listening on %s:%d", self._host, self.port)
         interval = self.config.traffic_log_interval_s
         if interval > 0:
@@ -357,14 +363,37 @@ class SmscServer:
             self._traffic_timer = self._loop.call_later(interval, self._traffic_tick)
         return self.port
 
-    async def _listen(self, port: int) -> asyncio.Server:
-        assert self._loop is not None
-        return await self._loop.create_server(
-            lambda: _Connection(self, self._new_session()), self._host, port, backlog=_LISTEN_BACKLOG
+    async def _listen(self, port: int) -> socket.socket:
+        """A listening socket on the first address ``host`` resolves to, read by :meth:`_accept`."""
+        loop = self._loop
+        assert loop is not None
+        infos = await loop.getaddrinfo(
+            self._host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        family, _type, proto, _name, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(_LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}") from None
+        loop.add_reader(sock.fileno(), self._accept)
+        return sock
+
+    def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        if listener is not None and self._loop is not None:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
 
     def _new_session(self) -> SmppSession:
-        """The session of a connection being accepted; its session_init_timer starts now."""
+        """The session of a connection just accepted; its session_init_timer starts now."""
         assert self._loop is not None
         config = self.config
         return SmppSession(
@@ -380,40 +409,35 @@ class SmscServer:
 
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        return self._listener is not None
 
     async def _wait_all_closed(self, timeout: float) -> None:
-        if not self._connections:
-            return
-        self._all_closed = event = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
+        if self._connections:
+            self._all_closed = event = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def suspend(self, *, grace_s: float = 2.0) -> None:
         """The first half of a restart: close the listening socket and every SMPP connection at
         once (no unbind, as a crashing SMSC). Unanswered deliver_sm go back to the MO store; the
         MO store and the network's MT queues are kept (a real SMSC's persistent store)."""
-        server, self._server = self._server, None
-        self._accepting = False
-        if server is not None:
-            server.close()
+        self._unlisten()
         self.counters["restarts"] += 1
         log.warning("SMSC going down: closing %d connection(s)", len(self._connections))
         for conn in list(self._connections):
             self._close(conn)
         await self._wait_all_closed(grace_s)
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
 
     async def resume(self) -> int:
         """The second half of a restart: listen again on the SAME host and port."""
-        if self._server is not None:
+        if self._listener is not None:
             return self.port or 0
         assert self.port is not None, "resume() before start()"
-        self._accepting = True
-        self._server = await self._listen(self.port)
+        self._listener = await self._listen(self.port)
         log.warning("SMSC listening again on %s:%d", self._host, self.port)
         return self.port
 
@@ -425,9 +449,7 @@ class SmscServer:
 
     async def stop(self, *, grace_s: float = 2.0) -> None:
         """Stop accepting, unbind every bound ESME, wait up to ``grace_s`` for them, close."""
-        self._accepting = False
-        if self._server is not None:
-            self._server.close()
+        self._unlisten()
         if self._traffic_timer is not None:
             self._traffic_timer.cancel()
             self._traffic_timer = None
@@ -443,10 +465,6 @@ class SmscServer:
         await self._wait_all_closed(grace_s)
         for conn in list(self._connections):
             self._close(conn, abort=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._restore_exception_handler()
 
     @property
     def bound_esmes(self) -> list[tuple[str, str]]:
@@ -465,54 +483,89 @@ class SmscServer:
     def unbound_connections(self) -> int:
         return len(self._unbound)
 
-    # ------------------------------------------------------------------ accept errors
+    # ------------------------------------------------------------------ accepting
 
-    def _install_exception_handler(self) -> None:
+    def _accept(self) -> None:
+        """The listener is readable: accept a bounded number of connections, each admitted or
+        refused before a transport exists (a refused one costs a descriptor for microseconds).
+
+        asyncio's own accept loop is not used: on EMFILE it logs a traceback and schedules a
+        retry for every one of up to ``backlog`` attempts per wake-up, which is the flood of
+        tracebacks issue #11 saw.  Here a failed accept is counted, logged at most a few times
+        per ``warning_interval_s``, and accepting pauses once for ``_ACCEPT_RETRY_S``."""
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(_ACCEPTS_PER_WAKEUP):  # the rest on the next loop iteration: no starving
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self.counters["accept_errors"] += 1
+                self._warn("accept", "SMSC accept failed: %s (open-file limit reached?)", exc)
+                self._pause_accepting()
+                return
+            self._admit(sock, address)
+
+    def _pause_accepting(self) -> None:
         loop = self._loop
-        if loop is None or self._handler_installed:
+        listener = self._listener
+        if loop is None or listener is None or self._accept_retry is not None:
             return
-        self._previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._on_loop_exception)
-        self._handler_installed = True
+        loop.remove_reader(listener.fileno())
+        self._accept_retry = loop.call_later(_ACCEPT_RETRY_S, self._resume_accepting)
 
-    def _restore_exception_handler(self) -> None:
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._loop is not None and self._listener is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    def _admit(self, sock: socket.socket, address: Any) -> None:
         loop = self._loop
-        if loop is None or not self._handler_installed:
+        assert loop is not None
+        host = str(address[0]) if address else "?"
+        peer = f"{address[0]}:{address[1]}" if address else "?"
+        verdict = smsc_limits.admit(
+            self.limits,
+            total=len(self._connections),
+            from_peer=self._per_host.get(host, 0),
+            unbound=len(self._unbound),
+        )
+        if verdict in (smsc_limits.Admission.REFUSE_PEER_FULL, smsc_limits.Admission.REFUSE_FULL):
+            self.counters["connections_refused"] += 1
+            _reset(sock)
+            self._warn("refused", "connection from %s closed: %s", peer, verdict.value)
             return
-        if loop.get_exception_handler() == self._on_loop_exception:
-            loop.set_exception_handler(self._previous_handler)
-        self._handler_installed = False
+        if verdict is smsc_limits.Admission.EVICT_OLDEST_UNBOUND:
+            victim = next(iter(self._unbound))
+            self.counters["connections_evicted"] += 1
+            if log.isEnabledFor(_DEBUG):
+                log.debug("max_connections: closing unbound %s for %s", victim.peer, peer)
+            self._close(victim, abort=True)
+        conn = _Connection(self, self._new_session())
+        conn.host, conn.peer = host, peer
+        # In the books from the accept on, so that the next accept already counts it.
+        self._connections.add(conn)
+        self._unbound[conn] = None
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self.counters["connections"] += 1
+        task = loop.create_task(self._attach(conn, sock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _is_ours(self, context: dict[str, Any]) -> bool:
-        protocol = context.get("protocol")
-        if isinstance(protocol, _Connection):
-            return protocol.server is self
-        sock = context.get("socket")
-        server = self._server
-        if sock is None or server is None:
-            return False
-        with contextlib.suppress(OSError, AttributeError):
-            return any(s.fileno() == sock.fileno() for s in server.sockets)
-        return False
-
-    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """A failed accept (file descriptors exhausted, ...) is a counted, rate-limited warning of
-        one line, not a traceback per attempt; everything else goes to the previous handler."""
-        message = str(context.get("message", ""))
-        if message.startswith(_ACCEPT_ERRORS) and self._is_ours(context):
-            self.counters["accept_errors"] += 1
-            held = self._warnings.allow("accept", loop.time())
-            if held is not None:
-                log.warning(
-                    "SMSC accept failed: %s (open-file limit reached?); %d similar line(s) held back",
-                    context.get("exception") or message,
-                    held,
-                )
-            return
-        if self._previous_handler is not None:
-            self._previous_handler(loop, context)
-        else:
-            loop.default_exception_handler(context)
+    async def _attach(self, conn: _Connection, sock: socket.socket) -> None:
+        """The transport for an admitted socket (asyncio's public ``connect_accepted_socket``)."""
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: conn, sock)
+        except (OSError, RuntimeError) as exc:
+            if log.isEnabledFor(_DEBUG):
+                log.debug("connection from %s lost before it started: %s", conn.peer, exc)
+            self._close(conn)
+            sock.close()
 
     def _warn(self, key: str, message: str, *args: object) -> None:
         """A WARNING at most a few times per ``warning_interval_s`` for each kind (``key``)."""
@@ -532,43 +585,16 @@ class SmscServer:
         transport = conn.transport
         loop = self._loop
         assert transport is not None and loop is not None
-        peer = transport.get_extra_info("peername")
-        if peer:
-            conn.host = str(peer[0])
-            conn.peer = f"{peer[0]}:{peer[1]}"
-        if not self._accepting:
-            # Accepted by the kernel just before a restart closed the listener: a down SMSC
-            # serves nobody.
-            conn.closed = True
+        if conn.closed:
+            # Pushed out (max_connections) or the SMSC went down between accept and transport.
             transport.abort()
             return
-        verdict = smsc_limits.admit(
-            self.limits,
-            total=len(self._connections),
-            from_peer=self._per_host.get(conn.host, 0),
-            unbound=len(self._unbound),
-        )
-        if verdict in (smsc_limits.Admission.REFUSE_PEER_FULL, smsc_limits.Admission.REFUSE_FULL):
-            self.counters["connections_refused"] += 1
-            conn.closed = True
-            transport.abort()
-            self._warn("refused", "connection from %s closed: %s", conn.peer, verdict.value)
-            return
-        if verdict is smsc_limits.Admission.EVICT_OLDEST_UNBOUND:
-            victim = next(iter(self._unbound))
-            self.counters["connections_evicted"] += 1
-            if log.isEnabledFor(_DEBUG):
-                log.debug("max_connections: closing unbound %s for %s", victim.peer, conn.peer)
-            self._close(victim, abort=True)
-        now = loop.time()
-        self._connections.add(conn)
-        self._unbound[conn] = None
-        self._per_host[conn.host] = self._per_host.get(conn.host, 0) + 1
-        self.counters["connections"] += 1
         capture = self.capture
-        if capture is not None and peer:
+        if capture is not None:
+            peer = transport.get_extra_info("peername")
             local = transport.get_extra_info("sockname") or (self._host or "127.0.0.1", self.port or 0)
-            conn.stream = capture.tcp_open(peer, local, now)
+            if peer:
+                conn.stream = capture.tcp_open(peer, local, loop.time())
         if log.isEnabledFor(_DEBUG):
             log.debug("connection from %s", conn.peer)
         self._rearm(conn)
