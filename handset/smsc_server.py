@@ -119,6 +119,13 @@ _ACCEPTS_PER_WAKEUP = 128
 _ACCEPT_RETRY_S = 1.0  # after a failed accept (EMFILE, ...), as asyncio's own ACCEPT_RETRY_DELAY
 
 
+def _who(conn: _Connection) -> str:
+    """How a log line names the peer: the ESME once bound, else its address alone."""
+    if conn.config is not None:
+        return f"ESME {conn.config.system_id} ({conn.peer})"
+    return f"{conn.peer} (not bound)"
+
+
 def _reset(sock: socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0): a refused peer leaves nothing behind, not even TIME_WAIT."""
     with contextlib.suppress(OSError):
@@ -750,14 +757,7 @@ class SmscServer:
                     self._retry_mo(item)
             elif isinstance(event, ProtocolError):
                 self.counters["protocol_errors"] += 1
-                self._warn(
-                    "protocol",
-                    "ESME %s (%s): %s (status %#x)",
-                    conn.system_id,
-                    conn.peer,
-                    event.detail,
-                    event.status,
-                )
+                self._warn("protocol", "%s: %s (status %#x)", _who(conn), event.detail, event.status)
             elif isinstance(event, SessionTimerExpired):
                 self._on_timer(conn, event)
             elif isinstance(event, Unbound):
