@@ -32,6 +32,7 @@ from handset.mobile_equipment import MeOptions
 from handset.radio_link import RadioConfig
 from ota_protocols.errors import ConfigError
 from ota_protocols.fleet import FleetSpec
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.smpp.framing import DEFAULT_MAX_PDU_LENGTH
 
 __all__ = [
@@ -266,9 +267,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a hex string, got {value!r}")
         try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(path, f"{value!r} is not hex") from None
+            return parse_hex(value)
+        except ValueError as exc:
+            raise ConfigError(path, f"not hex: {exc}") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ota_protocols.errors import ConfigError, DecodeError, EncodeError, SecurityRejection
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.command_packet import (
     CommandPacket,
     command_user_data,
@@ -68,9 +69,9 @@ class _Input:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a hex string, got {type(value).__name__}")
         try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(key, f"not a hex string: {value[:40]!r}") from None
+            data = parse_hex(value)
+        except ValueError as exc:
+            raise ConfigError(key, f"not hex: {exc}") from None
         if length is not None and len(data) != length:
             raise ConfigError(key, f"expected {length} octet(s) ({2 * length} hex digits), got {len(data)}")
         return data
