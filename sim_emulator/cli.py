@@ -1,13 +1,18 @@
 """``sim-emulator``: drive an emulated card from the command line.
 
 ``sim-emulator exchange --card CARD.toml [--state PATH]`` reads hex C-APDUs from stdin,
-one per line (blank lines and ``#`` comments ignored), and prints each R-APDU in hex,
-one per line; the card's state persists in the state file (default
-``<profile>.state.json``). Exit codes (house-style §8): 0 success, 1 runtime
-failure, 2 usage, profile or input error (message on stderr, no traceback).
+one per line (blank lines and ``#`` comments ignored; spaces between digits allowed), and
+prints each R-APDU in hex, one per line; the card's state persists in the state file
+(default ``<profile>.state.json``). ``sim-emulator --version`` prints the version.
 
-Logging is configured here only: ``-v`` gives one DEBUG line per APDU on stderr.
-Keys are never logged.
+Exit codes (house-style §8): 0 success, 1 runtime failure, 2 usage, profile or input error:
+one line on stderr, ``sim-emulator: `` then the file and key or the stdin line and what is
+wrong with it, never a traceback and never the offending line itself (it may be megabytes,
+or hold a key).
+
+Logging is configured here only: ``--log-level DEBUG|INFO|WARNING|ERROR`` (default WARNING,
+before or after ``exchange``; ``-v`` is ``--log-level DEBUG``) gives one DEBUG line per APDU
+on stderr. Keys are never logged.
 """
 
 from __future__ import annotations
@@ -16,43 +21,87 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from ota_protocols.errors import ConfigError, StoreError
+from ota_protocols.hex_text import parse_hex
 from sim_emulator.api import CardPoweredOff, load_card
 
 log = logging.getLogger(__name__)
 
+PROG = "sim-emulator"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "WARNING"
+# ISO/IEC 7816-4 §5.1: the longest command APDU, extended length: CLA INS P1 P2, Lc on three
+# octets, 65,535 data octets, Le on two.
+MAX_APDU_OCTETS = 4 + 3 + 65_535 + 2
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ota-sim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS if default is None else default,
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sim-emulator", description="Emulated UICC/SIM with OTA (03.48) support."
+    parser = argparse.ArgumentParser(prog=PROG, description="Emulated UICC/SIM with OTA (03.48) support.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _log_level_option(parser, default=DEFAULT_LOG_LEVEL)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="--log-level DEBUG: one DEBUG line per APDU on stderr"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log one DEBUG line per APDU to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     exchange = sub.add_parser("exchange", help="send hex C-APDUs from stdin, print hex R-APDUs")
     exchange.add_argument(
         "--card", required=True, help="card profile TOML (e.g. configs/cards/example-card.toml)"
     )
     exchange.add_argument("--state", help="state file (default: <profile>.state.json beside the profile)")
+    _log_level_option(exchange, default=None)
     return parser
+
+
+def _apdu(text: str) -> bytes:
+    """One stdin line's C-APDU; ``ValueError`` saying what is wrong, without repeating the line."""
+    if len(text) > 2 * MAX_APDU_OCTETS + text.count(" ") + text.count("\t"):
+        raise ValueError(
+            f"{len(text):,} characters: longer than the longest command APDU "
+            f"({MAX_APDU_OCTETS:,} octets, ISO/IEC 7816-4 extended length)"
+        )
+    try:
+        return parse_hex(text)
+    except ValueError as exc:
+        raise ValueError(f"not hex: {exc}") from None
 
 
 def _exchange(args: argparse.Namespace) -> int:
     card = load_card(args.card, args.state)
     card.reset()
     for number, line in enumerate(sys.stdin, start=1):
-        text = line.split("#", 1)[0].strip().replace(" ", "")
+        text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
-            c_apdu = bytes.fromhex(text)
-        except ValueError:
-            print(f"sim-emulator: stdin line {number}: not hex: {line.strip()!r}", file=sys.stderr)
+            c_apdu = _apdu(text)
+        except ValueError as exc:
+            print(f"{PROG}: stdin line {number}: {exc}", file=sys.stderr)
             return 2
         try:
             r_apdu = card.exchange(c_apdu)
         except CardPoweredOff as exc:
-            print(f"sim-emulator: stdin line {number}: {exc}", file=sys.stderr)
+            print(f"{PROG}: stdin line {number}: {exc}", file=sys.stderr)
             return 1
         print(r_apdu.hex().upper(), flush=True)
     return 0
@@ -61,21 +110,21 @@ def _exchange(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else getattr(logging, args.log_level),
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return _exchange(args)
-    except ConfigError as exc:
-        print(f"sim-emulator: ConfigError: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # names the file and the key
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"sim-emulator: StoreError: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the top-level supervisor (house-style §5)
         log.exception("unexpected failure")
-        print(f"sim-emulator: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 
