@@ -441,6 +441,57 @@ async def test_per_bind_bookkeeping_is_bounded() -> None:
         assert all(len(times) == 5 for times in arrivals.values())
 
 
+def _refused_in(lines: list[str]) -> int:
+    """submit_sm refused, summed over the traffic lines (each counts its own interval)."""
+    return sum(
+        int(line.split(" submit_sm accepted, ")[1].split()[0]) for line in lines if "traffic: " in line
+    )
+
+
+class _Waiter(logging.Handler):
+    """Keeps the messages; sets ``seen`` once the traffic lines count ``refused`` refusals."""
+
+    def __init__(self, refused: int) -> None:
+        super().__init__(logging.INFO)
+        self.refused = refused
+        self.seen = asyncio.Event()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        if _refused_in(self.lines) >= self.refused:
+            self.seen.set()
+
+
+@pytest.mark.asyncio
+async def test_binds_unbinds_and_a_traffic_line_are_logged_at_info() -> None:
+    logger = logging.getLogger("handset.smsc_server")
+    waiter = _Waiter(refused=2)
+    logger.addHandler(waiter)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with smsc(traffic_log_interval_s=0.05) as service:
+            peer = await bound_raw(port_of(service))
+            for seq in (2, 3):  # unknown destination: refused ESME_RINVDSTADR
+                peer.send(SubmitSm(sequence_number=seq, destination_addr="4900"))
+                await peer.pdu()
+            async with asyncio.timeout(WAIT_S):
+                await waiter.seen.wait()
+            peer.send(Unbind(sequence_number=4))
+            await peer.pdu()
+            await peer.closed_by_server()
+            await peer.close()
+    finally:
+        logger.removeHandler(waiter)
+        logger.setLevel(level)
+    text = "\n".join(waiter.lines)
+    assert "ESME ota bound as TRANSCEIVER from 127.0.0.1:" in text
+    assert "ESME ota (127.0.0.1:" in text and "unbound (by the ESME)" in text
+    traffic = [line for line in waiter.lines if line.startswith("traffic: ")]
+    assert _refused_in(traffic) == 2 and all("1 bound, 1 connection(s)" in line for line in traffic)
+
+
 class _ExhaustedListener:
     """A listening socket whose accept() fails as it does when the process is out of descriptors."""
 
