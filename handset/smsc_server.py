@@ -18,8 +18,9 @@ may connect, binds, submit_sm and the MO traffic:
   most a few times per ``warning_interval_s`` and retried once a second.
 * before a bind: PDUs longer than ``max_pdu_octets_before_bind`` are refused on
   their command_length (generic_nack ESME_RINVCMDLEN, connection closed), so no
-  body is buffered; a connection not bound within ``session_init_timeout_s`` is
-  closed (§7.2 session_init_timer).  Once bound: enquire_link after
+  body is buffered; a peer that does not read our answers (the transport's write
+  buffer above its high-water mark) is closed, and so is one not bound within
+  ``session_init_timeout_s`` (§7.2 session_init_timer).  Once bound: enquire_link after
   ``enquire_link_interval_s`` of quiet, unbind after ``inactivity_timeout_s``
   without a PDU from the ESME (§7.2 enquire_link_timer, inactivity_timer).
 * bind: system_id and password from ``[[smsc.esmes]]``; unknown system_id ->
@@ -236,9 +237,7 @@ class _Connection(asyncio.Protocol):
         self.server._on_connection_lost(self, exc)
 
     def pause_writing(self) -> None:
-        # The peer does not read our answers: stop reading its requests until it does.
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self.server._on_write_backlog(self)
 
     def resume_writing(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -321,6 +320,7 @@ class SmscServer:
             "connections": 0,
             "connections_refused": 0,
             "connections_evicted": 0,
+            "connections_not_reading": 0,
             "accept_errors": 0,
             "session_init_timeouts": 0,
             "inactivity_unbinds": 0,
@@ -617,6 +617,20 @@ class SmscServer:
         self._process(conn)
         self._flush(conn)
         self._rearm(conn)
+
+    def _on_write_backlog(self, conn: _Connection) -> None:
+        """Our answers pile up above the transport's high-water mark: the peer does not read them.
+        A bound ESME is waited for (reading its requests pauses until it reads); a peer that has not
+        bound is closed, so that answers to a flood of pre-bind PDUs cannot pile up in memory."""
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        if conn.session.state in _BOUND:
+            transport.pause_reading()
+            return
+        self.counters["connections_not_reading"] += 1
+        self._warn("not_reading", "%s: does not read our answers before binding: closed", _who(conn))
+        self._close(conn, abort=True)
 
     def _on_connection_lost(self, conn: _Connection, exc: Exception | None) -> None:
         was_open = not conn.closed

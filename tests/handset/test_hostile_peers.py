@@ -31,6 +31,7 @@ from ota_protocols.smpp.framing import PduFramer
 from ota_protocols.smpp.pdu_codec import (
     Bind,
     BindKind,
+    EnquireLink,
     EnquireLinkResp,
     GenericNack,
     Pdu,
@@ -321,6 +322,31 @@ async def test_once_bound_the_same_length_is_accepted() -> None:
             assert isinstance(resp, SubmitSmResp) and resp.command_status == CommandStatus.ESME_RINVDSTADR
         finally:
             await peer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_peer_that_does_not_read_our_answers_before_binding_is_closed() -> None:
+    async with smsc() as service:
+        server = service.server
+        assert server is not None
+        peer = await Raw.connect(port_of(service))
+        esme = await bound_raw(port_of(service))
+        try:
+            peer.send(EnquireLink(sequence_number=1))  # answered before a bind (§4.11)
+            assert (await peer.pdu()).command_id == CommandId.ENQUIRE_LINK_RESP
+            (unbound,) = list(server._unbound)
+            bound = next(c for c in server._connections if c.config is not None)
+            # What asyncio calls when our unread answers pass the transport's high-water mark:
+            unbound.pause_writing()
+            assert await peer.closed_by_server()
+            assert server.counters["connections_not_reading"] == 1
+            bound.pause_writing()  # a bound ESME is waited for: reading pauses, the link stays
+            bound.resume_writing()
+            esme.send(Unbind(sequence_number=7))
+            assert await esme.pdu() == UnbindResp(sequence_number=7)
+        finally:
+            await peer.close()
+            await esme.close()
 
 
 # ------------------------------------------------------------------ bind throttling
