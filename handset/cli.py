@@ -1,8 +1,14 @@
 """``handset``: run the simulated network (SMPP SMSC, radio link, phones with their SIMs).
 
     handset serve --config configs/handset.toml [--host H] [--port P]
-                  [--ready-file F] [--report-file F] [--log-level L]
+                  [--ready-file F] [--report-file F] [--log-level LEVEL]
                   [--pcap FILE] [--exit-with-parent]
+    handset --version
+
+``--log-level DEBUG|INFO|WARNING|ERROR`` (before or after ``serve``; default
+INFO: binds, unbinds and a traffic line every ``[smsc] traffic_log_interval_s``).
+The soft open-file limit is raised to the hard one, so that ``[smsc]
+max_connections`` can be honoured (docs/handset.md "Limits on peers").
 
 Once listening it prints ``handset: SMSC listening on HOST:PORT (N phones)`` and
 writes PORT to ``--ready-file``.  SIGTERM / SIGINT: stop accepting, unbind the
@@ -27,8 +33,10 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from handset.config import load_config
@@ -38,9 +46,34 @@ from ota_protocols.errors import ConfigError, OtaSimError
 log = logging.getLogger("handset")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ota-sim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS if default is None else default,
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handset", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _log_level_option(parser, default=DEFAULT_LOG_LEVEL)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the SMSC emulator with its phones")
     serve.add_argument("--config", required=True, help="handset TOML file (see configs/handset.example.toml)")
     serve.add_argument("--host", help="listen address (overrides [smsc] host)")
@@ -53,9 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit (as on SIGTERM) when stdin reaches end of file: give the child a pipe as stdin",
     )
-    serve.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-    )
+    _log_level_option(serve, default=None)
     return parser
 
 
@@ -90,21 +121,33 @@ def _stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
     os.set_blocking(fd, False)
 
 
+def _raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one: each SMPP connection holds a descriptor."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open-file limit raised from %d to %d", soft, hard)
+    except (OSError, ValueError) as exc:  # not allowed here: SmscServer lowers max_connections
+        log.debug("open-file limit left as is: %s", exc)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    _raise_open_file_limit()
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError("--port", f"{args.port} outside 0..65535")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if args.exit_with_parent:  # checked before anything starts
+        _stop_on_stdin_eof(loop, stop)
     service = HandsetService(config, pcap=args.pcap)
     host = args.host or config.smsc.host
     port = await service.start(host=host, port=args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # SIGUSR1: restart the SMSC listener ([smsc] restart_outage_s down, then the same port).
     loop.add_signal_handler(signal.SIGUSR1, service.request_restart)
-    if args.exit_with_parent:
-        _stop_on_stdin_eof(loop, stop)
     if args.ready_file:  # before the line, so a reader of either sees both
         _write_atomically(args.ready_file, f"{port}\n")
     print(f"handset: SMSC listening on {host}:{port} ({service.phone_count} phones)", flush=True)

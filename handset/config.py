@@ -33,6 +33,8 @@ from handset.mobile_equipment import MeOptions
 from handset.radio_link import RadioConfig
 from ota_protocols.errors import ConfigError
 from ota_protocols.fleet import FleetSpec
+from ota_protocols.hex_text import parse_hex
+from ota_protocols.smpp.framing import DEFAULT_MAX_PDU_LENGTH
 
 __all__ = [
     "CardProfileConfig",
@@ -52,6 +54,10 @@ class EsmeConfig:
     system_id: str
     password: str = field(repr=False)
     addresses: tuple[str, ...] = ()
+
+
+# SMPP 3.4 §4.1.1: header 16 + system_id 16 + password 9 + system_type 13 + 3 octets + address_range 41.
+MIN_BIND_OCTETS = 98
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +82,22 @@ class SmscConfig:
     retry_min_s: float = 5.0  # MT store-and-forward back-off, doubling
     retry_max_s: float = 600.0
     response_timeout_s: float = 30.0
-    enquire_link_interval_s: float = 0.0  # 0 = never send enquire_link ourselves
+    # Limits on peers (house-style §2.3; docs/handset.md "Limits"). SMPP 3.4 §7.2 timers, 0 = off:
+    enquire_link_interval_s: float = 30.0  # enquire_link_timer: bound and quiet this long -> enquire_link
+    session_init_timeout_s: float = 10.0  # session_init_timer: not bound this long after connecting -> closed
+    inactivity_timeout_s: float = 300.0  # inactivity_timer: bound, nothing received this long -> unbind
+    max_connections: int = 1000  # in total; beyond, the oldest unbound one is closed, else the new one
+    max_connections_per_peer: int = 100  # per remote IP address; beyond, the new connection is closed
+    max_pdu_octets: int = DEFAULT_MAX_PDU_LENGTH  # command_length above -> generic_nack RINVCMDLEN, close
+    max_pdu_octets_before_bind: int = 1024  # the same before a bind (the longest bind is 98 octets)
+    bind_failures_allowed: int = 5  # failed binds per peer address before its binds are throttled ...
+    bind_throttle_min_s: float = 1.0  # ... refused (ESME_RBINDFAIL, password unchecked) this long,
+    bind_throttle_max_s: float = 60.0  # ... doubling per further failure up to this
+    bind_failure_memory_s: float = 600.0  # a peer's failed binds are forgotten this long after the last
+    warning_interval_s: float = 10.0  # repeated warnings: at most 5 lines per kind per interval, then a count
+    traffic_log_interval_s: float = 30.0  # INFO traffic line (SMS/s, queued, delivered, PoRs); 0 = off
+    submit_times_per_bind: int = 1000  # submit_sm arrival times kept per bind (newest) for pacing checks
+    submit_times_binds: int = 64  # binds whose arrival times are kept (newest)
     force_dcs: int | None = None  # e.g. 0xF6 for pySim compatibility
     require_pid_7f: bool = False
     require_8bit_dcs: bool = False
@@ -92,7 +113,16 @@ class SmscConfig:
             raise ConfigError("smsc_address", f"{self.smsc_address!r} must be digits")
         if self.force_dcs is not None and not 0 <= self.force_dcs <= 0xFF:
             raise ConfigError("force_dcs", f"{self.force_dcs} does not fit one octet")
-        for name in ("max_queued_mt", "mo_window", "max_stored_mo", "deliver_sm_max_tries"):
+        for name in (
+            "max_queued_mt",
+            "mo_window",
+            "max_stored_mo",
+            "deliver_sm_max_tries",
+            "max_connections",
+            "max_connections_per_peer",
+            "submit_times_per_bind",
+            "submit_times_binds",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
         for name in (
@@ -107,9 +137,27 @@ class SmscConfig:
             "enquire_link_interval_s",
             "restart_outage_s",
             "restart_every_s",
+            "session_init_timeout_s",
+            "inactivity_timeout_s",
+            "bind_failures_allowed",
+            "bind_throttle_min_s",
+            "bind_throttle_max_s",
+            "bind_failure_memory_s",
+            "warning_interval_s",
+            "traffic_log_interval_s",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "must not be negative")
+        # SMPP 3.4 §4.1.1: a bind with every field at its maximum is 98 octets; §3.2: command_length
+        # counts the whole PDU, and a 64 KiB message_payload (§5.3.2.32) needs about 66,560.
+        if not MIN_BIND_OCTETS <= self.max_pdu_octets_before_bind <= self.max_pdu_octets:
+            raise ConfigError(
+                "max_pdu_octets_before_bind",
+                f"{self.max_pdu_octets_before_bind} outside {MIN_BIND_OCTETS}..max_pdu_octets "
+                f"({self.max_pdu_octets}): a bind needs up to {MIN_BIND_OCTETS} octets (SMPP 3.4 §4.1.1)",
+            )
+        if self.bind_throttle_max_s < self.bind_throttle_min_s:
+            raise ConfigError("bind_throttle_max_s", "below bind_throttle_min_s")
         seen: set[str] = set()
         for i, esme in enumerate(self.esmes):
             if esme.system_id in seen:
@@ -249,9 +297,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a hex string, got {value!r}")
         try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(path, f"{value!r} is not hex") from None
+            return parse_hex(value)
+        except ValueError as exc:
+            raise ConfigError(path, f"not hex: {exc}") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")

@@ -387,7 +387,10 @@ def expiry_seconds(validity_period: str, *, submitted: datetime, default_s: floa
 
     Relative ``YYMMDDhhmmss000R`` counts years as 365 days and months as 30;
     absolute ``YYMMDDhhmmsstnn±`` is converted with its quarter-hour UTC offset.
-    NULL gives ``default_s``.  Raises ESME_RINVEXPIRY on a malformed value.
+    NULL gives ``default_s``.  Raises ESME_RINVEXPIRY on a malformed value and on an absolute
+    time already past at submission (§4.4.1: the SMSC rejects an invalid validity_period; a
+    message that expired before it arrived cannot be delivered, and accepting it would only
+    turn into an EXPIRED receipt).
     """
     if not validity_period:
         return default_s
@@ -417,4 +420,10 @@ def expiry_seconds(validity_period: str, *, submitted: datetime, default_s: floa
         ) from exc
     if submitted.tzinfo is None:
         submitted = submitted.replace(tzinfo=UTC)
-    return (moment - submitted).total_seconds()
+    seconds = (moment - submitted).total_seconds()
+    if seconds < 0:
+        raise SmppViolation(
+            CommandStatus.ESME_RINVEXPIRY,
+            f"validity_period {validity_period!r} ended {-seconds:.1f} s before the submission (§7.1.1)",
+        )
+    return seconds

@@ -1,7 +1,8 @@
 """``ota-lab``: run one seed of a lab, or sweep many, and prove each run from the cards' journals.
 
-    ota-lab run LAB.toml --seed N [--report r.json] [--plot p.png]
-    ota-lab sweep LAB.toml --seeds 1-500 [--jobs K] [--report sweep.json]
+    ota-lab run LAB.toml --seed N [--report r.json] [--plot p.png] [--log-level LEVEL]
+    ota-lab sweep LAB.toml --seeds 1-500 [--jobs K] [--report sweep.json] [--log-level LEVEL]
+    ota-lab --version
 
 Labs run on the virtual clock by default (``ota_lab.virtual``: one process, no sockets, the seed
 decides everything, so the same seed writes a byte-identical report); a lab with
@@ -10,20 +11,25 @@ decides everything, so the same seed writes a byte-identical report); a lab with
 One line per seed (seed, fault mix, confirmed/partial/failed/pending, messages, lost/duplicated/
 mismatches/stuck), then totals. Exit status: 0 every seed proved itself, 1 a seed lost or duplicated an
 action, had a counter mismatch or failed to run (the seeds are named with the command that replays
-one), 2 bad arguments or lab file (one line naming file and key). A rich table on a terminal, plain
-lines otherwise. docs/labs.md.
+one), 2 bad arguments or lab file (one line naming file and key). Arguments, output files
+(``--report``, ``--plot``: their directory must exist, the plot's format must be known) and the
+optional matplotlib are checked before a seed runs. A rich table on a terminal (and, for a sweep,
+a progress bar with the rate and the time left), plain lines otherwise. ``--log-level
+DEBUG|INFO|WARNING|ERROR`` (default ERROR) goes before or after the subcommand. docs/labs.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,8 @@ __all__ = ["main", "parse_seeds"]
 
 PROG = "ota-lab"
 MAX_SEEDS = 1_000_000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "ERROR"
 
 
 class UsageError(Exception):
@@ -67,18 +75,42 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _version() -> str:
+    try:
+        return metadata.version("ota-sim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS if default is None else default,
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Fault-injection labs: an OTA campaign against a faulty network, proved by the cards.",
     )
-    parser.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _log_level_option(parser, default=DEFAULT_LOG_LEVEL)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run one seed of a lab")
     run.add_argument("lab", help="lab file (configs/labs/*.toml)")
-    run.add_argument("--seed", type=int, required=True, help="the seed that draws the whole run")
+    run.add_argument("--seed", type=int, required=True, help="the seed that draws the whole run (>= 0)")
     run.add_argument("--report", help="write the JSON report of the run here (sorted keys, no timings)")
-    run.add_argument("--plot", help="draw messages and closed jobs over time into this PNG (virtual only)")
+    run.add_argument(
+        "--plot",
+        help="draw messages and closed jobs over time into this image (virtual only; .png, .svg, .pdf, ...; "
+        "no suffix: PNG; needs matplotlib)",
+    )
     run.add_argument("--workdir", help="keep the generated handset/campaign files and the SQLite store here")
     transports = [t.value for t in Transport]
     run.add_argument("--transport", choices=transports, help="override the lab's [lab] transport")
@@ -88,21 +120,23 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="virtual only: split the fleet over K worker processes (K is part of the run's identity)",
     )
+    _log_level_option(run, default=None)
     sweep = sub.add_parser("sweep", help="run many seeds; exit 1 if any lost/duplicated/mismatched")
     sweep.add_argument("lab", help="lab file (configs/labs/*.toml)")
     sweep.add_argument("--seeds", required=True, help="N, N-M or a comma list of them (1-500)")
     sweep.add_argument("--jobs", type=int, default=1, help="seeds run in parallel worker processes")
     sweep.add_argument("--report", help="write every seed's result and the totals as JSON here")
     sweep.add_argument("--transport", choices=transports, help="override the lab's [lab] transport")
+    _log_level_option(sweep, default=None)
     return parser
 
 
 class _Output:
     """Plain lines, or rich on a terminal."""
 
-    def __init__(self) -> None:
-        self.console: Any = None
-        if sys.stdout.isatty():
+    def __init__(self, console: Any = None) -> None:
+        self.console: Any = console
+        if console is None and sys.stdout.isatty():
             try:
                 from rich.console import Console
 
@@ -145,6 +179,42 @@ class _Output:
             table.add_row("error", result.error)
         table.add_row("wall", f"{result.wall_s:.2f} s")
         self.console.print(table)
+
+    @contextlib.contextmanager
+    def sweep_progress(self, total: int) -> Iterator[Callable[[], None]]:
+        """On a terminal a progress bar under the seed lines (done/total, failed, seeds/s, time
+        left), gone when the sweep ends; plain output gets nothing (it stays line per seed)."""
+        if self.console is None:
+            yield lambda: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("seeds"),
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+        )
+        started = time.monotonic()
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task("sweep", total=total, rate="")
+
+            def advance() -> None:
+                done = progress.tasks[0].completed + 1
+                rate = done / max(time.monotonic() - started, 1e-9)
+                progress.update(task, advance=1, rate=f"{rate:.1f} seeds/s")
+
+            yield advance
 
     def totals(self, rows: list[tuple[str, str]]) -> None:
         if self.console is None:
@@ -191,10 +261,27 @@ def report_text(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
+def _check_output(option: str, path: str) -> None:
+    """An output file is checked before the work: a run is not lost to a mistyped directory."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option}: {path} is a directory: give a file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"{option}: {path}: no such directory {str(target.parent)!r}")
+
+
 def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
+    if args.seed < 0:
+        raise UsageError(f"--seed: {args.seed} is not a seed >= 0")  # as --seeds of a sweep
+    if args.report:
+        _check_output("--report", args.report)
     lab = _load(args)
     if args.plot and lab.transport is not Transport.VIRTUAL:
         raise UsageError("--plot: needs the virtual transport")
+    if args.plot:
+        from ota_lab.plot import check_plot
+
+        check_plot(args.plot)  # format, directory and matplotlib, before the lab runs
     if args.shards < 1:
         raise UsageError("--shards: at least 1")
     if args.shards > 1 and (lab.transport is not Transport.VIRTUAL or args.workdir or args.plot):
@@ -216,26 +303,30 @@ def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, out: _Output) -> int:
-    lab = _load(args)
     seeds = parse_seeds(args.seeds)
     if args.jobs < 1:
         raise UsageError("--jobs: at least 1")
+    if args.report:
+        _check_output("--report", args.report)
+    lab = _load(args)
     started = time.monotonic()
     totals = {k: 0 for k in ("cards", "confirmed", "partial", "failed", "pending", "messages_sent")}
     lost = duplicated = mismatches = stuck = 0
     bad: list[int] = []
     results: list[dict[str, Any]] = []
-    for result in _results(lab, seeds, args.jobs):
-        out.seed_line(result)
-        for key in totals:
-            totals[key] += int(result.summary.get(key, 0))
-        inv = result.invariants
-        lost, duplicated = lost + inv.lost, duplicated + inv.duplicated
-        mismatches, stuck = mismatches + inv.mismatches, stuck + inv.stuck
-        if not result.ok:
-            bad.append(result.seed)
-        if args.report:
-            results.append(result.to_dict(timings=False) | {"cards": []})
+    with out.sweep_progress(len(seeds)) as advance:
+        for result in _results(lab, seeds, args.jobs):
+            out.seed_line(result)
+            advance()
+            for key in totals:
+                totals[key] += int(result.summary.get(key, 0))
+            inv = result.invariants
+            lost, duplicated = lost + inv.lost, duplicated + inv.duplicated
+            mismatches, stuck = mismatches + inv.mismatches, stuck + inv.stuck
+            if not result.ok:
+                bad.append(result.seed)
+            if args.report:
+                results.append(result.to_dict(timings=False) | {"cards": []})
     wall = time.monotonic() - started
     rows = [
         ("seeds", f"{len(seeds)} ({len(seeds) - len(bad)} ok, {len(bad)} failed) in {wall:.1f} s"),

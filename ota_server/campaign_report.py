@@ -11,11 +11,16 @@ MT/MO mobile terminated/originated.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+import math
 import re
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ota_protocols.errors import ConfigError
 from ota_server.card_store import CardStore, HistoryRow
 
 _FINAL = {
@@ -26,6 +31,10 @@ _FINAL = {
     "skipped": "skipped",
 }
 _POR_STATUS = re.compile(r"^([0-9A-F]{2}) ")
+# PoR statuses that report no failure of the secured packet: 00 PoR OK (TS 102 225 §5.2), 0B and 0C
+# "the actual response is sent by SMS-SUBMIT / USSD" (TS 31.115 §4.3). A job ending partial or failed
+# after one of these failed in its commands: it is counted by its status word, not here.
+_POR_NOT_FAILURES = frozenset({"00", "0B", "0C"})
 _SW = re.compile(r"SW ([0-9A-F]{4})")
 CSV_COLUMNS = (
     "iccid", "msisdn", "step", "tar", "state", "actions", "executed", "attempts", "queries",
@@ -38,6 +47,15 @@ def job_state(stored: str, campaign_state: str) -> str:
     if final is not None:
         return final
     return "cancelled" if campaign_state == "cancelled" else "pending"
+
+
+def por_failure(statuses: Sequence[str]) -> str | None:
+    """The row of "failures by PoR status" for a job that did not end confirmed: its last PoR
+    status when that is an error, "no PoR" when none came, ``None`` when the last PoR said OK."""
+    last = next((s for s in reversed(statuses) if _POR_STATUS.match(s)), None)
+    if last is None:
+        return "no PoR"
+    return None if last[:2] in _POR_NOT_FAILURES else last
 
 
 def _card_state(states: list[str]) -> str:
@@ -68,8 +86,9 @@ def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
             match = _SW.search(reason)
             sw_text = match.group(1) if match else ""
         if state not in ("confirmed", "pending"):
-            status_text = next((s for s in reversed(job.statuses) if _POR_STATUS.match(s)), "no PoR")
-            by_status[f"{state}: {status_text}"] += 1
+            failure = por_failure(job.statuses)
+            if failure is not None:
+                by_status[f"{state}: {failure}"] += 1
             by_sw[f"{state}: SW {sw_text}" if sw_text else f"{state}: no SW"] += 1
         per_card.setdefault(iccid, []).append(state)
         cards.append(
@@ -178,8 +197,47 @@ def audit_lines(store: CardStore, name: str, iccid: str) -> list[str]:
     return out
 
 
+# What the Agg backend writes (``FigureCanvasBase.get_supported_filetypes`` without the raw formats).
+PLOT_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def plot_format(path: str | Path, *, option: str = "--plot") -> str:
+    """The image format for ``path``, checked before any work: its suffix (``out.svg`` -> svg), PNG
+    without one (``out/plot`` is written to exactly that name), an existing directory, and
+    matplotlib installed.  Anything else is a ``ConfigError`` naming ``option``."""
+    target = Path(path)
+    suffix = target.suffix.lower().lstrip(".")
+    if suffix and suffix not in PLOT_FORMATS:
+        raise ConfigError(
+            option,
+            f"{path}: cannot draw a '.{suffix}' file (use one of .{', .'.join(PLOT_FORMATS[:3])}, ... "
+            f"or no suffix for PNG)",
+        )
+    if target.is_dir():
+        raise ConfigError(option, f"{path} is a directory: give a file name")
+    if not target.parent.is_dir():
+        raise ConfigError(option, f"{path}: no such directory {str(target.parent)!r}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(option, "needs matplotlib: pip install 'ota-sim[plot]'")
+    return suffix or "png"
+
+
+def rate_bin_s(span_s: float, messages: int) -> float:
+    """The width of the SMS-rate bins for ``messages`` sent over ``span_s`` seconds: about 20 bins,
+    fewer when that would leave under 50 messages in an average bin (a rate from a handful of
+    messages is noise), rounded up to 1, 2 or 5 times a power of ten so the axis can name it
+    (at most the whole run)."""
+    if span_s <= 0 or messages <= 0:
+        return 1.0
+    raw = max(span_s / 20.0, span_s * 50.0 / messages, 1e-3)
+    scale = 10.0 ** math.floor(math.log10(raw))
+    nice = next(m * scale for m in (1.0, 2.0, 5.0, 10.0) if m * scale >= raw * (1 - 1e-9))
+    return min(nice, span_s)  # never wider than the run: one bin is the mean rate
+
+
 def plot(store: CardStore, name: str, report: dict[str, Any], out_path: str) -> None:
     """Confirmed / partial / failed cards over time, and the SMS rate on a second axis (Agg backend)."""
+    fmt = plot_format(out_path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,24 +269,33 @@ def plot(store: CardStore, name: str, report: dict[str, Any], out_path: str) -> 
     ax.set_ylabel("cards")
     ax.grid(alpha=0.3)
     rate_ax = ax.twinx()
+    width = rate_bin_s(max(sent) - t0 if sent else 0.0, len(sent))
     if sent:
-        span = max(sent) - t0
-        width = max(span / 30, 0.1)
-        bins = int(span / width) + 1
+        bins = int((max(sent) - t0) / width) + 1
         counts = [0] * bins
         for at in sent:
             counts[min(int((at - t0) / width), bins - 1)] += 1
-        xs = [i * width for i in range(bins)]
+        xs = [i * width for i in range(bins + 1)]
         rates = [c / width for c in counts]
-        rate_ax.plot(xs, rates, color="tab:blue", alpha=0.5, linewidth=1, label="SMS/s (submit_sm accepted)")
-    rate_ax.set_ylabel("SMS per second")
+        rate_ax.stairs(
+            rates, xs, color="tab:blue", alpha=0.6, linewidth=1, label="SMS/s (submit_sm accepted)"
+        )
+    rate_ax.set_ylabel(f"SMS per second (mean over {width:g} s)")
     rate_ax.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()
     rate_lines = rate_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + rate_lines[0], lines[1] + rate_lines[1], loc="center right")
+    # Below the axes, not on them: the curves fill the plot from corner to corner.
+    fig.legend(
+        lines[0] + rate_lines[0],
+        lines[1] + rate_lines[1],
+        loc="lower center",
+        ncol=len(lines[0]) + len(rate_lines[0]),
+        frameon=False,
+        fontsize="small",
+    )
     s = report["summary"]
     ax.set_title(f"campaign {name}: {s['cards']} cards, {s['confirmed']} confirmed, {s['partial']} partial, "
                  f"{s['failed']} failed")  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(out_path)
+    fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
+    fig.savefig(out_path, format=fmt)  # exactly out_path: no suffix appended
     plt.close(fig)

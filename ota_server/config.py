@@ -32,6 +32,7 @@ from ota_protocols.apdu import card_commands as cc
 from ota_protocols.apdu.apdu import CommandApdu
 from ota_protocols.errors import CodecError, ConfigError
 from ota_protocols.fleet import FleetSpec, KeysetTemplate
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.security_parameters import CounterMode, PorRequest, Spi
 from ota_server.engine.campaign_spec import (
     CampaignConfig,
@@ -119,9 +120,9 @@ class _Table:
         if not isinstance(value, str):
             raise self.error(name, f"expected a hex string, got {value!r}")
         try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raise self.error(name, f"{value!r} is not hex") from None
+            raw = parse_hex(value)
+        except ValueError as exc:
+            raise self.error(name, f"not hex: {exc}") from None
         if length is not None and len(raw) != length:
             raise self.error(name, f"expected {length} octet(s) of hex, got {len(raw)}")
         return raw
@@ -207,7 +208,7 @@ def _actions_of(t: _Table) -> list[Action]:
         apdus = []
         for i, text in enumerate(raw):
             try:
-                apdus.append(CommandApdu.decode(bytes.fromhex(text)))
+                apdus.append(CommandApdu.decode(parse_hex(text)))
             except (ValueError, CodecError) as exc:
                 raise t.error(f"apdus[{i}]", f"not an APDU in hex: {exc}") from None
         return [Action("raw " + apdus[-1].header.hex(), tuple(apdus))]

@@ -1,8 +1,8 @@
 """Card inventory CSV: ``ota-server cards import|export`` (docs/campaigns.md §6).
 
-Clauses: ITU-T E.118 (ICCID, up to 20 digits), ITU-T E.212 (IMSI, up to 15 digits), ITU-T E.164
-(MSISDN, up to 15 digits), TS 102 225 §5.1.2-§5.1.3 (key sets: KVN 1..15, KIc / KID algorithms
-and key lengths).
+Clauses: ITU-T E.118 (ICCID, up to 20 digits, the last one the Luhn check digit), ITU-T E.212
+(IMSI, up to 15 digits), ITU-T E.164 (MSISDN, up to 15 digits), TS 102 225 §5.1.2-§5.1.3 (key
+sets: KVN 1..15, KIc / KID algorithms and key lengths).
 
 Glossary: KVN key version number (the KIc/KID key index), KIc ciphering key, KID checksum key.
 
@@ -17,7 +17,7 @@ Format: one row per key set; a card with two key sets has two rows whose ``iccid
 imports anything, and the store imports it in one transaction (all or nothing).
 
 Export writes the same header; key columns are ``*`` unless ``with_keys`` (the key hex never
-appears in logs or reports).
+appears in logs or reports).  Importing such a masked export says so and points to ``--with-keys``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ota_protocols.errors import ConfigError
+from ota_protocols.fleet import luhn_digit
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.security_parameters import KEY_LENGTHS, CipherAlgorithm, IntegrityAlgorithm
 from ota_server.config import read_text_file
 from ota_server.model import Card, Keyset
@@ -42,11 +44,27 @@ def _digits(value: str, low: int, high: int, what: str) -> str | None:
     return None
 
 
+def _iccid_problem(iccid: str) -> str | None:
+    """ITU-T E.118: the last digit of an ICCID is the Luhn check digit of the digits before it."""
+    expected = luhn_digit(iccid[:-1])
+    if iccid[-1] != expected:
+        return (
+            f"check digit {iccid[-1]} is wrong: the Luhn digit of the first {len(iccid) - 1} digits "
+            f"is {expected} (ITU-T E.118)"
+        )
+    return None
+
+
 def _key(value: str, algorithm: CipherAlgorithm | IntegrityAlgorithm) -> tuple[bytes | None, str | None]:
+    if value == MASK:
+        return None, (
+            f"the key is masked ({MASK!r}): 'ota-server cards export' masks keys unless given "
+            "--with-keys; export again with --with-keys to re-import them"
+        )
     try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None, "not hex"
+        raw = parse_hex(value)
+    except ValueError as exc:
+        return None, f"not hex: {exc}"
     lengths = KEY_LENGTHS.get(algorithm)
     if lengths is not None and len(raw) not in lengths:
         wanted = " or ".join(str(n) for n in lengths)
@@ -93,6 +111,9 @@ def parse_inventory(path: Path) -> list[tuple[Card, list[Keyset]]]:
             problem = _digits(row[column], low, high, what)
             if problem:
                 raise fail(line, column, problem)
+        problem = _iccid_problem(row["iccid"])
+        if problem:
+            raise fail(line, "iccid", problem)
         if not row["kvn"].isdigit() or not 1 <= int(row["kvn"]) <= 15:
             raise fail(line, "kvn", f"expected a key version 1..15 (TS 102 225 §5.1.2), got {row['kvn']!r}")
         try:

@@ -3,6 +3,10 @@
 One JSON object in, one JSON object out; hex strings are read case-insensitively
 and written in lower case. Every bad key or value raises :class:`ConfigError`
 naming the key, which the CLI prints as one line with exit status 2.
+:func:`read_json` reads stdin's text the same way (invalid JSON, or JSON nested
+deeper than the parser can follow, is one ``ConfigError``, not a traceback), and
+:data:`KEYS` / :func:`command_help` say which keys each command takes and gives:
+the help is built from the same tuples the commands check their input against.
 
 The functions here are pure (dict in, dict out) so that tests call them
 directly as well as through the console script.
@@ -10,10 +14,13 @@ directly as well as through the console script.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ota_protocols.errors import ConfigError, DecodeError, EncodeError, SecurityRejection
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.command_packet import (
     CommandPacket,
     command_user_data,
@@ -45,6 +52,86 @@ _T = TypeVar("_T")
 _KEY_FIELDS = ("kic_key", "kid_key", "kic_implicit", "kid_implicit")
 
 
+@dataclass(frozen=True, slots=True)
+class CommandKeys:
+    """The JSON keys of one command: required and optional input, and output."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    output: tuple[str, ...]
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+_KEY_NOTES = {
+    "spi": "4 hex digits",
+    "kic": "2 hex digits",
+    "kid": "2 hex digits",
+    "tar": "6 hex digits",
+    "cntr": "10 hex digits",
+    "data": "hex",
+    "kic_key": "hex",
+    "kid_key": "hex",
+    "kic_implicit": "cipher when KIc b2b1 = 00",
+    "kid_implicit": "checksum when KID b2b1 = 00",
+    "checksum_length": "4 or 8, AES-CMAC",
+    "padding_byte": "2 hex digits",
+    "status": "integer 0..255",
+    "user_data": "hex; exactly one of user_data and packet",
+    "packet": "hex; exactly one of user_data and packet",
+}
+KEYS: dict[str, CommandKeys] = {
+    "encode-command": CommandKeys(
+        ("spi", "kic", "kid", "tar", "cntr", "data"),
+        ("checksum_length", "padding_byte", *_KEY_FIELDS),
+        ("packet", "user_data"),
+    ),
+    "decode-command": CommandKeys(
+        (),
+        ("user_data", "packet", *_KEY_FIELDS),
+        ("spi", "kic", "kid", "tar", "cntr", "pcntr", "checksum", "checksum_valid", "data"),
+    ),
+    "encode-response": CommandKeys(
+        ("spi", "kic", "kid", "tar", "cntr", "status"),
+        ("data", "checksum_length", "padding_byte", *_KEY_FIELDS),
+        ("user_data",),
+    ),
+    "decode-response": CommandKeys(
+        ("spi", "kic", "kid"),
+        ("user_data", "packet", *_KEY_FIELDS),
+        ("tar", "cntr", "pcntr", "status", "checksum", "checksum_valid", "data"),
+    ),
+}
+
+
+def command_help(command: str) -> str:
+    """The keys of ``command`` for its ``--help`` (one JSON object on stdin, one on stdout)."""
+    keys = KEYS[command]
+
+    def describe(names: tuple[str, ...]) -> str:
+        return ", ".join(f"{n} ({_KEY_NOTES[n]})" if n in _KEY_NOTES else n for n in names) or "none"
+
+    return (
+        f"input keys, required: {describe(keys.required)}; optional: {describe(keys.optional)}. "
+        f"Output keys: {', '.join(keys.output)}."
+    )
+
+
+def read_json(text: str) -> object:
+    """stdin's text as JSON; one ``ConfigError`` naming stdin when it is not, or is nested deeper
+    than the parser follows (100,000 ``[`` would otherwise end in a RecursionError traceback)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            "stdin", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise ConfigError("stdin", "JSON nested too deeply (expected one flat object)") from None
+
+
 class _Input:
     """Reads typed values out of the JSON object, naming the key on every error."""
 
@@ -68,9 +155,9 @@ class _Input:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a hex string, got {type(value).__name__}")
         try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(key, f"not a hex string: {value[:40]!r}") from None
+            data = parse_hex(value)
+        except ValueError as exc:
+            raise ConfigError(key, f"not hex: {exc}") from None
         if length is not None and len(data) != length:
             raise ConfigError(key, f"expected {length} octet(s) ({2 * length} hex digits), got {len(data)}")
         return data
@@ -146,9 +233,7 @@ def _security_keys(
 
 
 def encode_command(raw: object) -> dict[str, Any]:
-    inp = _Input(
-        raw, ("spi", "kic", "kid", "tar", "cntr", "data", "checksum_length", "padding_byte", *_KEY_FIELDS)
-    )
+    inp = _Input(raw, KEYS["encode-command"].accepted)
     spi, kic, kid = _security(inp)
     tar = inp.hex("tar", length=3)
     cntr = inp.hex("cntr", length=5)
@@ -185,7 +270,7 @@ def _user_data_or_packet(inp: _Input, *, command: bool) -> bytes:
 
 
 def decode_command(raw: object) -> dict[str, Any]:
-    inp = _Input(raw, ("user_data", "packet", *_KEY_FIELDS))
+    inp = _Input(raw, KEYS["decode-command"].accepted)
     packet = _user_data_or_packet(inp, command=True)
     keys = _keys(inp)
     try:
@@ -207,21 +292,7 @@ def decode_command(raw: object) -> dict[str, Any]:
 
 
 def encode_response(raw: object) -> dict[str, Any]:
-    inp = _Input(
-        raw,
-        (
-            "spi",
-            "kic",
-            "kid",
-            "tar",
-            "cntr",
-            "status",
-            "data",
-            "checksum_length",
-            "padding_byte",
-            *_KEY_FIELDS,
-        ),
-    )
+    inp = _Input(raw, KEYS["encode-response"].accepted)
     spi, kic, kid = _security(inp)
     tar = inp.hex("tar", length=3)
     cntr = inp.hex("cntr", length=5)
@@ -242,7 +313,7 @@ def encode_response(raw: object) -> dict[str, Any]:
 
 
 def decode_response(raw: object) -> dict[str, Any]:
-    inp = _Input(raw, ("user_data", "packet", "spi", "kic", "kid", *_KEY_FIELDS))
+    inp = _Input(raw, KEYS["decode-response"].accepted)
     user_data = _user_data_or_packet(inp, command=False)
     spi, kic, kid = _security(inp)
     keys = _keys(inp)

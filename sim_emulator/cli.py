@@ -1,10 +1,14 @@
 """``sim-emulator``: drive an emulated card from the command line.
 
 ``sim-emulator exchange --card CARD.toml [--state PATH]`` reads hex C-APDUs from stdin,
-one per line (blank lines and ``#`` comments ignored), and prints each R-APDU in hex,
-one per line; the card's state persists in the state file (default
-``<profile>.state.json``). Exit codes (house-style §8): 0 success, 1 runtime
-failure, 2 usage, profile or input error (message on stderr, no traceback).
+one per line (blank lines and ``#`` comments ignored; spaces between digits allowed), and
+prints each R-APDU in hex, one per line; the card's state persists in the state file
+(default ``<profile>.state.json``). ``sim-emulator --version`` prints the version.
+
+Exit codes (house-style §8): 0 success, 1 runtime failure, 2 usage, profile or input error:
+one line on stderr, ``sim-emulator: `` then the file and key or the stdin line and what is
+wrong with it, never a traceback and never the offending line itself (it may be megabytes,
+or hold a key).
 
 ``sim-emulator pcsc --card CARD.toml [--card CARD2.toml ...] [--state PATH ...] [--vpcd HOST:PORT]``
 inserts each card in a PC/SC reader of vsmartcard's vpcd driver (inside pcscd): card k connects to
@@ -12,8 +16,9 @@ inserts each card in a PC/SC reader of vsmartcard's vpcd driver (inside pcscd): 
 ``sim-emulator: card ICCID in vpcd HOST:PORT`` and serves until SIGTERM / SIGINT (exit 0) or until
 vpcd closes a connection (exit 1). ``--state``: once per ``--card``, or not at all.
 
-Logging is configured here only: ``-v`` gives one DEBUG line per APDU on stderr.
-Keys are never logged.
+Logging is configured here only: ``--log-level DEBUG|INFO|WARNING|ERROR`` (default WARNING,
+before or after ``exchange``; ``-v`` is ``--log-level DEBUG``) gives one DEBUG line per APDU
+on stderr. Keys are never logged.
 """
 
 from __future__ import annotations
@@ -24,25 +29,56 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from ota_protocols.errors import ConfigError, ConnectionLost, StoreError
+from ota_protocols.hex_text import parse_hex
 from sim_emulator.api import CardPoweredOff, load_card
 from sim_emulator.vpcd_client import DEFAULT_VPCD_PORT, VpcdCardClient
 
 log = logging.getLogger(__name__)
 
+PROG = "sim-emulator"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "WARNING"
+# ISO/IEC 7816-4 §5.1: the longest command APDU, extended length: CLA INS P1 P2, Lc on three
+# octets, 65,535 data octets, Le on two.
+MAX_APDU_OCTETS = 4 + 3 + 65_535 + 2
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ota-sim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS if default is None else default,
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sim-emulator", description="Emulated UICC/SIM with OTA (03.48) support."
+    parser = argparse.ArgumentParser(prog=PROG, description="Emulated UICC/SIM with OTA (03.48) support.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _log_level_option(parser, default=DEFAULT_LOG_LEVEL)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="--log-level DEBUG: one DEBUG line per APDU on stderr"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log one DEBUG line per APDU to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     exchange = sub.add_parser("exchange", help="send hex C-APDUs from stdin, print hex R-APDUs")
     exchange.add_argument(
         "--card", required=True, help="card profile TOML (e.g. configs/cards/example-card.toml)"
     )
     exchange.add_argument("--state", help="state file (default: <profile>.state.json beside the profile)")
+    _log_level_option(exchange, default=None)
     pcsc = sub.add_parser("pcsc", help="insert the card(s) in vsmartcard vpcd readers of pcscd (PC/SC)")
     pcsc.add_argument(
         "--card", required=True, action="append", help="card profile TOML; repeat for the next readers"
@@ -55,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_VPCD_PORT}",
         help="vpcd reader of the first card (card k: PORT+k); default %(default)s",
     )
+    _log_level_option(pcsc, default=None)
     return parser
 
 
@@ -97,22 +134,36 @@ async def _pcsc(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _apdu(text: str) -> bytes:
+    """One stdin line's C-APDU; ``ValueError`` saying what is wrong, without repeating the line."""
+    if len(text) > 2 * MAX_APDU_OCTETS + text.count(" ") + text.count("\t"):
+        raise ValueError(
+            f"{len(text):,} characters: longer than the longest command APDU "
+            f"({MAX_APDU_OCTETS:,} octets, ISO/IEC 7816-4 extended length)"
+        )
+    try:
+        return parse_hex(text)
+    except ValueError as exc:
+        raise ValueError(f"not hex: {exc}") from None
+
+
 def _exchange(args: argparse.Namespace) -> int:
     card = load_card(args.card, args.state)
     card.reset()
     for number, line in enumerate(sys.stdin, start=1):
-        text = line.split("#", 1)[0].strip().replace(" ", "")
+        text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
-            c_apdu = bytes.fromhex(text)
-        except ValueError:
-            print(f"sim-emulator: stdin line {number}: not hex: {line.strip()!r}", file=sys.stderr)
+            c_apdu = _apdu(text)
+        except ValueError as exc:
+            print(f"{PROG}: stdin line {number}: {exc}", file=sys.stderr)
             return 2
         try:
             r_apdu = card.exchange(c_apdu)
         except CardPoweredOff as exc:
-            print(f"sim-emulator: stdin line {number}: {exc}", file=sys.stderr)
+            print(f"{PROG}: stdin line {number}: {exc}", file=sys.stderr)
             return 1
         print(r_apdu.hex().upper(), flush=True)
     return 0
@@ -121,7 +172,7 @@ def _exchange(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else getattr(logging, args.log_level),
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
@@ -129,18 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pcsc":
             return asyncio.run(_pcsc(args))
         return _exchange(args)
-    except ConfigError as exc:
-        print(f"sim-emulator: ConfigError: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # names the file and the key
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"sim-emulator: StoreError: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except ConnectionLost as exc:
         print(f"sim-emulator: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the top-level supervisor (house-style §5)
         log.exception("unexpected failure")
-        print(f"sim-emulator: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

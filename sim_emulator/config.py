@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ota_protocols.errors import ConfigError
+from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.security_parameters import KEY_LENGTHS, CipherAlgorithm, IntegrityAlgorithm
 from sim_emulator.applets import ApplicationTable
 from sim_emulator.card_template import CardTemplate
@@ -107,9 +108,9 @@ class _Table:
         if not isinstance(value, str):
             raise self.error(key, f"expected a hex string, got {value!r}")
         try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raise self.error(key, f"not hex: {value!r}") from None
+            raw = parse_hex(value)
+        except ValueError as exc:
+            raise self.error(key, f"not hex: {exc}") from None
         if lengths is not None and len(raw) not in lengths:
             raise self.error(key, f"expected {_or(lengths)} bytes of hex, got {len(raw)}")
         return raw

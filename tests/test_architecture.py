@@ -42,6 +42,7 @@ PURE_APPLICATION_MODULES = {
     "handset.network_core",
     "handset.mobile_equipment",
     "handset.smsc_router",
+    "handset.smsc_limits",
     "handset.radio_link",
     "handset.activity",
     "sim_emulator.file_system",

@@ -21,6 +21,7 @@ __all__ = [
     "ProtocolError",
     "ResponseReceived",
     "ResponseTimedOut",
+    "SessionTimerExpired",
     "Unbound",
 ]
 
@@ -86,6 +87,16 @@ class ProtocolError:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionTimerExpired:
+    """An SMPP 3.4 §7.2 timer ran out: ``timer`` is ``"session_init"`` (not bound in time; a
+    ``ConnectionShouldClose`` follows) or ``"inactivity"`` (nothing received for ``elapsed_s``;
+    the session has sent unbind)."""
+
+    timer: str
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionShouldClose:
     """The session cannot continue (broken framing, dead link); close the socket."""
 
@@ -101,5 +112,6 @@ Event = (
     | ResponseReceived
     | ResponseTimedOut
     | ProtocolError
+    | SessionTimerExpired
     | ConnectionShouldClose
 )

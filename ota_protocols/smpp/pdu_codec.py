@@ -796,8 +796,11 @@ _CLAUSE: dict[int, str] = {
     CommandId.DELIVER_SM_RESP: "§4.6.2",
 }
 
-# Which status answers a C-string without a NUL inside its maximum (SMPP 3.4 §5.1.3).
+# Which status answers a C-string without a NUL inside its maximum (SMPP 3.4 §5.1.3, Table 5-2):
+# service_type (§5.2.11) -> ESME_RINVSERTYP, system_type (§5.2.3) -> ESME_RINVSYSTYP.
 _OVERLONG_STATUS: dict[str, int] = {
+    "service_type": CommandStatus.ESME_RINVSERTYP,
+    "system_type": CommandStatus.ESME_RINVSYSTYP,
     "source_addr": CommandStatus.ESME_RINVSRCADR,
     "destination_addr": CommandStatus.ESME_RINVDSTADR,
     "system_id": CommandStatus.ESME_RINVSYSID,

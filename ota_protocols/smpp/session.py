@@ -6,18 +6,24 @@ BOUND_RX, BOUND_TRX, UNBINDING (we sent unbind) and CLOSED.  Bytes in
 which requests each role accepts from its peer in which states (§2.3, Table
 2-1), and which it may send.  What the session can answer alone it answers:
 enquire_link in any state (§4.11), unbind (§4.2, then CLOSED), a request in
-the wrong state (ESME_RINVBNDSTS), a second bind (ESME_RALYBND), an unknown
-or role-foreign command_id (generic_nack ESME_RINVCMDID, §3.3), a malformed
-PDU (generic_nack for a bad header, else the request's *_resp carrying the
-decoder's status).  Everything else becomes an event for the shell: a bind to
-accept or reject (SMSC), a submit_sm or deliver_sm to act on, a response
-matched to its request by sequence_number (§3.2), a response timeout.
-Requests we send get fresh sequence numbers 1..0x7FFFFFFF (wrapping, §3.2)
-and a deadline; an optional keepalive sends enquire_link after a quiet
-interval.  Time only enters as ``now``; the shell pulls ``next_deadline()``
-and calls ``handle_deadline(now)`` when it passes.  Once CLOSED the session
-ignores input and calls that would send, so shell races are harmless; the
-shell flushes ``data_to_send()`` and closes the socket.
+the wrong state (ESME_RINVBNDSTS, unbind before any bind included), a second
+bind (ESME_RALYBND), an unknown or role-foreign command_id (generic_nack
+ESME_RINVCMDID, §3.3), a malformed PDU (generic_nack for a bad header, else
+the request's *_resp carrying the decoder's status).  Everything else becomes
+an event for the shell: a bind to accept or reject (SMSC), a submit_sm or
+deliver_sm to act on, a response matched to its request by sequence_number
+(§3.2), a response timeout.  Requests we send get fresh sequence numbers
+1..0x7FFFFFFF (wrapping, §3.2) and a deadline.
+
+The §7.2 timers are optional: enquire_link after a quiet interval
+(enquire_link_timer), close when not bound in time after the connection opened
+(session_init_timer), unbind after nothing was received for too long
+(inactivity_timer).  Until bound, PDUs are limited to ``max_unbound_pdu_length``
+octets, checked on the command_length, so an unauthenticated peer cannot make
+the framer hold a large body.  Time only enters as ``now``; the shell pulls
+``next_deadline()`` and calls ``handle_deadline(now)`` when it passes.  Once
+CLOSED the session ignores input and calls that would send, so shell races are
+harmless; the shell flushes ``data_to_send()`` and closes the socket.
 
 Glossary: ESME external short message entity (OTA platform); SMSC short
 message service centre; TX/RX/TRX transmitter/receiver/transceiver bind;
@@ -42,6 +48,7 @@ from ota_protocols.smpp.events import (
     ProtocolError,
     ResponseReceived,
     ResponseTimedOut,
+    SessionTimerExpired,
     Unbound,
 )
 from ota_protocols.smpp.framing import DEFAULT_MAX_PDU_LENGTH, FramingBroken, PduFramer
@@ -128,6 +135,29 @@ class _Outstanding(NamedTuple):
 class SmppSession:
     """Bytes and ``now`` in; events, bytes and one deadline out.  See the module docstring."""
 
+    # A server holds one per connection, hostile ones included: no per-instance dict.
+    __slots__ = (
+        "_bind_in_flight",
+        "_events",
+        "_framer",
+        "_keepalive_seq",
+        "_last_activity",
+        "_next_seq",
+        "_opened_at",
+        "_out",
+        "_outstanding",
+        "_pending_bind",
+        "_state",
+        "bound_kind",
+        "enquire_link_interval_s",
+        "inactivity_timeout_s",
+        "max_pdu_length",
+        "response_timeout_s",
+        "role",
+        "session_init_timeout_s",
+        "their_system_id",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -136,13 +166,24 @@ class SmppSession:
         enquire_link_interval_s: float | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         first_sequence_number: int = 1,
+        session_init_timeout_s: float | None = None,
+        inactivity_timeout_s: float | None = None,
+        max_unbound_pdu_length: int | None = None,
+        now: float = 0.0,
     ) -> None:
         if not 1 <= first_sequence_number <= MAX_SEQUENCE_NUMBER:
             raise ValueError(f"first_sequence_number {first_sequence_number} outside 1..0x7FFFFFFF")
         self.role = role
         self.response_timeout_s = response_timeout_s
         self.enquire_link_interval_s = enquire_link_interval_s
-        self._framer = PduFramer(max_pdu_length=max_pdu_length)
+        self.session_init_timeout_s = session_init_timeout_s
+        self.inactivity_timeout_s = inactivity_timeout_s
+        self.max_pdu_length = max_pdu_length
+        # Before a bind only bind_*, enquire_link, unbind and generic_nack make sense, all short: a
+        # peer that has not authenticated cannot make us buffer a 64 KiB body (house-style §2.3).
+        unbound_max = max_pdu_length if max_unbound_pdu_length is None else max_unbound_pdu_length
+        self._framer = PduFramer(max_pdu_length=min(max_pdu_length, unbound_max))
+        self._opened_at = now
         self._state = SessionState.OPEN
         self._events: list[Event] = []
         self._out: list[bytes] = []
@@ -151,7 +192,7 @@ class SmppSession:
         self._pending_bind: Bind | None = None  # SMSC: bind awaiting the shell's answer
         self._bind_in_flight: Bind | None = None  # ESME: our bind awaiting bind_resp
         self._keepalive_seq: int | None = None
-        self._last_activity = 0.0
+        self._last_activity = now
         self.bound_kind: BindKind | None = None
         self.their_system_id: str | None = None
 
@@ -212,8 +253,11 @@ class SmppSession:
             self._queue(
                 GenericNack(sequence_number=exc.sequence_number or 0, command_status=exc.command_status)
             )
-            self._events.append(ProtocolError(exc.command_status, str(exc)))
-            self._close(f"framing broken: {exc}")
+            detail = str(exc)
+            if self._state is SessionState.OPEN and self._framer.max_pdu_length < self.max_pdu_length:
+                detail += " before bind"
+            self._events.append(ProtocolError(exc.command_status, detail))
+            self._close(f"framing broken: {detail}")
             return
         for raw in frames:
             if self._state is SessionState.CLOSED:
@@ -304,9 +348,9 @@ class SmppSession:
         if self._outstanding:
             # Same timeout for every request and a monotonic ``now``: the oldest expires first.
             deadline = next(iter(self._outstanding.values())).deadline
-        keepalive = self._keepalive_due()
-        if keepalive is not None and (deadline is None or keepalive < deadline):
-            deadline = keepalive
+        for timer in (self._keepalive_due(), self._session_init_due(), self._inactivity_due()):
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
         return deadline
 
     def handle_deadline(self, now: float) -> None:
@@ -331,8 +375,26 @@ class SmppSession:
             elif isinstance(request, Unbind):
                 self._close(f"unbind seq={seq} unanswered")
                 return
+        init = self._session_init_due()
+        if init is not None and init <= now:
+            # SMPP 3.4 §7.2 session_init_timer: no bind within the time allowed after the
+            # connection opened -> the network connection is terminated (no PDU is sent).
+            self._events.append(SessionTimerExpired("session_init", now - self._opened_at))
+            self._close(
+                f"session_init_timer: not bound within {self.session_init_timeout_s:g} s (SMPP 3.4 §7.2)"
+            )
+            return
+        inactive = self._inactivity_due()
+        if inactive is not None and inactive <= now:
+            # SMPP 3.4 §7.2 inactivity_timer: nothing received for that long; the entity "may
+            # assume that the session is no longer active" and either closes it or unbinds: we
+            # unbind, and the response timer closes a peer that does not answer.
+            self._events.append(SessionTimerExpired("inactivity", now - self._last_activity))
+            self._send_request(Unbind(), now, internal=False)
+            return
         keepalive = self._keepalive_due()
         if keepalive is not None and keepalive <= now:
+            # SMPP 3.4 §7.2 enquire_link_timer: interrogate a quiet peer.
             sent = self._send_request(EnquireLink(), now, internal=True)
             self._keepalive_seq = sent.sequence_number
 
@@ -386,12 +448,28 @@ class SmppSession:
         self._pending_bind = None
         self._queue(resp)
         if resp.command_status == CommandStatus.ESME_ROK:
-            self._state = _BOUND_STATE[pending.kind]
-            self.bound_kind = pending.kind
+            self._bound(pending.kind)
             self.their_system_id = pending.system_id
             if now is not None:
                 self._last_activity = now
             self._events.append(BindCompleted(pending.kind, pending.system_id))
+
+    def _session_init_due(self) -> float | None:
+        timeout = self.session_init_timeout_s
+        if timeout is None or self._state is not SessionState.OPEN:
+            return None
+        return self._opened_at + timeout
+
+    def _inactivity_due(self) -> float | None:
+        timeout = self.inactivity_timeout_s
+        if timeout is None or self._state not in _BOUND:
+            return None
+        return self._last_activity + timeout
+
+    def _bound(self, kind: BindKind) -> None:
+        self._state = _BOUND_STATE[kind]
+        self.bound_kind = kind
+        self._framer.max_pdu_length = self.max_pdu_length  # authenticated: the full PDU size
 
     def _keepalive_due(self) -> float | None:
         interval = self.enquire_link_interval_s
@@ -441,6 +519,12 @@ class SmppSession:
             self._queue(EnquireLinkResp(sequence_number=seq))  # §4.11: answered in any state
             return
         if cid == CommandId.UNBIND:
+            if self._state is SessionState.OPEN:
+                # §2.3 (Table 2-1): unbind is an operation of a bound session; before a bind
+                # there is nothing to unbind -> ESME_RINVBNDSTS, and the connection stays open.
+                refusal = UnbindResp(sequence_number=seq, command_status=CommandStatus.ESME_RINVBNDSTS)
+                self._refuse(pdu, refusal, "not bound")
+                return
             # §4.2: answer, then the session ends whichever side asked.
             self._queue(UnbindResp(sequence_number=seq))
             self._close(None)
@@ -492,8 +576,7 @@ class SmppSession:
         if isinstance(request, Bind):
             self._bind_in_flight = None
             if status == CommandStatus.ESME_ROK and isinstance(pdu, BindResp):
-                self._state = _BOUND_STATE[request.kind]
-                self.bound_kind = request.kind
+                self._bound(request.kind)
                 self.their_system_id = pdu.system_id
                 self._events.append(BindCompleted(request.kind, pdu.system_id))
             else:

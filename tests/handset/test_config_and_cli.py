@@ -197,3 +197,15 @@ async def test_smpplib_esme_gets_the_por(tmp_path: Path) -> None:
 def test_handset_config_default_is_empty_network() -> None:
     with pytest.raises(ConfigError):
         build_cards(HandsetConfig())
+
+
+def test_cli_log_level_before_or_after_serve_spelled_as_everywhere(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.toml")
+    for args in (
+        ("--log-level", "info", "serve", "--config", missing),
+        ("serve", "--config", missing, "--log-level", "ERROR"),
+    ):
+        _, err = (proc := _run_cli(*args)).communicate(timeout=20)
+        assert proc.returncode == 2 and err.strip() == f"handset: config error: {missing}: no such file"
+    _, err = (proc := _run_cli("serve", "--config", missing, "--log-level", "LOUD")).communicate(timeout=20)
+    assert proc.returncode == 2 and "--log-level" in err and "invalid choice: 'LOUD'" in err

@@ -191,3 +191,11 @@ def test_validity_period() -> None:
     with pytest.raises(SmppViolation) as info:
         smsc_router.expiry_seconds("garbage", submitted=SCTS, default_s=0)
     assert info.value.command_status == CommandStatus.ESME_RINVEXPIRY
+
+
+def test_validity_period_already_past_is_rinvexpiry() -> None:
+    # 00:59:59.9 at UTC+1 is a tenth of a second before SCTS (2022-07-25 00:00 UTC).
+    with pytest.raises(SmppViolation) as info:
+        smsc_router.expiry_seconds("220725005959904+", submitted=SCTS, default_s=0)
+    assert info.value.command_status == CommandStatus.ESME_RINVEXPIRY
+    assert "before the submission" in str(info.value)

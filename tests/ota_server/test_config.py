@@ -49,7 +49,7 @@ def test_demo_network_has_at_least_100_cards_and_the_credentials() -> None:
             "actions[0].path",
             "file identifier '6F4' is not 4 hex digits",
         ),
-        (('data = "00"', 'data = "0g"'), "actions[0].data", "is not hex"),
+        (('data = "00"', 'data = "0g"'), "actions[0].data", "not hex: character 2 ('g') is not a hex digit"),
         (('type = "update_binary"', 'type = "format_card"'), "actions[0].type", "unknown action type"),
         (('name = "x"', 'name = "x"\ncolour = "red"'), "campaign.colour", "unknown key"),
         (("[network]", '[security]\nspi = "16"\n[network]'), "security.spi", "expected 2 octet(s)"),

@@ -22,6 +22,7 @@ from ota_protocols.smpp.events import (
     ProtocolError,
     ResponseReceived,
     ResponseTimedOut,
+    SessionTimerExpired,
     Unbound,
 )
 from ota_protocols.smpp.framing import PduFramer
@@ -365,6 +366,112 @@ def test_smpplib_bytes_drive_the_smsc_and_it_parses_our_answers() -> None:
     s.accept_bind("SMSCEMU")
     resp = smpplib.smpp.parse_pdu(s.data_to_send(), sequence=0, allow_unknown_opt_params=True)
     assert (resp.command, resp.sequence, resp.status) == ("bind_transceiver_resp", bind.sequence, 0)
+
+
+# ------------------------------------------------------------------ SMPP 3.4 §7.2 timers, pre-bind limits
+
+
+def test_session_init_timer_closes_a_connection_that_never_binds() -> None:
+    s = SmppSession(Role.SMSC, session_init_timeout_s=10.0, now=100.0)
+    assert s.next_deadline() == 110.0
+    _feed(s, EnquireLink(sequence_number=1), now=105.0)  # traffic does not stop the timer: a bind does
+    _out(s)
+    s.handle_deadline(109.9)
+    assert not s.is_closed
+    s.handle_deadline(110.0)
+    events = s.events()
+    assert s.is_closed and s.data_to_send() == b""  # §7.2: the connection is dropped, no PDU sent
+    assert isinstance(events[-2], SessionTimerExpired) and events[-2].timer == "session_init"
+    assert isinstance(events[-1], ConnectionShouldClose) and "§7.2" in events[-1].reason
+
+
+def test_session_init_timer_stops_once_bound() -> None:
+    s = SmppSession(Role.SMSC, session_init_timeout_s=10.0, now=0.0)
+    _feed(s, Bind(kind=BindKind.TRANSCEIVER, sequence_number=1), now=1.0)
+    s.accept_bind("SMSCEMU", now=1.0)
+    assert s.next_deadline() is None
+    s.handle_deadline(50.0)
+    assert s.state is S.BOUND_TRX
+
+
+def test_session_init_timer_keeps_running_through_refused_binds() -> None:
+    s = SmppSession(Role.SMSC, session_init_timeout_s=10.0, now=0.0)
+    for i in range(3):
+        _feed(s, Bind(kind=BindKind.TRANSCEIVER, sequence_number=i + 1), now=float(i))
+        s.reject_bind(CommandStatus.ESME_RINVPASWD)
+    assert s.next_deadline() == 10.0
+
+
+def test_inactivity_timer_unbinds_a_silent_peer_and_the_response_timer_closes() -> None:
+    s = _bound_smsc(inactivity_timeout_s=60.0, response_timeout_s=5.0)
+    _feed(s, SUBMIT, now=30.0)
+    s.events()
+    _out(s)
+    assert s.next_deadline() == 90.0  # the last PDU received + 60 s
+    s.handle_deadline(90.0)
+    (unbind,) = _out(s)
+    assert isinstance(unbind, Unbind) and s.state is S.UNBINDING
+    assert s.events() == [SessionTimerExpired("inactivity", 60.0)]
+    s.handle_deadline(95.0)
+    assert s.is_closed
+
+
+def test_enquire_link_answers_keep_a_bound_session_active() -> None:
+    s = _bound_smsc(enquire_link_interval_s=30.0, inactivity_timeout_s=100.0, response_timeout_s=5.0)
+    now = 0.0
+    for _ in range(10):
+        now = s.next_deadline() or now
+        s.handle_deadline(now)
+        (probe,) = _out(s)
+        assert isinstance(probe, EnquireLink)
+        _feed(s, EnquireLinkResp(sequence_number=probe.sequence_number), now=now + 0.1)
+    assert s.state is S.BOUND_TRX and now >= 300.0
+
+
+def test_before_bind_a_long_command_length_is_refused_from_the_header() -> None:
+    s = SmppSession(Role.SMSC, max_unbound_pdu_length=1024)
+    # The header of a 65 KB PDU: refused on its command_length before any body octet is held.
+    s.receive_data(struct.pack(">IIII", 65_000, CommandId.SUBMIT_SM, 0, 7), 0.0)
+    (nack,) = _out(s)
+    assert isinstance(nack, GenericNack) and nack.sequence_number == 7
+    assert nack.command_status == CommandStatus.ESME_RINVCMDLEN
+    assert s.is_closed and "before bind" in s.events()[0].detail  # type: ignore[union-attr]
+
+
+def test_after_bind_the_full_pdu_length_is_allowed() -> None:
+    s = _bound_smsc(max_unbound_pdu_length=64)
+    big = SubmitSm(sequence_number=9, destination_addr="49", short_message=bytes(200))
+    _feed(s, big)
+    assert s.events() == [PduReceived(big)]
+
+
+def test_unbind_before_bind_is_rinvbndsts_and_the_connection_stays_open() -> None:
+    s = SmppSession(Role.SMSC)
+    _feed(s, Unbind(sequence_number=4))
+    (resp,) = _out(s)
+    assert resp == UnbindResp(sequence_number=4, command_status=CommandStatus.ESME_RINVBNDSTS)
+    assert s.state is S.OPEN
+    _feed(s, Bind(kind=BindKind.TRANSCEIVER, sequence_number=5))
+    assert isinstance(s.events()[-1], BindRequested)
+
+
+def test_overlong_service_type_is_rinvsertyp() -> None:
+    s = _bound_smsc()
+    raw = bytearray(encode_pdu(SUBMIT))
+    body = b"TOOLONGTYPE\x00" + raw[17:]  # service_type is at most 5 characters + NUL (§5.2.11)
+    pdu = struct.pack(">IIII", 16 + len(body), CommandId.SUBMIT_SM, 0, 6) + body
+    s.receive_data(pdu, 0.0)
+    (resp,) = _out(s)
+    assert isinstance(resp, SubmitSmResp) and resp.sequence_number == 6
+    assert resp.command_status == CommandStatus.ESME_RINVSERTYP
+
+
+def test_overlong_system_type_in_a_bind_is_rinvsystyp() -> None:
+    s = SmppSession(Role.SMSC)
+    body = b"ota\x00pw\x00" + b"S" * 20 + b"\x00\x34\x00\x00\x00"
+    s.receive_data(struct.pack(">IIII", 16 + len(body), CommandId.BIND_TRANSCEIVER, 0, 2) + body, 0.0)
+    (resp,) = _out(s)
+    assert resp.command_status == CommandStatus.ESME_RINVSYSTYP  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------ state x input totality
