@@ -247,7 +247,7 @@ def fake_scard(monkeypatch: pytest.MonkeyPatch) -> FakeScard:
 
 
 def iccid_answers() -> list[tuple[int, list[int]]]:
-    ef = list(bytes.fromhex("988812010000000010f5"))
+    ef = list(bytes.fromhex("988812010000000010f1"))
     return [
         (0, [0x61, 0x0D]),
         (0, [0x90, 0x00]),
@@ -263,8 +263,8 @@ def test_open_reads_the_atr_and_ef_iccid(fake_scard: FakeScard) -> None:
     fake_scard.transmit_results.extend(iccid_answers())
     card = PcscCard("Virtual PCD 00 00", "491700000001", where="cards[0].sim")
     card.open()
-    assert (card.atr, card.iccid) == (bytes.fromhex("3b024f54"), "8988211000000000015")
-    assert card.report()["iccid"] == "8988211000000000015" and card.report()["apdus"] == 5
+    assert (card.atr, card.iccid) == (bytes.fromhex("3b024f54"), "8988211000000000011")
+    assert card.report()["iccid"] == "8988211000000000011" and card.report()["apdus"] == 5
 
 
 @pytest.mark.parametrize(

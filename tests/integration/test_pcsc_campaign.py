@@ -238,7 +238,7 @@ def test_a_campaign_through_pcsc_ends_as_over_the_direct_path(
     # The PC/SC phone really went through the reader: its card report is the reader's, and the
     # SMS-SUBMIT path used FETCH / TERMINAL RESPONSE (mo_submits), the other one did not.
     [card] = pcsc_handset["cards"]
-    assert card["reader"] == pcscd.readers[0] and card["iccid"] == "8988211000000000015" and card["apdus"] > 0
+    assert card["reader"] == pcscd.readers[0] and card["iccid"] == "8988211000000000011" and card["apdus"] > 0
     me = pcsc_handset["smsc"]["me"]
     assert (me["mo_submits"] > 0) == (por_path == "sms_submit") and me["rp_error"] == 0
 

@@ -21,9 +21,9 @@ from tests.pcsc_daemon import ROOT, Pcscd, inserted_cards, reader_state, require
 pytestmark = pytest.mark.interop
 
 EXAMPLE_CARD = ROOT / "configs" / "cards" / "example-card.toml"
-ICCID = "8988211000000000015"
-# EF.ICCID (TS 102 221 §13.2): swapped BCD of 8988211000000000015, F-padded.
-EF_ICCID = bytes.fromhex("988812010000000010f5")
+ICCID = "8988211000000000011"
+# EF.ICCID (TS 102 221 §13.2): swapped BCD of 8988211000000000011, F-padded.
+EF_ICCID = bytes.fromhex("988812010000000010f1")
 ATR = bytes.fromhex("3b024f54")  # sim_emulator.uicc.ATR
 SELECT_MF = "00a40004023f00"
 SELECT_ICCID = "00a40004022fe2"
@@ -159,15 +159,15 @@ def test_an_update_over_pcsc_persists_in_the_emulator_state(pcscd: Pcscd, tmp_pa
 
 def test_two_cards_sit_in_two_readers(pcscd: Pcscd, tmp_path: Path) -> None:
     first = card_copy(tmp_path, "first")
-    second = card_copy(tmp_path, "second", iccid="8988211000000000023", msisdn="491700000002")
+    second = card_copy(tmp_path, "second", iccid="8988211000000000029", msisdn="491700000002")
     with inserted_cards(pcscd, [(first, state_of(first)), (second, state_of(second))]):
         dumps = []
         for reader in pcscd.readers:
             index = opensc_reader_index(reader)
             out = opensc("-r", index, *DEFAULT_DRIVER, "-s", SELECT_MF, "-s", SELECT_ICCID, "-s", READ_ICCID)
             dumps.append(out.splitlines()[-1][: len(EF_ICCID) * 3 - 1])  # the hex of the data line
-    # 8988211000000000015 and 8988211000000000023 in swapped BCD (TS 102 221 §13.2).
-    assert dumps == ["98 88 12 01 00 00 00 00 10 F5", "98 88 12 01 00 00 00 00 20 F3"]
+    # 8988211000000000011 and 8988211000000000029 in swapped BCD (TS 102 221 §13.2).
+    assert dumps == ["98 88 12 01 00 00 00 00 10 F1", "98 88 12 01 00 00 00 00 20 F9"]
 
 
 def handset_serve(tmp: Path, sim: str) -> subprocess.CompletedProcess[str]:

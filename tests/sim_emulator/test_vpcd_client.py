@@ -55,9 +55,9 @@ async def tell(writer: asyncio.StreamWriter, control: int) -> None:
     await writer.drain()
 
 
-def fresh_profile(tmp: Path, name: str = "card", iccid: str = "8988211000000000015") -> Path:
+def fresh_profile(tmp: Path, name: str = "card", iccid: str = "8988211000000000011") -> Path:
     path = tmp / f"{name}.toml"
-    path.write_text(EXAMPLE_CARD.read_text().replace('"8988211000000000015"', f'"{iccid}"'))
+    path.write_text(EXAMPLE_CARD.read_text().replace('"8988211000000000011"', f'"{iccid}"'))
     return path
 
 
@@ -110,7 +110,7 @@ def test_the_cli_puts_two_cards_on_two_consecutive_ports_and_stops_on_sigterm(tm
 
     async def scenario() -> tuple[int, str, list[bytes]]:
         first = fresh_profile(tmp_path, "first")
-        second = fresh_profile(tmp_path, "second", iccid="8988211000000000023")
+        second = fresh_profile(tmp_path, "second", iccid="8988211000000000029")
         # Two listeners on consecutive ports: bind the second next to the first (retry if taken).
         for _ in range(20):
             one = ScriptedVpcd()
@@ -153,15 +153,15 @@ def test_the_cli_puts_two_cards_on_two_consecutive_ports_and_stops_on_sigterm(tm
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2 and all(line.startswith("sim-emulator: card 89882110000000000") for line in lines)
-    assert efs == [bytes.fromhex("988812010000000010f59000"), bytes.fromhex("988812010000000020f39000")]
+    assert efs == [bytes.fromhex("988812010000000010f19000"), bytes.fromhex("988812010000000020f99000")]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--vpcd", "35963"], "sim-emulator: ConfigError: --vpcd: expected HOST:PORT, got '35963'"),
+        (["--vpcd", "35963"], "sim-emulator: --vpcd: expected HOST:PORT, got '35963'"),
         (["--vpcd", "127.0.0.1:65535", "--card", "X"], "outside 1..65535"),
-        (["--state", "a", "--state", "b"], "sim-emulator: ConfigError: --state: 2 --state for 1 --card"),
+        (["--state", "a", "--state", "b"], "sim-emulator: --state: 2 --state for 1 --card"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
