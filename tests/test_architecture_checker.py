@@ -340,7 +340,7 @@ def test_smpplib_stays_in_the_smpp_link_and_the_virtual_lab_has_no_sockets(tmp_p
         {
             **PACKAGES,
             "ota_server/smpp_link.py": "import smpplib.client\n",
-            "ota_server/esme.py": "from smpplib import consts\n",
+            "ota_server/smpp_connection.py": "from smpplib import consts\n",
             "ota_server/service.py": "import smpplib\n",
             "ota_lab/virtual/__init__.py": "",
             "ota_lab/virtual/server.py": "import time\nfrom asyncio import Queue\n",
