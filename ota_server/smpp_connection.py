@@ -192,7 +192,7 @@ def open_connection(
         client.connect()
     except smpplib.exceptions.ConnectionError:
         client.disconnect()
-        raise ConnectionLost(stream.failure or "TCP connect failed") from None
+        raise stream.failure or ConnectionLost("TCP connect failed") from None
     try:
         their = _bind(client, stream, settings, min(time.monotonic() + s.bind_timeout_s, deadline), stopping)
     except (ConnectionLost, PeerTimeout):
@@ -226,7 +226,7 @@ def _bind(
             if stream.closed_by_peer:
                 raise ConnectionLost("closed the connection before answering bind_transceiver") from None
             raise
-        for raw in raws:
+        for i, raw in enumerate(raws):
             stream.stage(raw)
             try:
                 pdu = client.read_pdu()
@@ -236,13 +236,14 @@ def _bind(
                 if pdu.is_error():
                     how = "" if pdu.command == "bind_transceiver_resp" else " with generic_nack"
                     raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(int(pdu.status))}")
+                stream.push_back(raws[i + 1 :])  # what the SMSC sent right after: the bound link's
                 return _text(getattr(pdu, "system_id", ""))
             log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", pdu.command, pdu.sequence)
         if stopping.is_set():
             raise ConnectionLost("closed while binding")
         if time.monotonic() >= until:
-            waited = time.monotonic() - started
-            raise PeerTimeout(f"no bind_transceiver_resp within {waited:.1f} s: is it an SMPP SMSC?")
+            waited = until - started  # bind_timeout_s, or less where the reconnect window ends first
+            raise PeerTimeout(f"no bind_transceiver_resp within {waited:.3g} s: is it an SMPP SMSC?")
 
 
 class Connection:

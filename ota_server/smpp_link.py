@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ota_protocols.errors import TransportError
+from ota_protocols.errors import PeerTimeout, TransportError
 from ota_server.smpp_connection import Connection, open_connection, submit_sm_fields
 from ota_server.smpp_link_events import (
     DeliverHandle,
@@ -69,6 +69,7 @@ from ota_server.smpp_link_events import (
 from ota_server.smpp_stream import Waker
 
 __all__ = [
+    "THREAD_NAME",
     "DeliverHandle",
     "DeliverReceived",
     "EsmeLink",
@@ -246,10 +247,12 @@ class EsmeLink:
             except TransportError as exc:
                 if self._stopping.is_set():
                     return
-                failure = f"{self._where}: {exc}"
-                if failure != last_failure:
-                    log.warning("%s; retrying for up to %.1f s", failure, deadline - time.monotonic())
-                last_failure = failure
+                cut_short = isinstance(exc, PeerTimeout) and time.monotonic() >= deadline
+                if not (cut_short and last_failure):  # a wait cut by the window says less than the last
+                    failure = f"{self._where}: {exc}"
+                    if failure != last_failure:
+                        log.warning("%s; retrying for up to %.1f s", failure, deadline - time.monotonic())
+                    last_failure = failure
                 self._take_incoming()
                 self._stopping.wait(max(0.0, min(backoff, deadline - time.monotonic())))
                 backoff = min(backoff * 2, s.max_reconnect_backoff_s)
