@@ -36,7 +36,15 @@ import smpplib.smpp
 
 from ota_protocols.errors import ConnectionLost, PeerTimeout
 from ota_protocols.smpp.command_status import RESPONSE_BIT, CommandStatus, command_name
-from ota_protocols.smpp.pdu_codec import DeliverSm, MalformedPdu, SubmitSm, SubmitSmResp, decode_pdu
+from ota_protocols.smpp.pdu_codec import (
+    BindResp,
+    DeliverSm,
+    GenericNack,
+    MalformedPdu,
+    SubmitSm,
+    SubmitSmResp,
+    decode_pdu,
+)
 from ota_server.smpp_link_events import (
     DeliverHandle,
     DeliverReceived,
@@ -194,7 +202,7 @@ def open_connection(
         client.disconnect()
         raise stream.failure or ConnectionLost("TCP connect failed") from None
     try:
-        their = _bind(client, stream, settings, min(time.monotonic() + s.bind_timeout_s, deadline), stopping)
+        their = _bind(client, stream, settings, deadline, stopping)
     except (ConnectionLost, PeerTimeout):
         client.disconnect()
         raise
@@ -205,10 +213,12 @@ def _bind(
     client: smpplib.client.Client,
     stream: SmppStream,
     settings: LinkSettings,
-    until: float,
+    deadline: float,
     stopping: threading.Event,
 ) -> str:
     """SMPP 3.4 §4.1.5: bind_transceiver, then its _resp (or generic_nack); their system_id."""
+    started = time.monotonic()
+    until = min(started + settings.bind_timeout_s, deadline)
     bind = smpplib.smpp.make_pdu(
         "bind_transceiver",
         client=client,
@@ -218,7 +228,6 @@ def _bind(
     )
     client.send_pdu(bind)
     log.debug("-> bind_transceiver seq=%d system_id=%s", bind.sequence, settings.system_id)
-    started = time.monotonic()
     while True:
         try:
             raws = stream.exchange(until)
@@ -229,21 +238,38 @@ def _bind(
         for i, raw in enumerate(raws):
             stream.stage(raw)
             try:
-                pdu = client.read_pdu()
+                pdu = client.read_pdu()  # a bind_transceiver_resp moves the client to BOUND_TRX
+                command, seq, status = pdu.command, pdu.sequence, int(pdu.status)
+                their = _text(getattr(pdu, "system_id", ""))
             except (smpplib.exceptions.UnknownCommandError, *_PARSE_ERRORS):
-                raise ConnectionLost(f"not SMPP: answered bind_transceiver with {raw[:32]!r}") from None
-            if pdu.command in ("bind_transceiver_resp", "generic_nack") and pdu.sequence == bind.sequence:
-                if pdu.is_error():
-                    how = "" if pdu.command == "bind_transceiver_resp" else " with generic_nack"
-                    raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(int(pdu.status))}")
+                command, seq, status, their = _bind_answer_by_codec(raw)
+                if command == "bind_transceiver_resp" and not status:
+                    client.state = smpplib.consts.SMPP_CLIENT_STATE_BOUND_TRX  # as read_pdu would
+            if command in ("bind_transceiver_resp", "generic_nack") and seq == bind.sequence:
+                if status:
+                    how = "" if command == "bind_transceiver_resp" else " with generic_nack"
+                    raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(status)}")
                 stream.push_back(raws[i + 1 :])  # what the SMSC sent right after: the bound link's
-                return _text(getattr(pdu, "system_id", ""))
-            log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", pdu.command, pdu.sequence)
+                return their
+            log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", command, seq)
         if stopping.is_set():
             raise ConnectionLost("closed while binding")
         if time.monotonic() >= until:
             waited = until - started  # bind_timeout_s, or less where the reconnect window ends first
             raise PeerTimeout(f"no bind_transceiver_resp within {waited:.3g} s: is it an SMPP SMSC?")
+
+
+def _bind_answer_by_codec(raw: bytes) -> tuple[str, int, int, str]:
+    """An answer smpplib cannot parse: (command, seq, status, system_id) if the shared codec reads
+    a bind_transceiver_resp or generic_nack in it; anything else means the peer is not SMPP."""
+    try:
+        pdu = decode_pdu(raw)
+    except MalformedPdu:
+        pdu = None
+    if not isinstance(pdu, BindResp | GenericNack):
+        raise ConnectionLost(f"not SMPP: answered bind_transceiver with {raw[:32]!r}")
+    their = pdu.system_id if isinstance(pdu, BindResp) else ""
+    return command_name(pdu.command_id), pdu.sequence_number, pdu.command_status, their
 
 
 class Connection:

@@ -253,7 +253,6 @@ class EsmeLink:
                     if failure != last_failure:
                         log.warning("%s; retrying for up to %.1f s", failure, deadline - time.monotonic())
                     last_failure = failure
-                self._take_incoming()
                 self._stopping.wait(max(0.0, min(backoff, deadline - time.monotonic())))
                 backoff = min(backoff * 2, s.max_reconnect_backoff_s)
                 continue
@@ -267,13 +266,14 @@ class EsmeLink:
 
     def _serve(self, connection: Connection) -> None:
         """Run one bound connection until it is lost, the SMSC unbinds, or close()."""
-        reason = "link closed"
+        reason = f"{self._where}: internal error in the SMPP link"  # unless we learn better
         try:
             while True:
                 acks = self._take_incoming()
                 if acks:  # durable on the caller's side: answered even when closing
                     connection.write_acks(acks)
                 if self._stopping.is_set():
+                    reason = "link closed"
                     connection.unbind(self._close_budget_s / 2)
                     break
                 connection.write_submits(self._queue, time.monotonic())
@@ -284,13 +284,14 @@ class EsmeLink:
             reason = f"{self._where}: {exc}"
             log.warning("%s", reason)
         finally:
+            # Every token gets its answer, whatever ended the connection.
             connection.disconnect()
-        connection.abandon(reason)
-        self._take_incoming()
-        unsent = tuple(token for token, _ in self._queue)
-        self._queue.clear()
-        self._emit(LinkDown(reason, unsent))
-        self._flush_events()
+            connection.abandon(reason)
+            self._take_incoming()
+            unsent = tuple(token for token, _ in self._queue)
+            self._queue.clear()
+            self._emit(LinkDown(reason, unsent))
+            self._flush_events()
 
     def _end(self, final: LinkFailed | None) -> None:
         """Once: hand back every token still queued, emit ``final``, let close() return."""

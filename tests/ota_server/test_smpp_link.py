@@ -93,13 +93,11 @@ class Events:
 
     def __init__(self) -> None:
         self.items: list[LinkEvent] = []
-        self.batches = 0
         self._changed = asyncio.Event()
 
     def __call__(self, batch: list[LinkEvent]) -> None:
         assert batch, "the link handed over an empty batch"
         self.items.extend(batch)
-        self.batches += 1
         self._changed.set()
 
     def of(self, kind: type) -> list:  # type: ignore[type-arg]
@@ -283,6 +281,41 @@ async def test_reconnects_after_an_smsc_restart_on_the_same_port() -> None:
         await events.wait_for(LinkUp, 2)
         assert [e.token for e in await events.wait_for(SubmitAccepted)] == ["queued while down"]
         assert smsc.counters["binds"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_handle_from_an_earlier_connection_is_not_acknowledged_the_smsc_delivers_again() -> None:
+    async with handset_smsc() as (smsc, _), running(link_settings(port_of(smsc))) as (link, events):
+        await events.wait_for(LinkUp)
+        smsc.deliver_mo(DeliverSm(source_addr=MSISDN, destination_addr="12345", short_message=POR_UD))
+        [first] = await events.wait_for(DeliverReceived)
+        await smsc.suspend()  # unanswered deliver_sm go back to the SMSC's store
+        await events.wait_for(LinkDown)
+        await smsc.resume()
+        [_, again] = await events.wait_for(DeliverReceived, 2)
+        assert again.user_data == first.user_data and again.handle != first.handle
+        link.acknowledge([first.handle])  # void: its connection is gone
+        link.submit_many([SubmitRequest("barrier", ota_submit())])
+        await events.wait_for(SubmitAccepted)
+        assert smsc.counters["deliver_sm_ok"] == 0
+        link.acknowledge([again.handle])
+        link.submit_many([SubmitRequest("barrier 2", ota_submit())])
+        await events.wait_for(SubmitAccepted, 2)
+        assert smsc.counters["deliver_sm_ok"] == 1
+
+
+@pytest.mark.asyncio
+async def test_link_failed_counts_the_window_from_the_loss_of_the_link() -> None:
+    async with handset_smsc() as (smsc, _):
+        async with running(link_settings(port_of(smsc), reconnect_window_s=0.3)) as (_, events):
+            await events.wait_for(LinkUp)
+            await smsc.suspend()  # and it never comes back
+            await events.wait_for(LinkFailed)
+        up, down, failed = events.items
+        where = f"SMSC 127.0.0.1:{smsc.port}"
+        assert up == LinkUp("HANDSET")
+        assert down == LinkDown(f"{where}: the SMSC closed the connection", ())
+        assert failed == LinkFailed(f"{where}: connection refused; no bind for 0.3 s, giving up")
 
 
 @pytest.mark.asyncio
@@ -755,6 +788,22 @@ async def test_pdus_smpplib_cannot_parse_are_read_by_the_shared_codec() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_bind_answer_smpplib_cannot_parse_still_binds() -> None:
+    async def bind_resp_with_tlv(peer: Peer, reader: Reader, writer: Writer) -> None:
+        bind = await peer.read(reader)
+        status_info = ((0x001D, b"welcome\x00"),)  # not in smpplib's bind_transceiver_resp table
+        resp = BindResp(kind=BindKind.TRANSCEIVER, sequence_number=bind.sequence_number, system_id="TLV",
+                        tlvs=status_info)  # fmt: skip
+        writer.write(encode_pdu(resp))
+        await answer_everything_bound(peer, reader, writer)
+
+    async with Peer(bind_resp_with_tlv) as peer, running(link_settings(peer.port)) as (link, events):
+        assert await events.wait_for(LinkUp) == [LinkUp("TLV")]
+        link.submit_many([SubmitRequest("after", ota_submit())])
+        assert await events.wait_for(SubmitAccepted) == [SubmitAccepted("after", "M")]
+
+
+@pytest.mark.asyncio
 async def test_close_with_a_deaf_peer_is_bounded_and_reports_what_was_in_flight() -> None:
     async def deaf_after_bind(peer: Peer, reader: Reader, writer: Writer) -> None:
         await peer.accept_bind(reader, writer)
@@ -769,8 +818,8 @@ async def test_close_with_a_deaf_peer_is_bounded_and_reports_what_was_in_flight(
         await peer.until(lambda: bool(peer.of(SubmitSm)))
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await link.close(timeout_s=0.4)
-        assert loop.time() - started < 0.4
+        await link.close(timeout_s=1.0)  # half of it for the unbind_resp that never comes
+        assert loop.time() - started < 1.0
         assert peer.of(Unbind), "close() unbinds first"
     assert not link_threads()
     assert events.items[1:] == [
