@@ -1,6 +1,6 @@
 """SMPP link benchmark: submit_sm round trips per second over loopback, new link against old.
 
-    python -m benchmarks.smpp_link [--messages 20000] [--window 64] [--rounds 3]
+    python -m benchmarks.smpp_link [--messages 20000] [--window 64] [--rounds 5]
 
 The SMSC is the project's own (``handset.smsc_server.SmscServer``, throttling off) in a child
 process with a network that takes every MT and drops it, so each side has a core on a 2-core
