@@ -16,6 +16,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import pytest
 
@@ -381,8 +382,9 @@ async def test_the_password_is_never_logged(caplog: pytest.LogCaptureFixture) ->
 # --------------------------------------------------------------------------- scripted peers
 
 
-Reader, Writer = asyncio.StreamReader, asyncio.StreamWriter
-Script = Callable[["Peer", Reader, Writer], Awaitable[None]]
+Reader: TypeAlias = asyncio.StreamReader
+Writer: TypeAlias = asyncio.StreamWriter
+Script: TypeAlias = Callable[["Peer", Reader, Writer], Awaitable[None]]
 
 
 async def read_pdu(reader: Reader) -> Pdu:
@@ -478,6 +480,7 @@ async def failure_of(settings: LinkSettings) -> str:
     async with running(settings) as (_, events):
         [failed] = await events.wait_for(LinkFailed)
     assert not events.of(LinkUp)
+    assert isinstance(failed, LinkFailed)
     return failed.reason
 
 
