@@ -13,8 +13,9 @@ calls ``ssl_context.wrap_socket(sock)`` once and from then on calls only ``conne
 ``sendall``, ``recv`` and ``close`` on what it got back. :class:`SocketFactory` goes there
 and hands smpplib an :class:`SmppStream` instead, which
 
-* connects itself: resolves the name (a failure says so), connects without blocking,
-  bounded by a deadline and interruptible by a :class:`Waker`, and names what went wrong;
+* connects itself: resolves the name (a failure says so; ``getaddrinfo`` blocks, the one
+  wait nothing can cut short), connects without blocking, bounded by a deadline and
+  interruptible by a :class:`Waker`, and names what went wrong;
 * takes what smpplib writes (``send_pdu`` -> ``sendall``) into a buffer, written without
   blocking whenever the link thread waits, so one ``send`` carries a whole turn's PDUs;
 * reads with one ``recv`` per wake-up, cuts PDUs with the shared :class:`PduFramer`
