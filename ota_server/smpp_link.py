@@ -50,7 +50,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from ota_protocols.errors import PeerTimeout, TransportError
-from ota_server.smpp_connection import Connection, open_connection, submit_sm_fields
+from ota_server.smpp_connection import Connection, open_connection
+from ota_server.smpp_fields import submit_sm_fields
 from ota_server.smpp_link_events import (
     DeliverHandle,
     DeliverReceived,

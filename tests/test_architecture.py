@@ -58,9 +58,14 @@ ALLOWED_CROSS_IMPORTS = {("handset", "sim_emulator.api")}
 # The virtual-time lab: no sockets, no event loop, no threads, no database (its clock is an event
 # heap; ``time`` only measures the wall time a run took, reported apart from the compared results).
 FORBIDDEN_IN_VIRTUAL = {"asyncio", "socket", "selectors", "threading", "sqlite3", "subprocess"}
-# The SMPP link: smpp_connection drives smpplib; smpp_link is its face (smpp_stream and
-# smpp_link_events, beside them, need no smpplib).
-SMPPLIB_MODULES = {"ota_server.esme", "ota_server.smpp_link", "ota_server.smpp_connection"}
+# The SMPP link: smpp_connection drives smpplib, smpp_fields maps fields to its PDU objects and
+# smpp_link is its face (smpp_stream and smpp_link_events, beside them, need no smpplib).
+SMPPLIB_MODULES = {
+    "ota_server.esme",
+    "ota_server.smpp_link",
+    "ota_server.smpp_connection",
+    "ota_server.smpp_fields",
+}
 
 
 def modules() -> Iterator[tuple[str, Path]]:
