@@ -12,13 +12,14 @@ Every other policy belongs to the campaign engine.
 Theory of operation. smpplib is blocking and not thread-safe (smpp-and-peers.md §2.3), so
 one thread, ``ota-smpp-link``, owns the ``Client``: it connects, binds, writes and reads;
 nothing else touches it. smpplib builds, parses and numbers every PDU and keeps the bind
-state (``make_pdu``, ``send_pdu``, ``read_pdu``, in :mod:`ota_server.smpp_connection`); the
-socket under it is an :class:`~ota_server.smpp_stream.SmppStream` (that module says why).
-The loop side only appends to two lists under a lock and wakes the thread. One turn of
-the thread:
+state (``make_pdu``, ``send_pdu``, ``read_pdu``, in :mod:`ota_server.smpp_connection`;
+fields mapped by :mod:`ota_server.smpp_fields`); the socket under it is an
+:class:`~ota_server.smpp_stream.SmppStream` (that module says why). Settings, requests and
+events are in :mod:`ota_server.smpp_link_events` (pure), re-exported here. The loop side
+only appends to two lists under a lock and wakes the thread. One turn of the thread:
 
 1. take what the loop handed over (submits, acknowledgements) under one lock;
-2. write the submits in order, then the deliver_sm_resp acknowledged;
+2. write the deliver_sm_resp acknowledged (even when closing), then the submits in order;
 3. hand the events of the turn to the loop in one ``call_soon_threadsafe`` batch;
 4. wait until the socket is readable, the loop wakes the thread, or the next deadline
    (oldest unanswered submit_sm, enquire_link); dispatch the PDUs read.
