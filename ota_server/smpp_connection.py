@@ -29,14 +29,21 @@ from collections import deque
 from collections.abc import Callable
 
 import smpplib.client
-import smpplib.command
 import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
 from ota_protocols.errors import ConnectionLost, PeerTimeout
 from ota_protocols.smpp.command_status import RESPONSE_BIT, CommandStatus, command_name
-from ota_protocols.smpp.pdu_codec import DeliverSm, MalformedPdu, SubmitSm, SubmitSmResp, decode_pdu
+from ota_protocols.smpp.pdu_codec import (
+    BindResp,
+    DeliverSm,
+    GenericNack,
+    MalformedPdu,
+    SubmitSmResp,
+    decode_pdu,
+)
+from ota_server.smpp_fields import deliver_received, deliver_received_from_codec, smpplib_text
 from ota_server.smpp_link_events import (
     DeliverHandle,
     DeliverReceived,
@@ -45,12 +52,11 @@ from ota_server.smpp_link_events import (
     SubmitAccepted,
     SubmitRejected,
     SubmitUnknown,
-    fits_cstring,
     status_text,
 )
 from ota_server.smpp_stream import SmppStream, SocketFactory, Waker
 
-__all__ = ["Connection", "open_connection", "submit_sm_fields"]
+__all__ = ["Connection", "open_connection"]
 
 log = logging.getLogger("ota_server.smpp_link")
 
@@ -71,92 +77,6 @@ _PARSE_ERRORS: tuple[type[Exception], ...] = (
     struct.error,
     smpplib.exceptions.PDUError,
 )
-
-# SMPP 3.4 §4.4.1: C-strings with their maximum size (NUL included), times, 1-octet integers.
-_SUBMIT_CSTRINGS = (("service_type", 6), ("source_addr", 21), ("destination_addr", 21))
-_SUBMIT_TIMES = ("schedule_delivery_time", "validity_period")
-_SUBMIT_OCTETS = (
-    "source_addr_ton",
-    "source_addr_npi",
-    "dest_addr_ton",
-    "dest_addr_npi",
-    "esm_class",
-    "protocol_id",
-    "priority_flag",
-    "registered_delivery",
-    "replace_if_present_flag",
-    "data_coding",
-    "sm_default_msg_id",
-)
-
-
-def _submit_tlvs() -> dict[int, tuple[str, smpplib.command.Param]]:
-    """The TLVs smpplib writes in a submit_sm (§5.3.2), by tag; flags it would drop are left out."""
-    table = {}
-    for name, tag in smpplib.consts.OPTIONAL_PARAMS.items():
-        param = smpplib.command.SubmitSM.params.get(name)
-        if param is not None and param.type in (int, str, smpplib.command.ostr):
-            table[tag] = (name, param)
-    return table
-
-
-_SUBMIT_TLVS = _submit_tlvs()
-
-
-def submit_sm_fields(pdu: SubmitSm) -> dict[str, object]:
-    """Our frozen :class:`SubmitSm` -> the keywords of smpplib's ``make_pdu("submit_sm", ...)``.
-
-    Every field is carried; ``short_message`` stays bytes with its UDH (never split off,
-    smpp-and-peers.md §2.3). Raises ``ValueError`` naming a field that does not fit, which
-    smpplib would cut or drop silently.
-    """
-    fields: dict[str, object] = {}
-    for name, max_octets in _SUBMIT_CSTRINGS:
-        value = getattr(pdu, name)
-        if not fits_cstring(value, max_octets):
-            raise ValueError(f"{name} {value!r}: at most {max_octets - 1} characters (SMPP 3.4 §4.4.1)")
-        fields[name] = value
-    for name in _SUBMIT_TIMES:
-        value = getattr(pdu, name)
-        if value and not (len(value) == 16 and value.isascii() and value[15] in "+-R"):
-            raise ValueError(f"{name} {value!r}: neither empty nor a 16-character time (SMPP 3.4 §7.1.1)")
-        fields[name] = value
-    for name in _SUBMIT_OCTETS:
-        value = getattr(pdu, name)
-        if not 0 <= value <= 0xFF:
-            raise ValueError(f"{name} {value}: does not fit one octet (SMPP 3.4 §4.4.1)")
-        fields[name] = value
-    if len(pdu.short_message) > 254:
-        raise ValueError(f"short_message: {len(pdu.short_message)} octets, at most 254 (SMPP 3.4 §4.4.1)")
-    fields["short_message"] = bytes(pdu.short_message)
-    for tag, value in pdu.tlvs:
-        entry = _SUBMIT_TLVS.get(tag)
-        if entry is None:
-            raise ValueError(f"TLV {tag:#06x}: not one smpplib can send in a submit_sm")
-        name, param = entry
-        if name in fields:
-            raise ValueError(f"TLV {tag:#06x} ({name}) given twice")
-        if param.type is int:
-            if len(value) != param.size:
-                raise ValueError(f"TLV {tag:#06x} ({name}): {len(value)} octets, expected {param.size}")
-            fields[name] = int.from_bytes(value, "big")
-        elif param.type is str:
-            text = value.rstrip(b"\x00")
-            if not text.isascii():
-                raise ValueError(f"TLV {tag:#06x} ({name}): smpplib writes ASCII only")
-            fields[name] = text.decode("ascii")
-        else:
-            fields[name] = bytes(value)
-    if pdu.short_message and fields.get("message_payload"):
-        raise ValueError("short_message and message_payload both set (SMPP 3.4 §5.3.2.32)")
-    return fields
-
-
-def _text(value: object) -> str:
-    """smpplib parses C-strings to bytes; absent fields are None."""
-    if isinstance(value, bytes):
-        return value.decode("latin-1").rstrip("\x00")
-    return "" if value is None else str(value)
 
 
 def open_connection(
@@ -192,9 +112,9 @@ def open_connection(
         client.connect()
     except smpplib.exceptions.ConnectionError:
         client.disconnect()
-        raise ConnectionLost(stream.failure or "TCP connect failed") from None
+        raise stream.failure or ConnectionLost("TCP connect failed") from None
     try:
-        their = _bind(client, stream, settings, min(time.monotonic() + s.bind_timeout_s, deadline), stopping)
+        their = _bind(client, stream, settings, deadline, stopping)
     except (ConnectionLost, PeerTimeout):
         client.disconnect()
         raise
@@ -205,10 +125,12 @@ def _bind(
     client: smpplib.client.Client,
     stream: SmppStream,
     settings: LinkSettings,
-    until: float,
+    deadline: float,
     stopping: threading.Event,
 ) -> str:
     """SMPP 3.4 §4.1.5: bind_transceiver, then its _resp (or generic_nack); their system_id."""
+    started = time.monotonic()
+    until = min(started + settings.bind_timeout_s, deadline)
     bind = smpplib.smpp.make_pdu(
         "bind_transceiver",
         client=client,
@@ -218,7 +140,6 @@ def _bind(
     )
     client.send_pdu(bind)
     log.debug("-> bind_transceiver seq=%d system_id=%s", bind.sequence, settings.system_id)
-    started = time.monotonic()
     while True:
         try:
             raws = stream.exchange(until)
@@ -226,23 +147,41 @@ def _bind(
             if stream.closed_by_peer:
                 raise ConnectionLost("closed the connection before answering bind_transceiver") from None
             raise
-        for raw in raws:
+        for i, raw in enumerate(raws):
             stream.stage(raw)
             try:
-                pdu = client.read_pdu()
+                pdu = client.read_pdu()  # a bind_transceiver_resp moves the client to BOUND_TRX
+                command, seq, status = pdu.command, pdu.sequence, int(pdu.status)
+                their = smpplib_text(getattr(pdu, "system_id", ""))
             except (smpplib.exceptions.UnknownCommandError, *_PARSE_ERRORS):
-                raise ConnectionLost(f"not SMPP: answered bind_transceiver with {raw[:32]!r}") from None
-            if pdu.command in ("bind_transceiver_resp", "generic_nack") and pdu.sequence == bind.sequence:
-                if pdu.is_error():
-                    how = "" if pdu.command == "bind_transceiver_resp" else " with generic_nack"
-                    raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(int(pdu.status))}")
-                return _text(getattr(pdu, "system_id", ""))
-            log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", pdu.command, pdu.sequence)
+                command, seq, status, their = _bind_answer_by_codec(raw)
+                if command == "bind_transceiver_resp" and not status:
+                    client.state = smpplib.consts.SMPP_CLIENT_STATE_BOUND_TRX  # as read_pdu would
+            if command in ("bind_transceiver_resp", "generic_nack") and seq == bind.sequence:
+                if status:
+                    how = "" if command == "bind_transceiver_resp" else " with generic_nack"
+                    raise ConnectionLost(f"bind_transceiver refused{how}: {status_text(status)}")
+                stream.push_back(raws[i + 1 :])  # what the SMSC sent right after: the bound link's
+                return their
+            log.debug("<- %s seq=%d before bind_transceiver_resp: ignored", command, seq)
         if stopping.is_set():
             raise ConnectionLost("closed while binding")
         if time.monotonic() >= until:
-            waited = time.monotonic() - started
-            raise PeerTimeout(f"no bind_transceiver_resp within {waited:.1f} s: is it an SMPP SMSC?")
+            waited = until - started  # bind_timeout_s, or less where the reconnect window ends first
+            raise PeerTimeout(f"no bind_transceiver_resp within {waited:.3g} s: is it an SMPP SMSC?")
+
+
+def _bind_answer_by_codec(raw: bytes) -> tuple[str, int, int, str]:
+    """An answer smpplib cannot parse: (command, seq, status, system_id) if the shared codec reads
+    a bind_transceiver_resp or generic_nack in it; anything else means the peer is not SMPP."""
+    try:
+        pdu = decode_pdu(raw)
+    except MalformedPdu:
+        pdu = None
+    if not isinstance(pdu, BindResp | GenericNack):
+        raise ConnectionLost(f"not SMPP: answered bind_transceiver with {raw[:32]!r}")
+    their = pdu.system_id if isinstance(pdu, BindResp) else ""
+    return command_name(pdu.command_id), pdu.sequence_number, pdu.command_status, their
 
 
 class Connection:
@@ -402,26 +341,11 @@ class Connection:
             return
         command, seq = pdu.command, pdu.sequence
         if command == "submit_sm_resp":
-            self._on_submit_resp(seq, int(pdu.status), _text(pdu.message_id))
+            self._on_submit_resp(seq, int(pdu.status), smpplib_text(pdu.message_id))
         elif command == "deliver_sm":
             if closing:
                 return  # not acknowledged: the SMSC delivers it again on a later bind
-            short, payload = pdu.short_message, getattr(pdu, "message_payload", None)
-            state = getattr(pdu, "message_state", None)
-            receipted = getattr(pdu, "receipted_message_id", None)
-            self._on_deliver(
-                DeliverReceived(
-                    handle=DeliverHandle(self.number, seq),
-                    source_addr=_text(pdu.source_addr),
-                    destination_addr=_text(pdu.destination_addr),
-                    esm_class=int(pdu.esm_class or 0),
-                    protocol_id=int(pdu.protocol_id or 0),
-                    data_coding=int(pdu.data_coding or 0),
-                    user_data=bytes(short) if short else bytes(payload or b""),
-                    receipted_message_id=_text(receipted) if receipted is not None else None,
-                    message_state=int(state) if isinstance(state, int) else None,
-                )
-            )
+            self._on_deliver(deliver_received(pdu, DeliverHandle(self.number, seq)))
         elif command == "enquire_link":
             self._respond("enquire_link_resp", seq)  # §4.11.2
         elif command == "enquire_link_resp":
@@ -461,19 +385,7 @@ class Connection:
         if isinstance(pdu, SubmitSmResp):
             self._on_submit_resp(seq, pdu.command_status, pdu.message_id)
         elif isinstance(pdu, DeliverSm) and not closing:
-            self._on_deliver(
-                DeliverReceived(
-                    handle=DeliverHandle(self.number, seq),
-                    source_addr=pdu.source_addr,
-                    destination_addr=pdu.destination_addr,
-                    esm_class=pdu.esm_class,
-                    protocol_id=pdu.protocol_id,
-                    data_coding=pdu.data_coding,
-                    user_data=pdu.payload,
-                    receipted_message_id=pdu.receipted_message_id,
-                    message_state=pdu.message_state,
-                )
-            )
+            self._on_deliver(deliver_received_from_codec(pdu, DeliverHandle(self.number, seq)))
 
     def _unsupported(self, raw: bytes) -> None:
         """A command smpplib does not know, or we do not take: generic_nack a request (§3.3, §4.3)."""

@@ -12,13 +12,14 @@ Every other policy belongs to the campaign engine.
 Theory of operation. smpplib is blocking and not thread-safe (smpp-and-peers.md §2.3), so
 one thread, ``ota-smpp-link``, owns the ``Client``: it connects, binds, writes and reads;
 nothing else touches it. smpplib builds, parses and numbers every PDU and keeps the bind
-state (``make_pdu``, ``send_pdu``, ``read_pdu``, in :mod:`ota_server.smpp_connection`); the
-socket under it is an :class:`~ota_server.smpp_stream.SmppStream` (that module says why).
-The loop side only appends to two lists under a lock and wakes the thread. One turn of
-the thread:
+state (``make_pdu``, ``send_pdu``, ``read_pdu``, in :mod:`ota_server.smpp_connection`;
+fields mapped by :mod:`ota_server.smpp_fields`); the socket under it is an
+:class:`~ota_server.smpp_stream.SmppStream` (that module says why). Settings, requests and
+events are in :mod:`ota_server.smpp_link_events` (pure), re-exported here. The loop side
+only appends to two lists under a lock and wakes the thread. One turn of the thread:
 
 1. take what the loop handed over (submits, acknowledgements) under one lock;
-2. write the submits in order, then the deliver_sm_resp acknowledged;
+2. write the deliver_sm_resp acknowledged (even when closing), then the submits in order;
 3. hand the events of the turn to the loop in one ``call_soon_threadsafe`` batch;
 4. wait until the socket is readable, the loop wakes the thread, or the next deadline
    (oldest unanswered submit_sm, enquire_link); dispatch the PDUs read.
@@ -49,8 +50,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ota_protocols.errors import TransportError
-from ota_server.smpp_connection import Connection, open_connection, submit_sm_fields
+from ota_protocols.errors import PeerTimeout, TransportError
+from ota_server.smpp_connection import Connection, open_connection
+from ota_server.smpp_fields import submit_sm_fields
 from ota_server.smpp_link_events import (
     DeliverHandle,
     DeliverReceived,
@@ -69,6 +71,7 @@ from ota_server.smpp_link_events import (
 from ota_server.smpp_stream import Waker
 
 __all__ = [
+    "THREAD_NAME",
     "DeliverHandle",
     "DeliverReceived",
     "EsmeLink",
@@ -246,11 +249,12 @@ class EsmeLink:
             except TransportError as exc:
                 if self._stopping.is_set():
                     return
-                failure = f"{self._where}: {exc}"
-                if failure != last_failure:
-                    log.warning("%s; retrying for up to %.1f s", failure, deadline - time.monotonic())
-                last_failure = failure
-                self._take_incoming()
+                cut_short = isinstance(exc, PeerTimeout) and time.monotonic() >= deadline
+                if not (cut_short and last_failure):  # a wait cut by the window says less than the last
+                    failure = f"{self._where}: {exc}"
+                    if failure != last_failure:
+                        log.warning("%s; retrying for up to %.1f s", failure, deadline - time.monotonic())
+                    last_failure = failure
                 self._stopping.wait(max(0.0, min(backoff, deadline - time.monotonic())))
                 backoff = min(backoff * 2, s.max_reconnect_backoff_s)
                 continue
@@ -264,13 +268,14 @@ class EsmeLink:
 
     def _serve(self, connection: Connection) -> None:
         """Run one bound connection until it is lost, the SMSC unbinds, or close()."""
-        reason = "link closed"
+        reason = f"{self._where}: internal error in the SMPP link"  # unless we learn better
         try:
             while True:
                 acks = self._take_incoming()
                 if acks:  # durable on the caller's side: answered even when closing
                     connection.write_acks(acks)
                 if self._stopping.is_set():
+                    reason = "link closed"
                     connection.unbind(self._close_budget_s / 2)
                     break
                 connection.write_submits(self._queue, time.monotonic())
@@ -281,13 +286,14 @@ class EsmeLink:
             reason = f"{self._where}: {exc}"
             log.warning("%s", reason)
         finally:
+            # Every token gets its answer, whatever ended the connection.
             connection.disconnect()
-        connection.abandon(reason)
-        self._take_incoming()
-        unsent = tuple(token for token, _ in self._queue)
-        self._queue.clear()
-        self._emit(LinkDown(reason, unsent))
-        self._flush_events()
+            connection.abandon(reason)
+            self._take_incoming()
+            unsent = tuple(token for token, _ in self._queue)
+            self._queue.clear()
+            self._emit(LinkDown(reason, unsent))
+            self._flush_events()
 
     def _end(self, final: LinkFailed | None) -> None:
         """Once: hand back every token still queued, emit ``final``, let close() return."""

@@ -13,8 +13,9 @@ calls ``ssl_context.wrap_socket(sock)`` once and from then on calls only ``conne
 ``sendall``, ``recv`` and ``close`` on what it got back. :class:`SocketFactory` goes there
 and hands smpplib an :class:`SmppStream` instead, which
 
-* connects itself: resolves the name (a failure says so), connects without blocking,
-  bounded by a deadline and interruptible by a :class:`Waker`, and names what went wrong;
+* connects itself: resolves the name (a failure says so; ``getaddrinfo`` blocks, the one
+  wait nothing can cut short), connects without blocking, bounded by a deadline and
+  interruptible by a :class:`Waker`, and names what went wrong;
 * takes what smpplib writes (``send_pdu`` -> ``sendall``) into a buffer, written without
   blocking whenever the link thread waits, so one ``send`` carries a whole turn's PDUs;
 * reads with one ``recv`` per wake-up, cuts PDUs with the shared :class:`PduFramer`
@@ -103,7 +104,7 @@ class SmppStream:
     ) -> None:
         self.host = host
         self.port = port
-        self.failure: str | None = None  # why connect() failed, for the link
+        self.failure: ConnectionLost | PeerTimeout | None = None  # why connect() failed, for the link
         self.closed_by_peer = False
         self._waker = waker
         self._stopping = stopping
@@ -114,6 +115,7 @@ class SmppStream:
         self._broken: str | None = None  # the stream cannot be trusted past this (not SMPP)
         self._out = bytearray()
         self._mask = selectors.EVENT_READ
+        self._unread: list[bytes] = []
         self._staged = b""
         self._pos = 0
 
@@ -124,8 +126,8 @@ class SmppStream:
         try:
             sock = self._open()
         except (ConnectionLost, PeerTimeout) as exc:
-            self.failure = str(exc)
-            raise OSError(self.failure) from None  # smpplib maps OSError to its ConnectionError
+            self.failure = exc
+            raise OSError(str(exc)) from None  # smpplib maps OSError to its ConnectionError
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a lone response is not held back
         # Room for a burst (a window of submit_sm, a flood of deliver_sm) in one recv / send.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
@@ -161,9 +163,9 @@ class SmppStream:
         self._staged = pdu
         self._pos = 0
 
-    @property
-    def output_pending(self) -> int:
-        return len(self._out)
+    def push_back(self, pdus: list[bytes]) -> None:
+        """PDUs read but not yet dispatched (those after a bind_transceiver_resp): the next exchange's."""
+        self._unread = pdus + self._unread
 
     def exchange(self, until: float) -> list[bytes]:
         """Write what is buffered, wait until readable, woken or ``until``; return the whole PDUs read.
@@ -171,6 +173,9 @@ class SmppStream:
         Returns ``[]`` when woken or at ``until``. Raises ``ConnectionLost`` on EOF, a socket
         error or an impossible command_length (after handing out the PDUs before it).
         """
+        if self._unread:
+            unread, self._unread = self._unread, []
+            return unread
         if self._broken is not None:
             raise ConnectionLost(self._broken)
         sock, selector = self._sock, self._selector
@@ -261,7 +266,8 @@ class SmppStream:
             while code in _CONNECTING:
                 remaining = self._connect_until - time.monotonic()
                 if remaining <= 0:
-                    raise PeerTimeout(f"TCP connect timed out after {time.monotonic() - started:.1f} s")
+                    waited = self._connect_until - started  # connect_timeout_s, or what the window left
+                    raise PeerTimeout(f"TCP connect timed out after {waited:.3g} s")
                 for key, _ in selector.select(remaining):
                     if key.fileobj is self._waker:
                         self._waker.drain()
