@@ -154,7 +154,7 @@ class _CpuSampler:
         pid = os.getpid()
         while not self._stop.wait(0.02):
             esme = child = 0.0
-            esme_tids = {t.native_id for t in threading.enumerate() if t.name == "ota-esme"}
+            esme_tids = {t.native_id for t in threading.enumerate() if t.name == "ota-smpp-link"}
             for tid in os.listdir(f"/proc/{pid}/task"):
                 if int(tid) in esme_tids:
                     esme += _cpu_s(f"/proc/{pid}/task/{tid}/stat")

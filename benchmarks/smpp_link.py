@@ -1,21 +1,19 @@
-"""SMPP link benchmark: submit_sm round trips per second over loopback, new link against old.
+"""SMPP link benchmark: submit_sm round trips per second over loopback through ``smpp_link.EsmeLink``.
 
     python -m benchmarks.smpp_link [--messages 20000] [--window 64] [--rounds 5]
 
 The SMSC is the project's own (``handset.smsc_server.SmscServer``, throttling off) in a child
 process with a network that takes every MT and drops it, so each side has a core on a 2-core
 machine. One round trip = submit_sm written -> submit_sm_resp read -> event handed to the
-event loop. Both links bind as one transceiver and send the same OTA-shaped submit_sm
-(esm_class 0x40, PID 0x7F, DCS 0xF6, 3-octet UDH + 57 octets):
+event loop. The link binds as one transceiver and sends OTA-shaped submit_sm (esm_class 0x40,
+PID 0x7F, DCS 0xF6, 3-octet UDH + 57 octets); it has no window of its own: the caller keeps
+``--window`` submits outstanding, topping up from its event callback as answers come back.
 
-* ``smpp_link.EsmeLink`` (new, no window of its own): the caller keeps ``--window``
-  submits outstanding, topping up from its event callback as answers come back;
-* ``esme.EsmeLink`` (old, the baseline): given ``window=--window`` and no rate, all
-  messages handed over at once.
-
-Rounds alternate old and new. Printed per link: the median round trips/s (wall clock) with every
-round's figure, and the median CPU time this process (event loop + link thread) spent per round
-trip, which other load on the machine disturbs far less than the wall clock.
+Printed: the median round trips/s (wall clock) with every round's figure, and the median CPU time
+this process (event loop + link thread) spent per round trip, which other load on the machine
+disturbs far less than the wall clock. When this link replaced the old ESME (pacing inside the
+transport, private smpplib attributes), the same benchmark ran both in alternating rounds: the new
+one made 0.97x the old one's round trips/s (10,842 against 11,210, window 64).
 """
 
 from __future__ import annotations
@@ -135,44 +133,11 @@ async def _new_link(port: int, messages: int, window: int) -> Figures:
         await link.close()
 
 
-async def _old_link(port: int, messages: int, window: int) -> Figures:
-    from ota_server.esme import EsmeEvent, EsmeLink, EsmeSettings, LinkUp, SubmitRequest
-
-    loop = asyncio.get_running_loop()
-    up, finished = asyncio.Event(), asyncio.Event()
-    state = {"answered": 0}
-
-    def on_events(batch: list[EsmeEvent]) -> None:
-        for event in batch:
-            if isinstance(event, LinkUp):
-                up.set()
-            elif hasattr(event, "token"):
-                state["answered"] += 1
-        if state["answered"] >= messages:
-            finished.set()
-
-    settings = EsmeSettings(
-        host="127.0.0.1", port=port, system_id=SYSTEM_ID, password=PASSWORD, window=window
-    )
-    link = EsmeLink(settings, loop, on_events)
-    link.start()
-    try:
-        async with asyncio.timeout(30):
-            await up.wait()
-        started, cpu = time.perf_counter(), time.process_time()
-        link.submit_many([SubmitRequest(i, MSISDN, UD) for i in range(messages)])
-        async with asyncio.timeout(600):
-            await finished.wait()
-        return _figures(messages, started, cpu)
-    finally:
-        await link.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000, help="submit_sm per round (default 20000)")
     parser.add_argument("--window", type=int, default=64, help="outstanding submits (default 64)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each link (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     args = parser.parse_args()
     parent, child = multiprocessing.Pipe()
     smsc = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), name="bench-smsc")
@@ -181,10 +146,9 @@ def main() -> None:
         if not parent.poll(30):
             raise SystemExit("benchmarks.smpp_link: the SMSC child process did not start in 30 s")
         port = parent.recv()
-        figures: dict[str, list[Figures]] = {"old esme.EsmeLink": [], "new smpp_link.EsmeLink": []}
+        figures: dict[str, list[Figures]] = {"smpp_link.EsmeLink": []}
         for _ in range(args.rounds):
-            figures["old esme.EsmeLink"].append(asyncio.run(_old_link(port, args.messages, args.window)))
-            figures["new smpp_link.EsmeLink"].append(asyncio.run(_new_link(port, args.messages, args.window)))
+            figures["smpp_link.EsmeLink"].append(asyncio.run(_new_link(port, args.messages, args.window)))
     finally:
         parent.send("stop")
         smsc.join(10)
@@ -192,15 +156,11 @@ def main() -> None:
             smsc.terminate()
     print(f"{args.messages} submit_sm per round, window {args.window}, handset SMSC in a child process")
     print(f"{'link':<24} {'round trips/s':>13} {'CPU µs/trip':>12}   round trips/s of each round")
-    medians = []
     for name, rounds in figures.items():
         rate = statistics.median(r for r, _ in rounds)
         cpu = statistics.median(c for _, c in rounds)
-        medians.append((rate, cpu))
         each = " ".join(f"{r:,.0f}" for r, _ in rounds)
         print(f"{name:<24} {rate:>13,.0f} {cpu:>12.1f}   {each}")
-    (old_rate, old_cpu), (new_rate, new_cpu) = medians
-    print(f"new / old: {new_rate / old_rate:.2f} x the round trips/s, {new_cpu / old_cpu:.2f} x the CPU/trip")
 
 
 if __name__ == "__main__":

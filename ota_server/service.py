@@ -57,7 +57,7 @@ from ota_server.engine.job_model import Job
 from ota_server.engine.records import Commit, TargetCard
 from ota_server.model import Action, Card, Keyset
 from ota_server.progress import Ticker, print_summary
-from ota_server.report import verification, verify_jobs
+from ota_server.report import Stats, verification, verify_jobs
 from ota_server.smpp_link import DeliverReceived as LinkDeliver
 from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, SubmitRequest
 from ota_server.smpp_link import LinkDown as LinkLost
@@ -126,8 +126,8 @@ class CampaignRunner:
         return self.engine.state if self.engine is not None else "running"
 
     @property
-    def stats(self) -> Any:
-        return self.engine.stats if self.engine is not None else None
+    def stats(self) -> Stats:
+        return self.engine.stats if self.engine is not None else Stats()
 
     def outcomes(self) -> list[tuple[Card, Job]]:
         """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""
@@ -324,13 +324,14 @@ class CampaignRunner:
         finally:
             ticker.stop()
 
-    def _feed(self, event: EngineEvent) -> None:
+    def _feed(self, event: EngineEvent, *, perform: bool = True) -> None:
         engine = self.engine
         assert engine is not None and self._loop is not None
         if self._failure is not None or self._closing:
             return
         engine.handle(event, self._loop.time())
-        self._after()
+        if perform:
+            self._after()
 
     def _after(self) -> None:
         """Perform the engine's effects, re-arm its one timer, notice the end."""
@@ -408,6 +409,7 @@ class CampaignRunner:
     # ------------------------------------------------------------------ link events -> engine events
 
     def _on_link_events(self, bind: int, events: list[Any]) -> None:
+        """One batch of link events is one engine turn: one commit for all of it (group commit)."""
         for event in events:
             if isinstance(event, LinkDeliver):
                 self._feed(
@@ -418,24 +420,26 @@ class CampaignRunner:
                         event.user_data,
                         event.receipted_message_id,
                         event.message_state,
-                    )
+                    ),
+                    perform=False,
                 )
             elif isinstance(event, LinkAccepted):
-                self._feed(SubmitAnswered(event.token, 0, event.message_id))
+                self._feed(SubmitAnswered(event.token, 0, event.message_id), perform=False)
             elif isinstance(event, LinkRejected):
-                self._feed(SubmitAnswered(event.token, event.command_status))
+                self._feed(SubmitAnswered(event.token, event.command_status), perform=False)
             elif isinstance(event, LinkUnknown):
-                self._feed(SubmitUnanswered(event.token, event.reason))
+                self._feed(SubmitUnanswered(event.token, event.reason), perform=False)
             elif isinstance(event, LinkBound):
                 log.info("SMSC bound on bind %d (%s)", bind, event.their_system_id)
-                self._feed(LinkUp(bind))
+                self._feed(LinkUp(bind), perform=False)
             elif isinstance(event, LinkLost):
                 if not self._closing:
                     log.warning("bind %d: %s; reconnecting", bind, event.reason)
-                self._feed(LinkDown(bind, tuple(event.unsent)))
-            elif isinstance(event, LinkFailed):
-                if not self._closing:
-                    self._fail(event.reason)
+                self._feed(LinkDown(bind, tuple(event.unsent)), perform=False)
+            elif isinstance(event, LinkFailed) and not self._closing:
+                self._fail(event.reason)
+        if self._failure is None and not self._closing:
+            self._after()
 
     # ------------------------------------------------------------------ lifecycle (campaigns row)
 

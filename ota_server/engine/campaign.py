@@ -119,6 +119,7 @@ class CampaignEngine:
         self._history: list[HistoryRow] = []
         self._acks: list[object] = []
         self._effects: list[Effect] = []
+        self._turn_at: float | None = None  # inputs arrived since the last effects(): a turn is due
         self._timers: list[tuple[float, int, int]] = []
         self.state = "running"
         self.cancelling = False
@@ -157,7 +158,7 @@ class CampaignEngine:
         self._waiting.reverse()  # pop() from the end takes them in card order
         self._admit(now)
         self._check_finished(now)
-        self._turn(now)
+        self._pending_turn(now)
 
     def handle(self, event: EngineEvent, now: float) -> None:
         if isinstance(event, DeliverArrived):
@@ -177,7 +178,7 @@ class CampaignEngine:
             self.resume(now)
         elif isinstance(event, Cancel):
             self.cancel(now)
-        self._turn(now)
+        self._pending_turn(now)
 
     def handle_deadline(self, now: float) -> None:
         timers = self._timers
@@ -193,7 +194,7 @@ class CampaignEngine:
         if self._deadline_at is not None and now >= self._deadline_at and not self.finished:
             self._history_note(now, "campaign", "deadline", "campaign deadline: open jobs end as pending")
             self._finish_run(now, "deadline")
-        self._turn(now)
+        self._pending_turn(now)
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`handle_deadline` has work (job timers of bound binds, the pacers,
@@ -222,8 +223,17 @@ class CampaignEngine:
         return min(candidates) if candidates else None
 
     def effects(self) -> list[Effect]:
+        """What the shell must do now, in order. Inputs since the last call are taken as ONE turn:
+        one Commit for all of them (group commit), then what it allows to leave."""
+        if self._turn_at is not None:
+            now, self._turn_at = self._turn_at, None
+            self._turn(now)
         out, self._effects = self._effects, []
         return out
+
+    def _pending_turn(self, now: float) -> None:
+        self._last_now = now
+        self._turn_at = now
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -346,7 +356,8 @@ class CampaignEngine:
             )
         if not t.changed and not t.note:
             return
-        self._dirty[slot.index] = slot
+        if t.durable or t.note:
+            self._dirty[slot.index] = slot
         if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
             key = (slot.card.iccid, slot.tar.hex())
             self._counters[key] = t.job.confirmed

@@ -110,7 +110,8 @@ def _on_accepted(job: Job, event: Accepted, now: float, policy: Policy) -> Trans
     # A script counts as an attempt once the SMSC took it: one reserved, then lost with the server
     # (killed before it left) or refused by the SMSC, never used up the job's attempts.
     attempts = job.attempts + 1 if event.cntr == job.script_cntr else job.attempts
-    return Transition(job_replace(job, deadline=now + policy.por_timeout_s, attempts=attempts), (), None)
+    job = job_replace(job, deadline=now + policy.por_timeout_s, attempts=attempts)
+    return Transition(job, (), None, durable=False)
 
 
 def _on_submit_refused(job: Job, event: SubmitRefused, now: float, policy: Policy) -> Transition:

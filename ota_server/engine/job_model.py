@@ -222,6 +222,9 @@ class Transition:
     commands: tuple[Command, ...] = ()
     note: str | None = None  # for the audit history; None: nothing worth recording
     changed: bool = True
+    # False: the change need not survive a crash (a timer started: a restarted runner fences with a
+    # status query anyway), so it adds no row to the next commit.
+    durable: bool = True
 
 
 def go_send(job: Job, kind: MessageKind, note: str | None = None) -> Transition:

@@ -29,6 +29,7 @@ class JobSlot:
 
     __slots__ = (
         "_keys",
+        "_pending",
         "actions",
         "bind",
         "card",
@@ -75,6 +76,8 @@ class JobSlot:
         self.previous: JobSlot | None = None
         self.finished_at: float | None = None
         self._keys: PacketKeys | None = None
+        self._pending: tuple[int, list[list[str]]] | None = None
+        self._pending: tuple[int, list[list[str]]] | None = None
 
     @property
     def tar(self) -> bytes:
@@ -90,6 +93,13 @@ class JobSlot:
         if self._keys is None:
             self._keys = packet_keys_for(dict(self.keysets), self.security)
         return self._keys
+
+    def pending_json(self, applied: int) -> list[list[str]]:
+        """The actions not yet confirmed, as the jobs table keeps them (hex APDUs)."""
+        cached = self._pending
+        if cached is None or cached[0] != applied:
+            cached = self._pending = (applied, [a.to_json() for a in self.actions[applied:]])
+        return cached[1]
 
     def forget_keys(self) -> None:
         self._keys = None
@@ -172,7 +182,7 @@ def job_row(campaign: str, slot: JobSlot, wall: float) -> JobRow:
         iccid=slot.card.iccid,
         tar=slot.tar.hex(),
         state=slot.override or job.phase.value,
-        pending=[a.to_json() for a in slot.actions[job.applied :]],
+        pending=slot.pending_json(job.applied),
         n=job.n,
         applied=job.applied,
         base=job.confirmed,
