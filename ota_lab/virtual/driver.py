@@ -33,11 +33,10 @@ import sim_emulator.api as api
 from handset.config import HandsetConfig, load_config
 from ota_lab.config import LabConfig
 from ota_lab.draw import FaultMix, draw_mix
-from ota_lab.invariants import Invariants
+from ota_lab.invariants import Invariants, check_steps, step_views
 from ota_lab.result import NETWORK_KEYS as _NETWORK_KEYS
 from ota_lab.result import LabResult
 from ota_lab.seed_files import write_configs
-from ota_lab.step_invariants import StepView, check_steps
 from ota_lab.virtual.cards import WARM_CARDS, CardPool
 from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
@@ -45,7 +44,7 @@ from ota_lab.virtual.server import VirtualOtaServer
 from ota_protocols.errors import ConfigError, OtaSimError
 from ota_protocols.fleet import FleetSpec, index_of_msisdn
 from ota_server.config import CampaignConfig, load_campaign, load_network_inventory
-from ota_server.report import card_row, counted_hex
+from ota_server.report import card_row
 
 __all__ = ["CARD_ROWS_LIMIT", "VirtualRun", "build_run", "merge_shards", "run_shard", "run_virtual"]
 
@@ -222,21 +221,7 @@ class VirtualRun:
         assert server is not None and server.engine is not None
         engine = server.engine
         result = LabResult(self.lab.source, seed, self.mix)
-        views = [
-            StepView(
-                slot.card.iccid,
-                slot.card.msisdn,
-                slot.tar.hex(),
-                slot.step,
-                slot.state,
-                slot.job.applied,
-                slot.job.confirmed,
-                slot.job.start_counter,
-                tuple(counted_hex(slot.actions)),
-                slot.job.reason,
-            )
-            for slot in engine.slots
-        ]
+        views = step_views(engine.slots)
         entries: dict[str, dict[str, Any]] = {}
 
         def application(iccid: str, msisdn: str, tar_hex: str) -> dict[str, Any] | None:
