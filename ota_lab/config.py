@@ -219,6 +219,8 @@ class InfraRanges:
     db_failures: Range = Range(0.0, 0.0, True)
     restart_delay_s: Range = Range(1.0, 1.0)  # after a server crash or a database failure
     second_runner: Range = Range(0.0, 0.0)
+    # [[infra.schedule]]: events at fixed times, every seed (named scenarios); nothing drawn for them.
+    schedule: tuple[tuple[InfraKind, float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,6 +403,30 @@ _INFRA_DURATIONS = ("smsc_outage_s", "link_drop_s", "restart_delay_s")
 _INFRA_MAX_COUNT = 20  # per kind and seed: more is a soak test, not a seed of a sweep
 
 
+def _schedule(t: _Table) -> tuple[tuple[InfraKind, float, float], ...]:
+    """``[[infra.schedule]]``: ``kind`` (an InfraKind), ``at_s`` and ``duration_s`` (0 for a
+    second runner), in the order given."""
+    raw = t.get("schedule")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise t.error("schedule", "expected an array of tables [[infra.schedule]]")
+    out = []
+    for i, entry in enumerate(raw):
+        e = _Table(t.source, t.key(f"schedule[{i}]"), entry)
+        kind_name = e.string("kind", None)
+        kinds = ", ".join(k.value for k in InfraKind)
+        if kind_name not in {k.value for k in InfraKind}:
+            raise e.error("kind", f"expected one of {kinds}, got {kind_name!r}")
+        at = e.number("at_s", None)
+        if at is None:
+            raise e.error("at_s", "required: seconds after the start")
+        duration = e.number("duration_s", 0.0)
+        e.done()
+        out.append((InfraKind(kind_name), at, duration or 0.0))
+    return tuple(out)
+
+
 def _infra(t: _Table, timing: Timing) -> InfraRanges:
     values: dict[str, Range] = {}
     for name in _INFRA_COUNTS:
@@ -416,8 +442,9 @@ def _infra(t: _Table, timing: Timing) -> InfraRanges:
     r = t.range("second_runner", probability=True)
     if r is not None:
         values["second_runner"] = r
+    schedule = _schedule(t)
     t.done()
-    infra = InfraRanges(**values)
+    infra = InfraRanges(**values, schedule=schedule)
     if any(getattr(infra, name).high > 0 for name in (*_INFRA_COUNTS, "second_runner")):
         deadline = timing.deadline_s
         if deadline is None:

@@ -193,4 +193,5 @@ def _draw_infra(ranges: InfraRanges, deadline_s: float, rng: random.Random) -> t
     probability = ranges.second_runner.draw(rng)
     if probability > 0 and rng.random() < probability:
         events.append(InfraEvent(InfraKind.SECOND_RUNNER, round(rng.uniform(0.0, horizon), 3), 0.0))
+    events += [InfraEvent(kind, at, duration) for kind, at, duration in ranges.schedule]
     return tuple(sorted(events, key=lambda e: (e.at, list(InfraKind).index(e.kind))))

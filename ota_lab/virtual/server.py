@@ -197,6 +197,8 @@ class VirtualOtaServer:
         self._perform()
         if now >= self.network.down_until:
             self._bind_all()
+        else:
+            self.link_cut(self.network.down_until)  # started during an outage: binds when it ends
         self.clock.at(now + HEARTBEAT_S, self._heartbeat, self._version)
 
     def _heartbeat(self, version: int) -> None:
@@ -238,13 +240,22 @@ class VirtualOtaServer:
         self.network.esme_back()
 
     def link_cut(self, until: float) -> None:
-        """SMSC restart or ESME link drop: every bind down until ``until``, then bound again."""
+        """SMSC restart or ESME link drop: every bind down until ``until``, then bound again. Down
+        longer than ``[smsc] reconnect_window_s``, the run fails (docs/campaigns.md §6.2): the
+        runner stops, no card fails, and the operator starts it again."""
         engine = self.engine
         if engine is not None:
             for bind in range(max(1, self.config.pacing.binds)):
                 engine.handle(LinkDown(bind), self.clock.now)
             self._perform()
+        window = self.config.smsc.reconnect_window_s
+        if until - self.clock.now > window:
+            self.clock.at(self.clock.now + window, self._link_failed, self._version)
         self.clock.at(until, self._rebind, self._version, until)
+
+    def _link_failed(self, version: int) -> None:
+        if version == self._version and self.engine is not None and self.clock.now < self.network.down_until:
+            self.crash("link failed: no bind within the reconnect window")
 
     def _rebind(self, version: int, until: float) -> None:
         if version != self._version or self.clock.now < self.network.down_until:
