@@ -312,6 +312,9 @@ def _cmd_sweep(args: argparse.Namespace, out: _Output) -> int:
     started = time.monotonic()
     totals = {k: 0 for k in ("cards", "confirmed", "partial", "failed", "pending", "messages_sent")}
     lost = duplicated = mismatches = stuck = 0
+    settled: dict[str, int] = {}
+    card_messages = 0
+    faults: dict[str, int] = {}
     bad: list[int] = []
     results: list[dict[str, Any]] = []
     with out.sweep_progress(len(seeds)) as advance:
@@ -320,6 +323,12 @@ def _cmd_sweep(args: argparse.Namespace, out: _Output) -> int:
             advance()
             for key in totals:
                 totals[key] += int(result.summary.get(key, 0))
+            for path, count in dict(result.summary.get("settled_by", {})).items():
+                settled[path] = settled.get(path, 0) + int(count)
+            card_messages += int(result.summary.get("card_messages", 0))
+            for event in result.mix.infra:
+                kind = str(getattr(event.kind, "value", event.kind))
+                faults[kind] = faults.get(kind, 0) + 1
             inv = result.invariants
             lost, duplicated = lost + inv.lost, duplicated + inv.duplicated
             mismatches, stuck = mismatches + inv.mismatches, stuck + inv.stuck
@@ -331,7 +340,9 @@ def _cmd_sweep(args: argparse.Namespace, out: _Output) -> int:
     rows = [
         ("seeds", f"{len(seeds)} ({len(seeds) - len(bad)} ok, {len(bad)} failed) in {wall:.1f} s"),
         ("cards", " ".join(f"{k} {v}" for k, v in totals.items() if k != "messages_sent")),
-        ("messages", str(totals["messages_sent"])),
+        ("messages", f"{totals['messages_sent']} (card messages {card_messages})"),
+        ("settled by", " ".join(f"{k} {v}" for k, v in settled.items()) or "-"),
+        ("infra faults", " ".join(f"{k} {v}" for k, v in sorted(faults.items())) or "none drawn"),
         ("invariants", f"lost {lost} duplicated {duplicated} mismatches {mismatches} stuck {stuck}"),
     ]
     out.totals(rows)

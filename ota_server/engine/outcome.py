@@ -13,7 +13,7 @@ from ota_server.report import REPORT_MEANINGS, card_row, stats_summary
 if TYPE_CHECKING:
     from ota_server.engine.campaign import CampaignEngine
 
-__all__ = ["report", "summary"]
+__all__ = ["report", "settled_by", "summary"]
 
 
 def summary(engine: CampaignEngine, now: float) -> dict[str, Any]:
@@ -29,8 +29,22 @@ def summary(engine: CampaignEngine, now: float) -> dict[str, Any]:
         "cancelled": counts["cancelled"],
         "skipped": counts["skipped"],
         **stats_summary(engine.stats, engine.resent_actions),
+        "settled_by": settled_by(engine),
         "duration_s": round(end - (engine.started_at or 0.0), 3),
     }
+
+
+def settled_by(engine: CampaignEngine) -> dict[str, int]:
+    """Ended jobs by the path that reported the counter they ended on (docs/campaigns.md §3
+    ``counter_path``): a script's PoR, a status query's PoR, a transaction request (claim 8), an
+    information message (claim 9); ``none`` for jobs that ended without one (skipped, cancelled,
+    failed before any counter)."""
+    out = {"por": 0, "query": 0, "transaction": 0, "information": 0, "none": 0}
+    for slot in engine.slots:
+        if slot.ended:
+            path = slot.job.counter_path or "none"
+            out[path] = out.get(path, 0) + 1
+    return out
 
 
 def report(engine: CampaignEngine, now: float) -> dict[str, Any]:
