@@ -99,7 +99,7 @@ class Ticker:
         self.handle: asyncio.TimerHandle | None = None
         self.progress: Any = None
         self.task: Any = None
-        self.first_at: float | None = None  # when the first message (or ended job) was seen
+        self.first_at: float | None = None  # when the ticker first saw a message (or an ended job)
         self.phase = BINDING
         self.running = False
         self.samples: deque[tuple[float, int]] = deque()  # (now, SMS accepted) over RATE_WINDOW_S
@@ -117,7 +117,7 @@ class Ticker:
         if self.use_rich:
             self.progress = make_progress(console=self.console)
             self.task = self.progress.add_task(
-                self.engine.name, total=len(self.engine.slots), start=False, rate="", stats=""
+                self.engine.name, total=len(self.engine.slots), start=False, rate="", stats=self.phase
             )
             self.progress.start()
         elif phase is None:
@@ -167,7 +167,10 @@ class Ticker:
         engine = self.engine
         stats = engine.stats
         c = engine.counts()
-        average = stats.submit_accepted / max(now - (self.first_at or now), 1e-9)
+        # Since the engine started (the links start with it), else since the first message seen.
+        since = engine.started_at if engine.started_at is not None else self.first_at
+        elapsed = now - since if since is not None else 0.0
+        average = stats.submit_accepted / elapsed if elapsed > 0 else 0.0
         return (
             f"sent {stats.submit_accepted} (avg {average:.0f}/s) PoR {stats.por_received} "
             f"ok {c['confirmed']} partial {c['partial']} failed {c['failed']} pending {c['pending']} "
@@ -188,7 +191,8 @@ class Ticker:
         if self.progress is not None:
             if not idle and not self.progress.tasks[0].started:
                 self.progress.start_task(self.task)
-            self.progress.update(self.task, completed=done, rate=f"{rate:.0f} SMS/s", stats=line)
+            rate_text = "" if idle else f"{rate:.0f} SMS/s"
+            self.progress.update(self.task, completed=done, rate=rate_text, stats=line)
             self.progress.refresh()
         return done, line
 
