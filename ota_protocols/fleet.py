@@ -39,6 +39,13 @@ DEFAULT_KEYSETS = (
 )
 
 
+def _expect(name: str, value: object, kind: type, what: str) -> None:
+    """``value`` must be a ``kind`` (a bool is not an integer here, though Python says it is)."""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        raise ConfigError(name, f"expected {what}, got {shown}")
+
+
 @dataclass(frozen=True, slots=True)
 class FleetSpec:
     seed: str
@@ -54,6 +61,18 @@ class FleetSpec:
     issued_action_counter: int | None = None
 
     def __post_init__(self) -> None:
+        # A fleet comes from TOML that other programs wrote: check each value's type first, so a
+        # ``count = "120"`` is named here rather than failing later in a comparison.
+        for name in ("seed", "iccid_prefix", "imsi_prefix", "msisdn_prefix"):
+            _expect(name, getattr(self, name), str, "a string")
+        for name in ("count", "first_index", "msisdn_digits"):
+            _expect(name, getattr(self, name), int, "an integer")
+        if self.issued_action_counter is not None:
+            _expect("issued_action_counter", self.issued_action_counter, int, "an integer")
+        if not isinstance(self.keysets, tuple) or not all(
+            isinstance(k, KeysetTemplate) for k in self.keysets
+        ):
+            raise ConfigError("keysets", "expected key set templates")
         for name in ("iccid_prefix", "imsi_prefix", "msisdn_prefix"):
             if not getattr(self, name).isdigit():
                 raise ConfigError(name, f"must be digits, got {getattr(self, name)!r}")

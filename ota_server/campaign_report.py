@@ -14,14 +14,19 @@ import csv
 import importlib.util
 import io
 import math
+import os
 import re
+import shlex
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ota_protocols.errors import ConfigError
 from ota_server.card_store import CardStore, HistoryRow
+from ota_server.engine.lease import LEASE_TTL_S
+from ota_server.engine.records import CampaignRow
 
 _FINAL = {
     "done": "confirmed",
@@ -69,7 +74,7 @@ def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
         return None
     campaign_state = row.state if row is not None else "unknown"
     msisdns = {c.iccid: c.msisdn for c in store.cards()}
-    cards = []
+    cards: list[dict[str, Any]] = []
     per_card: dict[str, list[str]] = {}
     by_status: Counter[str] = Counter()
     by_sw: Counter[str] = Counter()
@@ -197,6 +202,20 @@ def audit_lines(store: CardStore, name: str, iccid: str) -> list[str]:
     return out
 
 
+def check_output_path(path: str | Path, *, option: str) -> Path:
+    """A file the command will write, checked before any work (a campaign that ran for an hour
+    must not end in "no such directory"): not a directory, in an existing directory we may write
+    to. Anything else is a ``ConfigError`` naming ``option``."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(option, f"{path} is a directory: give a file name")
+    if not target.parent.is_dir():
+        raise ConfigError(option, f"{path}: no such directory {str(target.parent)!r}")
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(option, f"{path}: not writable")
+    return target
+
+
 # What the Agg backend writes (``FigureCanvasBase.get_supported_filetypes`` without the raw formats).
 PLOT_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
@@ -213,10 +232,7 @@ def plot_format(path: str | Path, *, option: str = "--plot") -> str:
             f"{path}: cannot draw a '.{suffix}' file (use one of .{', .'.join(PLOT_FORMATS[:3])}, ... "
             f"or no suffix for PNG)",
         )
-    if target.is_dir():
-        raise ConfigError(option, f"{path} is a directory: give a file name")
-    if not target.parent.is_dir():
-        raise ConfigError(option, f"{path}: no such directory {str(target.parent)!r}")
+    check_output_path(target, option=option)
     if importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(option, "needs matplotlib: pip install 'ota-sim[plot]'")
     return suffix or "png"
@@ -299,3 +315,108 @@ def plot(store: CardStore, name: str, report: dict[str, Any], out_path: str) -> 
     fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
     fig.savefig(out_path, format=fmt)  # exactly out_path: no suffix appended
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- campaign status
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerLiveness:
+    """Whether the holder of a campaign's lease still runs, by the rule a new runner takes the lease
+    over with (``engine/lease.decide_lease``): its pid gone on this host, or its heartbeat older
+    than :data:`~ota_server.engine.lease.LEASE_TTL_S`."""
+
+    pid: int
+    host: str | None
+    heartbeat_age_s: float | None  # None: it never beat
+    alive: bool
+    why: str = ""  # when not alive: "gone" (no such pid on this host) or "silent" (heartbeat too old)
+
+    def heartbeat(self) -> str:
+        age = self.heartbeat_age_s
+        return "no heartbeat" if age is None else f"heartbeat {age:.1f} s ago"
+
+    def describe(self) -> str:
+        """``pid 42 on host lab1, heartbeat 0.3 s ago`` when alive, else why it is not."""
+        if self.alive:
+            return f"pid {self.pid} on host {self.host or '?'}, {self.heartbeat()}"
+        if self.why == "gone":
+            return f"runner pid {self.pid} gone ({self.heartbeat()})"
+        return (
+            f"runner pid {self.pid} on host {self.host or '?'} silent "
+            f"({self.heartbeat()}; its lease lapses after {LEASE_TTL_S:g} s)"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        age = self.heartbeat_age_s
+        return {
+            "pid": self.pid,
+            "host": self.host,
+            "heartbeat_age_s": None if age is None else round(age, 3),
+            "alive": self.alive,
+            "why": self.why or None,
+        }
+
+
+def runner_liveness(
+    row: CampaignRow,
+    *,
+    now: float,
+    host: str,
+    pid_alive: Callable[[int], bool],
+    ttl_s: float = LEASE_TTL_S,
+) -> RunnerLiveness | None:
+    """The lease holder of ``row`` and whether it runs (None: nobody holds the lease).
+
+    ``now`` is wall-clock time (heartbeats are); ``pid_alive`` is asked only about a holder on
+    ``host``, this machine: a pid on another host says nothing here, its heartbeat does."""
+    if row.runner_pid is None:
+        return None
+    age = None if row.heartbeat_at is None else max(0.0, now - row.heartbeat_at)
+    why = ""
+    if row.runner_host == host and not pid_alive(row.runner_pid):
+        why = "gone"
+    elif age is None or age > ttl_s:
+        why = "silent"
+    return RunnerLiveness(row.runner_pid, row.runner_host, age, alive=not why, why=why)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignStatus:
+    """What ``campaign status`` says: ``status`` is one of running, paused, cancelling (a live
+    runner settles the messages in flight), interrupted (running, but no live runner), cancelled,
+    finished; ``text`` the sentence; ``continue_with`` the command that carries on, when one does."""
+
+    status: str
+    text: str
+    runner: RunnerLiveness | None
+    continue_with: str | None = None
+
+
+def continue_command(row: CampaignRow, db: Path) -> str:
+    """``campaign run`` on the same file and database. ``--smsc`` because the campaign's jobs are in
+    the database: the embedded network starts fresh cards and refuses it (docs/campaigns.md §1.1)."""
+    source = shlex.quote(row.source) if row.source else "CAMPAIGN.toml"
+    return f"ota-server campaign run {source} --db {shlex.quote(str(db))} --smsc HOST:PORT"
+
+
+def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path) -> CampaignStatus:
+    alive = runner is not None and runner.alive
+    if row.state == "finished":
+        return CampaignStatus("finished", "finished", runner)
+    if row.state == "cancelled":
+        if alive:
+            assert runner is not None
+            text = f"cancelling (runner {runner.describe()}, settling the messages in flight)"
+            return CampaignStatus("cancelling", text, runner)
+        return CampaignStatus("cancelled", "cancelled", runner)
+    if alive:
+        assert runner is not None
+        if row.state == "paused":
+            return CampaignStatus("paused", f"paused (runner {runner.describe()})", runner)
+        return CampaignStatus("running", f"running ({runner.describe()})", runner)
+    why = runner.describe() if runner is not None else "no runner (the last run stopped before the end)"
+    command = continue_command(row, db)
+    if row.state == "paused":
+        return CampaignStatus("paused", f"paused; {why}; continue with: {command}", runner, command)
+    return CampaignStatus("interrupted", f"interrupted: {why}; continue with: {command}", runner, command)

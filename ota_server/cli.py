@@ -1,22 +1,30 @@
 """``ota-server``: the OTA platform's command line.
 
 * ``ota-server packet encode-command|decode-command|encode-response|decode-response``
-  (JSON on stdin, JSON on stdout; packet_tool.py).
+  (JSON on stdin, JSON on stdout; packet_tool.py). ``packet COMMAND --help`` lists its JSON keys.
 * ``ota-server campaign run CAMPAIGN.toml [--smsc HOST:PORT] [--report PATH] [--db PATH]
-  [--seed N] [--log-level L] [--pcap FILE]`` (service.py; format in docs/campaigns.md). ``--pcap``
-  makes the embedded network capture SMPP and SIM APDUs (``handset serve --pcap``); refused with
-  ``--smsc`` (exit 2): that network is not ours to capture.
-
+  [--seed N] [--pcap FILE] [--fail-on failed,partial]`` (service.py; format in docs/campaigns.md).
+  ``--pcap`` makes the embedded network capture SMPP and SIM APDUs (``handset serve --pcap``);
+  refused with ``--smsc`` (exit 2): that network is not ours to capture. ``--report`` is checked
+  before the run. ``--fail-on``: exit 1, after the summary and the report, when any card ended in
+  one of those states (for CI).
+* ``ota-server campaign check CAMPAIGN.toml [--db PATH]``: load the campaign and its network config
+  and resolve the targets, without running anything: ``ok: campaign NAME, N steps, M target cards``.
 * ``ota-server campaign pause|resume|cancel|status NAME [--db PATH]``: the campaigns row a running
-  ``campaign run`` polls (docs/campaigns.md §1.1).
+  ``campaign run`` polls (docs/campaigns.md §1.1). ``status`` reads the lease: "running (pid N on
+  host H, heartbeat 0.3 s ago)" only while the runner lives, else "interrupted: ..." and the command
+  that continues it; ``status --json`` prints the same as JSON.
 * ``ota-server cards import FILE.csv [--db PATH]`` (all or nothing) and ``ota-server cards export
   [--db PATH] [--with-keys]`` (inventory.py).
 * ``ota-server report CAMPAIGN [--db PATH] [--json PATH] [--csv PATH] [--plot PNG] [--audit ICCID]``
-  (campaign_report.py).
+  (campaign_report.py); every output and the plot format are checked before the report prints.
 
-Exit codes: 0 success (a campaign that ran, even with partial cards), 1 runtime
-failure (one line, e.g. SMSC unreachable), 2 usage, config or input error (one
-line on stderr naming the file and key). Logging is configured here and only here.
+``--version`` and ``--log-level DEBUG|INFO|WARNING|ERROR`` (default WARNING) are accepted before
+or after any subcommand, as by ``handset``, ``sim-emulator`` and ``ota-lab``.
+
+Exit codes: 0 success (a campaign that ran, even with partial cards, unless ``--fail-on``), 1
+runtime failure (one line, e.g. SMSC unreachable), 2 usage, config or input error (one line on
+stderr naming the file and key). Logging is configured here and only here.
 """
 
 from __future__ import annotations
@@ -24,30 +32,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
+import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "WARNING"
+CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
+FAIL_ON_STATES = ("failed", "partial")  # a card's overall state, as the summary counts it
+DEFAULT_DB = Path("ota-server.sqlite")
+
+
+# --------------------------------------------------------------------------- packet
 
 
 def _packet(args: argparse.Namespace) -> int:
-    from ota_server.packet_tool import COMMANDS
+    from ota_server.packet_tool import COMMANDS, read_json
 
     prog = f"ota-server packet {args.packet_command}"
-    text = sys.stdin.read()
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(
-            f"{prog}: stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=sys.stderr
-        )
-        return EXIT_USAGE
-    try:
-        result = COMMANDS[args.packet_command](raw)
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError:
+            raise ConfigError("stdin", "not UTF-8 text (expected one JSON object)") from None
+        result = COMMANDS[args.packet_command](read_json(text))
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -56,11 +72,24 @@ def _packet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- campaign
+
+
 def _smsc_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _fail_on_states(text: str) -> list[str]:
+    states = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [s for s in states if s not in FAIL_ON_STATES]
+    if bad or not states:
+        raise argparse.ArgumentTypeError(
+            f"expected {' or '.join(FAIL_ON_STATES)} (a comma list, or the option repeated), got {text!r}"
+        )
+    return states
 
 
 def _configure_logging(level: str) -> None:
@@ -80,27 +109,90 @@ def _configure_logging(level: str) -> None:
 def _campaign_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from ota_server.campaign_report import check_output_path
     from ota_server.config import load_campaign
     from ota_server.service import CampaignRunner, print_summary
 
     if args.pcap is not None and args.smsc is not None:
         print("ota-server: --pcap captures the embedded network only; not with --smsc", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(args.log_level)
+    # Outputs first: a campaign that ran for an hour must not end in "no such directory".
+    if args.report is not None:
+        check_output_path(args.report, option="--report")
+    if args.pcap is not None:
+        check_output_path(args.pcap, option="--pcap")
     config = load_campaign(args.campaign)
     runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
     report = asyncio.run(runner.run())
+    print_summary(report)
     if args.report is not None:
         try:
             args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             print(f"ota-server: --report {args.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_FAILURE
-    print_summary(report)
+    if args.fail_on:
+        summary = report["summary"]
+        wanted = dict.fromkeys(args.fail_on)  # in the order given, once each
+        ended = [f"{summary[state]} {state}" for state in wanted if summary.get(state, 0)]
+        if ended:
+            cards = "card" if summary["cards"] == 1 else "cards"
+            print(
+                f"ota-server: --fail-on {','.join(wanted)}: {', '.join(ended)} of {summary['cards']} {cards}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
     return EXIT_OK
 
 
-DEFAULT_DB = Path("ota-server.sqlite")
+def _campaign_check(args: argparse.Namespace) -> int:
+    """Everything ``campaign run`` checks before it binds, and nothing it does after."""
+    from ota_server.config import load_campaign, load_network_inventory
+    from ota_server.engine.job_slots import build_slots
+    from ota_server.engine.records import StoreSnapshot, TargetCard
+    from ota_server.inventory import fleet_cards
+
+    config = load_campaign(args.campaign)
+    source = str(config.source)
+    inventory = None
+    if config.network.handset_config is not None:
+        inventory = load_network_inventory(config.network.handset_config)
+    if config.smsc.system_id is None and (inventory is None or not inventory.esmes):
+        why = "(no [[smsc.esmes]] in the network config)" if inventory is not None else "(no network config)"
+        raise ConfigError("smsc.system_id", f"required {why}", source=source)
+    store = _open_store(args.db) if args.db is not None else None
+    try:
+        known = {c.iccid: c for c in store.cards()} if store is not None else {}
+        keysets = store.keysets() if store is not None else {}
+        if config.targets.fleet:
+            assert inventory is not None  # load_campaign: targets.fleet needs [network].handset_config
+            # Tags come from the store (cards import), as in campaign run.
+            cards = [
+                TargetCard(known.get(card.iccid, card), {k.kvn: k for k in keysets_of_card})
+                for card, keysets_of_card in fleet_cards(inventory.fleet)
+            ]
+        elif store is None:
+            steps = len(config.steps)
+            print(
+                f"ok: campaign {config.campaign.name}, {steps} step{'s' if steps != 1 else ''}, "
+                "target cards from the card store (give --db PATH to count them)"
+            )
+            return EXIT_OK
+        else:
+            cards = [TargetCard(card, keysets.get(card.iccid, {})) for card in known.values()]
+    finally:
+        if store is not None:
+            store.close()
+    slots = list(build_slots(config, cards, StoreSnapshot(), issued_counter=None))
+    targets = len({slot.card.iccid for slot in slots})
+    if not targets:
+        raise ConfigError("targets", "no card of the inventory matches", source=source)
+    steps = len(config.steps)
+    print(
+        f"ok: campaign {config.campaign.name}, {steps} step{'s' if steps != 1 else ''}, "
+        f"{targets} target card{'s' if targets != 1 else ''}"
+    )
+    return EXIT_OK
 
 
 def _open_store(path: Path, *, must_exist: bool = True) -> Any:
@@ -111,10 +203,24 @@ def _open_store(path: Path, *, must_exist: bool = True) -> Any:
     return CardStore(path)
 
 
-def _campaign_control(args: argparse.Namespace) -> int:
-    import time
+def _pid_runs(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (signal 0 checks without signalling)."""
+    if pid <= 0:  # 0 and negative pids name process groups: never a runner
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
 
-    from ota_server.campaign_report import build_report
+
+def _campaign_control(args: argparse.Namespace) -> int:
+    from ota_server.campaign_report import build_report, campaign_status, runner_liveness
+    from ota_server.engine.lease import LEASE_TTL_S
 
     store = _open_store(args.db)
     try:
@@ -123,33 +229,55 @@ def _campaign_control(args: argparse.Namespace) -> int:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
             print(f"ota-server: {args.db}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
             return EXIT_USAGE
+        now = time.time()
+        runner = runner_liveness(row, now=now, host=socket.gethostname(), pid_alive=_pid_runs)
+        status = campaign_status(row, runner, db=args.db)
         command = args.campaign_command
         if command != "status":
             wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
             if row.state in ("cancelled", "finished") and wanted != row.state:
                 print(f"ota-server: campaign {args.name} is {row.state}: cannot {command}", file=sys.stderr)
                 return EXIT_USAGE
-            store.set_campaign_state(args.name, wanted, at=time.time())
-            alive = row.runner_pid is not None and row.heartbeat_at is not None
-            alive = alive and time.time() - row.heartbeat_at < 5.0  # type: ignore[operator]
-            print(f"campaign {args.name}: {wanted}" + ("" if alive else " (no runner active)"))
-            if command == "resume" and not alive:
-                source = row.source or "CAMPAIGN.toml"
-                print(f"continue it with: ota-server campaign run {source} --db {args.db} --smsc HOST:PORT")
+            store.set_campaign_state(args.name, wanted, at=now)
+            if runner is not None and runner.alive:
+                print(f"campaign {args.name}: {wanted} (runner {runner.describe()})")
+            else:
+                why = runner.describe() if runner is not None else "no runner"
+                print(f"campaign {args.name}: {wanted} ({why})")
+                if command == "resume":
+                    updated = store.campaign(args.name) or row
+                    print(f"continue it with: {campaign_status(updated, None, db=args.db).continue_with}")
             return EXIT_OK
         report = build_report(store, args.name)
         assert report is not None
         s = report["summary"]
         jobs = store.job_counts(args.name)
-        print(
-            f"campaign {args.name}: {report['state']}; cards {s['cards']}: confirmed {s['confirmed']}, "
-            f"partial {s['partial']}, failed {s['failed']}, pending {s['pending']}, "
-            f"cancelled {s['cancelled']}, skipped {s['skipped']}; jobs by state: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(jobs.items()))
-        )
+        if args.json:
+            out = {
+                "campaign": args.name,
+                "state": row.state,
+                "status": status.status,
+                "text": status.text,
+                "runner": status.runner.as_json() if status.runner is not None else None,
+                "lease_ttl_s": LEASE_TTL_S,
+                "continue_with": status.continue_with,
+                "source": row.source,
+                "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
+                "jobs": dict(sorted(jobs.items())),
+            }
+            json.dump(out, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        print(f"campaign {args.name}: {status.text}")
+        counts = ", ".join(f"{k} {s[k]}" for k in CARD_STATES)
+        by_state = ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"
+        print(f"  cards {s['cards']}: {counts}; jobs by state: {by_state}")
         return EXIT_OK
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- cards
 
 
 def _cards_import(args: argparse.Namespace) -> int:
@@ -182,15 +310,27 @@ def _cards_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report(args: argparse.Namespace) -> int:
-    from ota_server.campaign_report import audit_lines, build_report, cards_csv, plot, print_report
+# --------------------------------------------------------------------------- report
 
+
+def _report(args: argparse.Namespace) -> int:
+    from ota_server.campaign_report import (
+        audit_lines,
+        build_report,
+        cards_csv,
+        check_output_path,
+        plot,
+        plot_format,
+        print_report,
+    )
+
+    # Every output (and the plot's format and matplotlib) before the report prints: a bad --plot
+    # is one line, not a report followed by a traceback.
     if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("ota-server: --plot needs matplotlib: pip install 'ota-sim[plot]'", file=sys.stderr)
-            return EXIT_USAGE
+        plot_format(args.plot)
+    for option, path in (("--json", args.json), ("--csv", args.csv)):
+        if path is not None:
+            check_output_path(path, option=option)
     store = _open_store(args.db)
     try:
         report = build_report(store, args.campaign)
@@ -224,67 +364,161 @@ def _report(args: argparse.Namespace) -> int:
         store.close()
 
 
+# --------------------------------------------------------------------------- parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ota-sim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--version`` and ``--log-level`` on every parser, so both work before or after a
+    subcommand. Below the top a missing ``--log-level`` is left out of the namespace
+    (``SUPPRESS``), so it does not undo one given before the subcommand."""
+    parser.add_argument("--version", action="version", version=f"ota-server {_version()}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=DEFAULT_LOG_LEVEL if top else argparse.SUPPRESS,
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser, dest: str) -> Any:
+    """Required subcommands whose usage and "required" error name the choices, not ``dest``
+    (:func:`_name_choices` fills the metavar in once they are added)."""
+    return parser.add_subparsers(dest=dest, required=True)
+
+
+def _name_choices(action: Any) -> None:
+    action.metavar = "{" + ",".join(action.choices) + "}"
+
+
+def _db_option(parser: argparse.ArgumentParser, *, default: Path | None = DEFAULT_DB, text: str = "") -> None:
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help=text or f"SQLite card store (default {default})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ota_server.packet_tool import COMMANDS, command_help
+
     parser = argparse.ArgumentParser(
         prog="ota-server", description="OTA platform: 03.48 campaigns over SMPP."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    _common_options(parser, top=True)
+    sub = _subcommands(parser, "command")
 
-    packet = sub.add_parser("packet", help="build or decode secured packets (JSON on stdin, JSON on stdout)")
-    packet.add_argument(
-        "packet_command", choices=["encode-command", "decode-command", "encode-response", "decode-response"]
+    packet = sub.add_parser(
+        "packet",
+        help="build or decode secured packets (JSON on stdin, JSON on stdout)",
+        description="One JSON object on stdin, one on stdout; hex read in any case, written in lower case. "
+        "'ota-server packet COMMAND --help' lists that command's keys.",
     )
-    packet.set_defaults(handler=_packet)
+    _common_options(packet)
+    packet_sub = _subcommands(packet, "packet_command")
+    packet_texts = {
+        "encode-command": "seal a command packet (TS 102 225 §5.1): SPI, keys, TAR, CNTR, data",
+        "decode-command": "open a command packet, check its checksum, decipher",
+        "encode-response": "seal a response packet (PoR, TS 102 225 §5.2)",
+        "decode-response": "open a response packet (PoR)",
+    }
+    for name in COMMANDS:
+        command = packet_sub.add_parser(
+            name,
+            help=packet_texts.get(name, name),
+            description=f"{packet_texts.get(name, name)}. JSON {command_help(name)}",
+        )
+        _common_options(command)
+        command.set_defaults(handler=_packet)
+    _name_choices(packet_sub)
 
-    campaign = sub.add_parser("campaign", help="run OTA campaigns")
-    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    campaign = sub.add_parser("campaign", help="run, check and steer OTA campaigns")
+    _common_options(campaign)
+    campaign_sub = _subcommands(campaign, "campaign_command")
     run = campaign_sub.add_parser(
         "run",
         help="run a campaign file to its end",
         description="Run a campaign: without --smsc an embedded network (handset serve) is started "
-        "from the campaign's [network].handset_config and its cards are verified at the end.",
+        "from the campaign's [network].handset_config and its cards are verified at the end. "
+        "Exit 0 when it ran (partial and failed cards included, unless --fail-on), 1 runtime failure, "
+        "2 bad arguments or files (checked before anything runs).",
     )
     run.add_argument("campaign", type=Path, help="campaign TOML file (docs/campaigns.md)")
     run.add_argument(
         "--smsc", type=_smsc_address, metavar="HOST:PORT", help="use this SMSC, no embedded network"
     )
-    run.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")
     run.add_argument(
-        "--db",
+        "--report",
         type=Path,
         metavar="PATH",
-        help="SQLite card store (default: a fresh temporary one with the embedded network, "
-        "./ota-server.sqlite with --smsc)",
+        help="write the JSON report here (its directory is checked first)",
+    )
+    _db_option(
+        run,
+        default=None,
+        text="SQLite card store (default: a fresh temporary one with the embedded network; "
+        "required with --smsc)",
     )
     run.add_argument("--seed", type=int, default=1, help="seed of the concatenation references (default 1)")
-    run.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default WARNING",
-    )
     run.add_argument(
         "--pcap",
         type=Path,
         metavar="FILE",
         help="embedded network only: write its SMPP and SIM APDU traffic to this pcap file (Wireshark)",
     )
+    run.add_argument(
+        "--fail-on",
+        type=_fail_on_states,
+        action="extend",
+        metavar="STATE[,STATE]",
+        help="exit 1 (after the summary and --report) when any card ended in one of these states: "
+        f"{', '.join(FAIL_ON_STATES)}; a comma list or repeated (for CI)",
+    )
+    _common_options(run)
     run.set_defaults(handler=_campaign_run)
-    for command, text in (
+
+    check = campaign_sub.add_parser(
+        "check",
+        help="validate a campaign file and its network config without running anything",
+        description="Load the campaign and its [network].handset_config, derive the fleet and resolve the "
+        "targets (with --db: the store's cards and tags): prints 'ok: campaign NAME, N steps, M target "
+        "cards', or exits 2 with one line naming the file and key.",
+    )
+    check.add_argument("campaign", type=Path, help="campaign TOML file (docs/campaigns.md)")
+    _db_option(check, default=None, text="resolve the targets against this card store (read only)")
+    _common_options(check)
+    check.set_defaults(handler=_campaign_check)
+
+    for name, text in (
         ("pause", "stop new sends of a running campaign (messages out still settle)"),
         ("resume", "let a paused campaign send again"),
         ("cancel", "end the campaign: open jobs end cancelled once no script of theirs can still run"),
-        ("status", "print the campaign's state and counts"),
+        ("status", "print the campaign's state (is its runner alive?) and counts"),
     ):
-        control = campaign_sub.add_parser(command, help=text, description=text)
+        control = campaign_sub.add_parser(name, help=text, description=text)
         control.add_argument("name", help="the campaign's [campaign] name")
-        control.add_argument(
-            "--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}"
-        )
+        _db_option(control)
+        if name == "status":
+            control.add_argument(
+                "--json", action="store_true", help="status, lease and counts as one JSON object on stdout"
+            )
+        _common_options(control)
         control.set_defaults(handler=_campaign_control)
+    _name_choices(campaign_sub)
 
     cards = sub.add_parser("cards", help="card inventory: CSV import and export")
-    cards_sub = cards.add_subparsers(dest="cards_command", required=True)
+    _common_options(cards)
+    cards_sub = _subcommands(cards, "cards_command")
     imp = cards_sub.add_parser(
         "import",
         help="import cards and key sets (all or nothing)",
@@ -293,32 +527,43 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 2, FILE:LINE:COLUMN: problem).",
     )
     imp.add_argument("file", type=Path)
-    imp.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    _db_option(imp)
+    _common_options(imp)
     imp.set_defaults(handler=_cards_import)
     exp = cards_sub.add_parser("export", help="write the inventory as CSV on stdout (keys masked)")
-    exp.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    _db_option(exp)
     exp.add_argument("--with-keys", action="store_true", help="write the key hex instead of '*'")
+    _common_options(exp)
     exp.set_defaults(handler=_cards_export)
+    _name_choices(cards_sub)
 
     report = sub.add_parser(
         "report",
         help="summary and failure breakdown of a campaign from the database",
         description="Summary, failures by PoR status and by last status word; JSON / CSV per card, a plot, "
-        "or one card's audit trail.",
+        "or one card's audit trail. Outputs, the plot format and matplotlib are checked first.",
     )
     report.add_argument("campaign", help="the campaign's [campaign] name")
-    report.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"default {DEFAULT_DB}")
+    _db_option(report)
     report.add_argument("--json", type=Path, metavar="PATH", help="write the report (every card) as JSON")
     report.add_argument("--csv", type=Path, metavar="PATH", help="write one CSV line per card and step")
-    report.add_argument("--plot", type=Path, metavar="PNG", help="draw progress over time (needs matplotlib)")
+    report.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw progress over time (needs matplotlib; format from the suffix, PNG without one)",
+    )
     report.add_argument("--audit", metavar="ICCID", help="print this card's messages instead")
+    _common_options(report)
     report.set_defaults(handler=_report)
+    _name_choices(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
     try:
         return int(args.handler(args))
     except ConfigError as exc:

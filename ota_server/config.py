@@ -607,6 +607,25 @@ class NetworkInventory:
         return f"NetworkInventory(cards={self.fleet.count}, esmes={[e[0] for e in self.esmes]})"
 
 
+def _keyset_templates(raw: object, source: str) -> tuple[KeysetTemplate, ...]:
+    """``[[fleet.keysets]]``: each value of the type :class:`KeysetTemplate` declares, named by its
+    key path (``fleet.keysets[1].kvn: expected an integer, got '1'``)."""
+    if not isinstance(raw, list):
+        raise ConfigError("fleet.keysets", "expected an array of tables ([[fleet.keysets]])", source=source)
+    templates = []
+    for i, entry in enumerate(raw):
+        t = _Table(source, f"fleet.keysets[{i}]", entry)
+        templates.append(
+            KeysetTemplate(
+                kvn=t.integer("kvn", low=1, high=15),
+                kic_algorithm=t.string("kic_algorithm"),
+                kid_algorithm=t.string("kid_algorithm"),
+                key_length=t.integer("key_length"),
+            )
+        )  # other keys are the handset's (module docstring of load_network_inventory)
+    return tuple(templates)
+
+
 def load_network_inventory(path: Path) -> NetworkInventory:
     """The [fleet] table (FleetSpec fields) and [[smsc.esmes]] of a handset config.
 
@@ -622,22 +641,12 @@ def load_network_inventory(path: Path) -> NetworkInventory:
     fleet_raw = raw.get("fleet")
     if not isinstance(fleet_raw, dict):
         raise ConfigError("fleet", "no [fleet] table: cannot derive the card inventory", source=source)
+    for name in ("seed", "count"):
+        if name not in fleet_raw:
+            raise ConfigError(f"fleet.{name}", "required key missing", source=source)
     kwargs: dict[str, Any] = {k: fleet_raw[k] for k in _FLEET_FIELDS if k in fleet_raw}
     if "keysets" in fleet_raw:
-        try:
-            kwargs["keysets"] = tuple(
-                KeysetTemplate(
-                    kvn=int(k["kvn"]),
-                    kic_algorithm=str(k["kic_algorithm"]),
-                    kid_algorithm=str(k["kid_algorithm"]),
-                    key_length=int(k["key_length"]),
-                )
-                for k in fleet_raw["keysets"]
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                "fleet.keysets", f"cannot read key set templates: {exc}", source=source
-            ) from None
+        kwargs["keysets"] = _keyset_templates(fleet_raw["keysets"], source)
     try:
         fleet = FleetSpec(**kwargs)
     except ConfigError as exc:

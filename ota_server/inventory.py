@@ -16,6 +16,8 @@ Format: one row per key set; a card with two key sets has two rows whose ``iccid
 ``FILE:LINE:COLUMN: problem``; :func:`parse_inventory` checks the whole file before the store
 imports anything, and the store imports it in one transaction (all or nothing).
 
+:func:`fleet_cards` is the inventory of a derived test fleet (``[fleet]`` of a handset config).
+
 Export writes the same header; key columns are ``*`` unless ``with_keys`` (the key hex never
 appears in logs or reports).  Importing such a masked export says so and points to ``--with-keys``.
 """
@@ -28,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ota_protocols.errors import ConfigError
-from ota_protocols.fleet import luhn_digit
+from ota_protocols.fleet import FleetSpec, derive_card, luhn_digit
 from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.security_parameters import KEY_LENGTHS, CipherAlgorithm, IntegrityAlgorithm
 from ota_server.config import read_text_file
@@ -177,3 +179,23 @@ def export_rows(cards: Iterable[Card], keysets: dict[str, dict[int, Keyset]], *,
                 )
             )
     return out.getvalue()
+
+
+def fleet_cards(fleet: FleetSpec) -> list[tuple[Card, list[Keyset]]]:
+    """The cards of a derived fleet with their key sets, as ``campaign run`` imports them (no tags:
+    those come from ``cards import``)."""
+    out: list[tuple[Card, list[Keyset]]] = []
+    for i in fleet.indices:
+        derived = derive_card(fleet, i)
+        keysets = [
+            Keyset(
+                kvn=k.kvn,
+                kic_algorithm=CipherAlgorithm(k.kic_algorithm),
+                kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+                kic=k.kic,
+                kid=k.kid,
+            )
+            for k in derived.keysets
+        ]
+        out.append((Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i), keysets))
+    return out
