@@ -56,7 +56,7 @@ from ota_server.engine.events import (
 from ota_server.engine.job_model import Job
 from ota_server.engine.records import Commit, TargetCard
 from ota_server.model import Action, Card, Keyset
-from ota_server.progress import Ticker, print_summary
+from ota_server.progress import BINDING, STARTING_NETWORK, Ticker, print_summary
 from ota_server.report import Stats, verification, verify_jobs
 from ota_server.smpp_link import DeliverReceived as LinkDeliver
 from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, SubmitRequest
@@ -217,14 +217,19 @@ class CampaignRunner:
             )
             network: EmbeddedNetwork | None = None
             network_report: dict[str, Any] | None = None
+            # Progress from the first moment: the embedded network takes a second or two to start.
+            ticker = Ticker(engine, loop, progress=self.progress)
+            ticker.start(STARTING_NETWORK if self.smsc is None else BINDING)
             try:
                 host_port = self.smsc
                 if host_port is None:
                     assert cfg.network.handset_config is not None
                     network = EmbeddedNetwork(cfg.network.handset_config, workdir, pcap=self.pcap)
                     host_port = ("127.0.0.1", await network.start())
+                    ticker.set_phase(BINDING)
                 await self._drive(host_port, system_id, password or "")
             finally:
+                ticker.stop()
                 self._closing = True  # what the links still report now is history, not work
                 for link in self._links:
                     await link.close()
@@ -317,12 +322,7 @@ class CampaignRunner:
         for link in self._links:
             link.start()
         self._poll_handle = loop.call_later(self.poll_s, self._poll)
-        ticker = Ticker(engine, loop, progress=self.progress)
-        ticker.start()
-        try:
-            await self._done.wait()
-        finally:
-            ticker.stop()
+        await self._done.wait()
 
     def _feed(self, event: EngineEvent, *, perform: bool = True) -> None:
         engine = self.engine
