@@ -419,7 +419,7 @@ class CardStore:
                 json.dumps(j.extra),
                 j.step,
             )
-            for j in commit.jobs
+            for j in (record.row() for record in commit.jobs)
         ]
         history_rows = [
             (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail)

@@ -136,6 +136,7 @@ class VirtualRun:
         gc.set_threshold(_GC_THRESHOLD, *threshold[1:])
         try:
             server.start()
+            gc.freeze()  # the engine's jobs, built at start, are long-lived fleet state too
             deadline = self.campaign.campaign.deadline_s
             while True:
                 self.clock.run(deadline, lambda: server.finished or server.engine is None)

@@ -19,15 +19,16 @@ Glossary: bind one ESME session; durable what the store holds; lease the one-run
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
 from ota_protocols.errors import StoreError
-from ota_protocols.fleet import FleetSpec, derive_card
+from ota_protocols.fleet import DerivedCard, FleetSpec, derive_card
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_protocols.smpp.pdu_codec import DeliverSm
 from ota_server.config import CampaignConfig
@@ -35,7 +36,7 @@ from ota_server.engine import outcome
 from ota_server.engine.campaign import CampaignEngine
 from ota_server.engine.events import DeliverArrived, LinkDown, LinkUp, Submit, SubmitAnswered
 from ota_server.engine.lease import decide_lease
-from ota_server.engine.records import CampaignRow, Commit, JobRow, StoreSnapshot, TargetCard
+from ota_server.engine.records import CampaignRow, Commit, StoreSnapshot, TargetCard
 from ota_server.model import Card, Keyset
 from ota_server.report import Stats
 
@@ -51,7 +52,7 @@ class MemoryStore:
         self.cntrs: dict[tuple[str, int], int] = {}
         self.confirmed: dict[tuple[str, str], int] = {}
         self.mo_cntrs: dict[tuple[str, str], int] = {}
-        self.jobs: dict[tuple[str, str, int], JobRow] = {}
+        self.jobs: dict[tuple[str, str, int], Any] = {}  # JobRecord
         self.campaign: CampaignRow | None = None
         self.fail_writes = False  # the database-write-failure fault
         self.commits = 0
@@ -65,8 +66,8 @@ class MemoryStore:
         for r in commit.reservations:
             key = (r.iccid, r.kvn)
             self.cntrs[key] = max(self.cntrs.get(key, 0), r.cntr)
-        for row in commit.jobs:
-            self.jobs[(row.iccid, row.tar, row.step)] = row
+        for record in commit.jobs:
+            self.jobs[record.key] = record  # its row is built only if a runner restarts
         for iccid, tar, value in commit.counters:
             self.confirmed[(iccid, tar)] = value
         for iccid, tar, value in commit.mo_counters:
@@ -77,7 +78,7 @@ class MemoryStore:
             cntrs=dict(self.cntrs),
             confirmed=dict(self.confirmed),
             mo_cntrs=dict(self.mo_cntrs),
-            jobs=dict(self.jobs),
+            jobs={key: record.row() for key, record in self.jobs.items()},
             campaign=self.campaign,
         )
 
@@ -93,16 +94,16 @@ class MemoryStore:
 class _FleetKeysets(Mapping[int, Keyset]):
     """A card's key sets, derived from the fleet spec on first use (most cards never need them)."""
 
-    __slots__ = ("_index", "_keysets", "_spec")
+    __slots__ = ("_derive", "_index", "_keysets")
 
-    def __init__(self, spec: FleetSpec, index: int) -> None:
-        self._spec = spec
+    def __init__(self, derive: Callable[[int], DerivedCard], index: int) -> None:
+        self._derive = derive
         self._index = index
         self._keysets: dict[int, Keyset] | None = None
 
     def _load(self) -> dict[int, Keyset]:
         if self._keysets is None:
-            derived = derive_card(self._spec, self._index)
+            derived = self._derive(self._index)
             self._keysets = {
                 k.kvn: Keyset(
                     kvn=k.kvn,
@@ -152,9 +153,14 @@ class VirtualOtaServer:
         self.tar_hex = config.security.tar.hex()
         self.actions = config.actions
         pool = network.pool
+        # The pool's memo of the derivation when the server's fleet is the network's (the lab's case):
+        # the card and the server then derive a card's identity and keys once between them.
+        derive: Callable[[int], DerivedCard] = (
+            pool.derived if fleet == pool.spec else functools.partial(derive_card, fleet)
+        )
         self._cards = [
             TargetCard(
-                Card(iccid=pool.iccid(i), imsi="", msisdn=pool.msisdn(i), index=i), _FleetKeysets(fleet, i)
+                Card(iccid=pool.iccid(i), imsi="", msisdn=pool.msisdn(i), index=i), _FleetKeysets(derive, i)
             )
             for i in fleet.indices
         ]
@@ -190,6 +196,7 @@ class VirtualOtaServer:
             rng=random.Random(f"{self.seed}/run/{self.runs}" if self.runs > 1 else self.seed),
             issued_counter=self.fleet.issued_action_counter,
             deadline_s=remaining,
+            audit=False,  # the lab keeps no audit trail; the invariants read the cards' journals
         )
         self.engine = engine
         self.stopped_reason = None
@@ -265,31 +272,34 @@ class VirtualOtaServer:
     # ------------------------------------------------------------------ effects, timers, deliveries
 
     def _perform(self) -> None:
+        """Perform the engine's effects in order. The virtual SMSC answers a submit_sm at once: its
+        answers are fed back before the next turn, so one clock event is one turn, not one per SMS
+        (a zero-latency SMPP session; deliver_sm still arrive as their own events)."""
         engine = self.engine
-        if engine is None:
-            return
-        for effect in engine.effects():
-            if isinstance(effect, Commit):
-                try:
-                    self.store.commit(effect)
-                except StoreError:
-                    # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
-                    self.crash("database")
-                    return
-                if self.crash_after_commit:
-                    # The worst moment to die: reservations durable, their messages never sent.
-                    self.crash_after_commit = False
-                    self.crash("crash")
-                    return
-            elif isinstance(effect, Submit):
-                status, message_id = self.network.submit(effect.pdu, self.system_id)
-                self.clock.soon(self._answer, self._version, SubmitAnswered(effect.token, status, message_id))
+        while engine is not None:
+            answers: list[SubmitAnswered] = []
+            for effect in engine.effects():
+                if isinstance(effect, Commit):
+                    try:
+                        self.store.commit(effect)
+                    except StoreError:
+                        # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
+                        self.crash("database")
+                        return
+                    if self.crash_after_commit:
+                        # The worst moment to die: reservations durable, their messages never sent.
+                        self.crash_after_commit = False
+                        self.crash("crash")
+                        return
+                elif isinstance(effect, Submit):
+                    status, message_id = self.network.submit(effect.pdu, self.system_id)
+                    answers.append(SubmitAnswered(effect.token, status, message_id))
+            if not answers:
+                break
+            now = self.clock.now
+            for answer in answers:
+                engine.handle(answer, now)
         self._arm()
-
-    def _answer(self, version: int, event: SubmitAnswered) -> None:
-        if version == self._version and self.engine is not None:
-            self.engine.handle(event, self.clock.now)
-            self._perform()
 
     def _arm(self) -> None:
         engine = self.engine

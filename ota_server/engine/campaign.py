@@ -65,7 +65,7 @@ from ota_server.engine.job_model import (
     SendScript,
     Transition,
 )
-from ota_server.engine.job_slots import REPORT_STATES, JobSlot, build_slots, job_row
+from ota_server.engine.job_slots import REPORT_STATES, JobRecord, JobSlot, build_slots
 from ota_server.engine.outbound import Outbound
 from ota_server.engine.records import Commit, HistoryRow, StoreSnapshot, TargetCard
 from ota_server.model import Action
@@ -92,11 +92,15 @@ class CampaignEngine:
         issued_counter: int | None = None,
         wall_offset: float = 0.0,
         deadline_s: float | None = None,
+        audit: bool = True,
     ) -> None:
         self.config = config
         self.name = config.campaign.name
         self.rng = rng
         self.wall_offset = wall_offset  # wall clock = now + wall_offset (history rows, finished_at)
+        # The audit trail (history rows: every message, answer and note). A lab that keeps no audit
+        # trail turns it off; no decision reads it.
+        self.audit = audit
         self.deadline_s = config.campaign.deadline_s if deadline_s is None else deadline_s
         self.policy = Policy(
             por_timeout_s=config.retry.por_timeout_s,
@@ -320,7 +324,7 @@ class CampaignEngine:
             job = slot.job
             if job.phase is Phase.NEW and job.script_cntr is None and job.attempts == 0 and job.queries == 0:
                 # A later step on a TAR an earlier step just used starts from the counter it left.
-                base = self._ca.get((slot.card.iccid, slot.tar.hex()), job.confirmed)
+                base = self._ca.get((slot.card.iccid, slot.tar_hex), job.confirmed)
                 slot.job = replace(job, confirmed=base, start_counter=base)
             self._router.register(slot)
             self.step_slot(slot, Begin(), now)
@@ -341,7 +345,7 @@ class CampaignEngine:
     def apply(self, slot: JobSlot, t: Transition, now: float) -> None:
         before = slot.job
         slot.job = t.job
-        if t.note:
+        if t.note and self.audit:
             self._history.append(
                 HistoryRow(
                     now + self.wall_offset,
@@ -359,7 +363,7 @@ class CampaignEngine:
         if t.durable or t.note:
             self._dirty[slot.index] = slot
         if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
-            key = (slot.card.iccid, slot.tar.hex())
+            key = (slot.card.iccid, slot.tar_hex)
             self._counters[key] = t.job.confirmed
             self._ca[key] = t.job.confirmed
         for command in t.commands:
@@ -440,7 +444,7 @@ class CampaignEngine:
         if self._dirty or reservations or self._counters or self._history or self._router.dirty_mo:
             commit = Commit(
                 reservations=reservations,
-                jobs=tuple(job_row(self.name, slot, wall) for slot in self._dirty.values()),
+                jobs=tuple(JobRecord(self.name, slot, wall) for slot in self._dirty.values()),
                 counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),
@@ -458,12 +462,15 @@ class CampaignEngine:
     # ------------------------------------------------------------------ history, report
 
     def _history_note(self, now: float, kind: str, status: str, detail: str) -> None:
+        if not self.audit:
+            return
         self._history.append(
             HistoryRow(now + self.wall_offset, self.name, None, "note", kind, None, status, detail)
         )
 
     def history(self, row: HistoryRow) -> None:
-        self._history.append(row)
+        if self.audit:
+            self._history.append(row)
 
     def _bin(self, now: float) -> int:
         start = self.started_at or 0.0
@@ -478,7 +485,7 @@ class CampaignEngine:
 
     def step_outcomes(self) -> list[tuple[Any, Job, tuple[Action, ...], str]]:
         """Every job (card, step) with its actions and TAR (for :func:`ota_server.report.verify_jobs`)."""
-        return [(s.card, s.job, s.actions, s.tar.hex()) for s in self.slots]
+        return [(s.card, s.job, s.actions, s.tar_hex) for s in self.slots]
 
     @property
     def resent_actions(self) -> int:

@@ -155,11 +155,12 @@ class DeliveryRouter:
         slot = engine.slots[chosen.job]
         report = chosen.report
         engine.stats.por_received += 1
-        counter = f" AC {report.counter.before}->{report.counter.after}" if report.counter else ""
-        sw = f" SW {report.sw:04X}" if report.sw is not None else ""
-        self._note(
-            now, slot.card.iccid, "por", report.cntr, f"{report.status:02X}", f"{report.meaning}{counter}{sw}"
-        )
+        if engine.audit:
+            counter = f" AC {report.counter.before}->{report.counter.after}" if report.counter else ""
+            sw = f" SW {report.sw:04X}" if report.sw is not None else ""
+            detail = f"{report.meaning}{counter}{sw}"
+            self._note(now, slot.card.iccid, "por", report.cntr, f"{report.status:02X}", detail)
+
         was_terminal = slot.job.phase.terminal
         engine.step_slot(slot, PorArrived(report), now)
         if was_terminal and slot.job.script_cntr is None:

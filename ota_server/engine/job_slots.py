@@ -21,7 +21,7 @@ from ota_server.engine.records import JobRow, StoreSnapshot, TargetCard, job_ext
 from ota_server.model import Action, Card, Security, packet_keys_for
 from ota_server.report import REPORT_STATES
 
-__all__ = ["REPORT_STATES", "JobSlot", "build_slots", "job_row"]
+__all__ = ["REPORT_STATES", "JobRecord", "JobSlot", "build_slots"]
 
 
 class JobSlot:
@@ -44,6 +44,7 @@ class JobSlot:
         "security",
         "started",
         "step",
+        "tar_hex",
         "version",
     )
 
@@ -66,6 +67,7 @@ class JobSlot:
         self.job = job
         self.step = step
         self.security = security
+        self.tar_hex = security.tar.hex()
         self.actions = actions
         self.run_if = run_if
         self.bind = bind
@@ -175,27 +177,49 @@ def build_slots(
             yield slot
 
 
-def job_row(campaign: str, slot: JobSlot, wall: float) -> JobRow:
-    job = slot.job
-    return JobRow(
-        campaign=campaign,
-        iccid=slot.card.iccid,
-        tar=slot.tar.hex(),
-        state=slot.override or job.phase.value,
-        pending=slot.pending_json(job.applied),
-        n=job.n,
-        applied=job.applied,
-        base=job.confirmed,
-        start_counter=job.start_counter,
-        attempts=job.attempts,
-        queries=job.queries,
-        resent_actions=job.resent_actions,
-        outstanding=list(job.outstanding_cntrs),
-        result=slot.override or REPORT_STATES.get(job.phase, ""),
-        reason=job.reason,
-        counter_path=job.counter_path,
-        statuses=list(job.statuses),
-        updated_at=wall,
-        extra=job_extra(job, slot.finished_at),
-        step=slot.step,
-    )
+class JobRecord:
+    """A job as one Commit keeps it: the immutable Job and the slot's few mutable facts, captured when
+    the commit is made; the store's row (JSON columns and all) is built only by a store that needs it
+    (:meth:`row`): the SQLite store at once, the lab's memory store only when a runner restarts."""
+
+    __slots__ = ("actions_json", "campaign", "card", "finished_at", "job", "override", "step", "tar", "wall")
+
+    def __init__(self, campaign: str, slot: JobSlot, wall: float) -> None:
+        self.campaign = campaign
+        self.card = slot.card
+        self.tar = slot.tar_hex
+        self.step = slot.step
+        self.job = slot.job
+        self.override = slot.override
+        self.finished_at = slot.finished_at
+        self.actions_json = slot.pending_json(slot.job.applied)
+        self.wall = wall
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.card.iccid, self.tar, self.step)
+
+    def row(self) -> JobRow:
+        job = self.job
+        return JobRow(
+            campaign=self.campaign,
+            iccid=self.card.iccid,
+            tar=self.tar,
+            state=self.override or job.phase.value,
+            pending=self.actions_json,
+            n=job.n,
+            applied=job.applied,
+            base=job.confirmed,
+            start_counter=job.start_counter,
+            attempts=job.attempts,
+            queries=job.queries,
+            resent_actions=job.resent_actions,
+            outstanding=list(job.outstanding_cntrs),
+            result=self.override or REPORT_STATES.get(job.phase, ""),
+            reason=job.reason,
+            counter_path=job.counter_path,
+            statuses=list(job.statuses),
+            updated_at=self.wall,
+            extra=job_extra(job, self.finished_at),
+            step=self.step,
+        )

@@ -94,7 +94,7 @@ class Outbound:
             actions = (*reply_actions(job.replies), *actions)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
             step_note = f" step {slot.step + 1}" if len(engine.config.steps) > 1 else ""
-            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar.hex()}{step_note}")
+            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
             self._queue(slot, cntr, actions)
             stats.packets_sent += 1
@@ -204,7 +204,8 @@ class Outbound:
             engine.stats.messages_sent += 1  # "sent" counts what the SMSC took (campaigns.md §6.2)
             engine.note_sent(now)
             pacer.accepted()
-            self._history(slot, now, cntr, "accepted", f"message_id={event.message_id}")
+            if engine.audit:
+                self._history(slot, now, cntr, "accepted", f"message_id={event.message_id}")
             if self._segment_done(index, cntr):
                 engine.step_slot(slot, Accepted(cntr), now)
             return

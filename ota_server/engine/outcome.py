@@ -54,7 +54,7 @@ def report(engine: CampaignEngine, now: float) -> dict[str, Any]:
         card_row(
             slot.card.iccid,
             slot.card.msisdn,
-            slot.tar.hex(),
+            slot.tar_hex,
             slot.state,
             slot.job,
             step=config.steps[slot.step].name,

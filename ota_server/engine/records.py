@@ -56,6 +56,13 @@ class JobRow:
     extra: dict[str, object] = field(default_factory=dict)
     step: int = 0
 
+    def row(self) -> JobRow:
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.iccid, self.tar, self.step)
+
 
 @dataclass(frozen=True, slots=True)
 class CampaignRow:
@@ -102,7 +109,7 @@ class Commit:
     (submits, deliver_sm acknowledgements) are performed only once it has."""
 
     reservations: tuple[Reservation, ...] = ()
-    jobs: tuple[JobRow, ...] = ()
+    jobs: tuple[Any, ...] = ()  # job_slots.JobRecord (or JobRow): ``row()`` gives the store's row
     counters: tuple[tuple[str, str, int], ...] = ()  # (ICCID, TAR hex, CA)
     mo_counters: tuple[tuple[str, str, int], ...] = ()  # (ICCID, TAR hex, last MO CNTR accepted)
     history: tuple[HistoryRow, ...] = ()
