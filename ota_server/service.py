@@ -70,6 +70,8 @@ __all__ = ["CampaignFailed", "CampaignRunner", "print_summary", "verification"]
 
 log = logging.getLogger(__name__)
 
+TURN_EVENTS = 32  # link events per engine turn (see CampaignRunner._on_link_events)
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -236,7 +238,8 @@ class CampaignRunner:
                 self._stop_timers()
                 with contextlib.suppress(StoreError):
                     # Whatever the engine still holds (history of the last answers) goes down too.
-                    self._perform(engine.effects(), send=False)
+                    while effects := engine.effects():
+                        self._perform(effects, send=False)
                     store.release_lease(
                         cfg.campaign.name,
                         token=self._token,
@@ -338,7 +341,8 @@ class CampaignRunner:
         engine = self.engine
         assert engine is not None and self._loop is not None
         try:
-            self._perform(engine.effects())
+            while effects := engine.effects():
+                self._perform(effects)
         except StoreError as exc:
             self._fail(f"database: {exc}")
             return
@@ -409,7 +413,13 @@ class CampaignRunner:
     # ------------------------------------------------------------------ link events -> engine events
 
     def _on_link_events(self, bind: int, events: list[Any]) -> None:
-        """One batch of link events is one engine turn: one commit for all of it (group commit)."""
+        """Link events in turns of at most ``TURN_EVENTS``: one commit per turn (group commit), and
+        a large batch does not hold the submits and acknowledgements of its first events back until
+        its last one has been handled (the link and the SMSC stay busy meanwhile)."""
+        for start in range(0, len(events), TURN_EVENTS):
+            self._on_link_turn(bind, events[start : start + TURN_EVENTS])
+
+    def _on_link_turn(self, bind: int, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, LinkDeliver):
                 self._feed(

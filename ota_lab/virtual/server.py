@@ -277,8 +277,11 @@ class VirtualOtaServer:
         (a zero-latency SMPP session; deliver_sm still arrive as their own events)."""
         engine = self.engine
         while engine is not None:
+            effects = engine.effects()
+            if not effects:
+                break
             answers: list[SubmitAnswered] = []
-            for effect in engine.effects():
+            for effect in effects:
                 if isinstance(effect, Commit):
                     try:
                         self.store.commit(effect)
@@ -294,8 +297,6 @@ class VirtualOtaServer:
                 elif isinstance(effect, Submit):
                     status, message_id = self.network.submit(effect.pdu, self.system_id)
                     answers.append(SubmitAnswered(effect.token, status, message_id))
-            if not answers:
-                break
             now = self.clock.now
             for answer in answers:
                 engine.handle(answer, now)

@@ -227,11 +227,19 @@ class CampaignEngine:
         return min(candidates) if candidates else None
 
     def effects(self) -> list[Effect]:
-        """What the shell must do now, in order. Inputs since the last call are taken as ONE turn:
-        one Commit for all of them (group commit), then what it allows to leave."""
+        """What the shell must do now, in order; call it until it returns nothing. Inputs since the
+        last call are taken as one turn (group commit). A turn that received deliver_sm comes out in
+        two parts: first a Commit of what they settled and their Acknowledge (so the SMSC's MO window
+        is not held while packets are built), then the reservations, their Commit and the Submits."""
         if self._turn_at is not None:
-            now, self._turn_at = self._turn_at, None
-            self._turn(now)
+            now = self._turn_at
+            if self._acks:
+                self._commit(now)
+                self._effects.append(Acknowledge(tuple(self._acks)))
+                self._acks.clear()
+            else:
+                self._turn_at = None
+                self._turn(now)
         out, self._effects = self._effects, []
         return out
 
@@ -434,13 +442,16 @@ class CampaignEngine:
     # ------------------------------------------------------------------ the turn: commit, then send
 
     def _turn(self, now: float) -> None:
-        """After every input: reserve and build what the jobs asked for, put it all in ONE Commit,
-        then release what the pacers allow (the Submits follow the Commit that holds them)."""
+        """Reserve and build what the jobs asked for, put it all in ONE Commit, then release what
+        the pacers allow (the Submits follow the Commit that holds them)."""
         self._last_now = now
-        out = self._out
-        out.reserve_and_build(now)
+        self._out.reserve_and_build(now)
+        self._commit(now)
+        self._effects.extend(self._out.pump(now))
+
+    def _commit(self, now: float) -> None:
         wall = now + self.wall_offset
-        reservations = out.take_reservations()
+        reservations = self._out.take_reservations()
         if self._dirty or reservations or self._counters or self._history or self._router.dirty_mo:
             commit = Commit(
                 reservations=reservations,
@@ -454,10 +465,6 @@ class CampaignEngine:
             self._counters.clear()
             self._history.clear()
             self._effects.append(commit)
-        if self._acks:
-            self._effects.append(Acknowledge(tuple(self._acks)))
-            self._acks.clear()
-        self._effects.extend(out.pump(now))
 
     # ------------------------------------------------------------------ history, report
 
