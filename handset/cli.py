@@ -41,12 +41,12 @@ from pathlib import Path
 
 from handset.config import load_config
 from handset.service import HandsetService
+from ota_protocols.cli_options import add_log_level
 from ota_protocols.errors import ConfigError, OtaSimError
 
 log = logging.getLogger("handset")
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "INFO"
 
 
@@ -58,15 +58,7 @@ def _version() -> str:
 
 
 def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
-    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=argparse.SUPPRESS if default is None else default,
-        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
-    )
+    add_log_level(parser, default=default, shown_default=DEFAULT_LOG_LEVEL)
 
 
 def _parser() -> argparse.ArgumentParser:

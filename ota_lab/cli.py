@@ -36,13 +36,13 @@ from typing import Any
 from ota_lab.config import LabConfig, Transport, load_lab
 from ota_lab.result import LabResult
 from ota_lab.runner import run_lab
+from ota_protocols.cli_options import add_log_level
 from ota_protocols.errors import ConfigError
 
 __all__ = ["main", "parse_seeds"]
 
 PROG = "ota-lab"
 MAX_SEEDS = 1_000_000
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "ERROR"
 
 
@@ -83,15 +83,7 @@ def _version() -> str:
 
 
 def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
-    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=argparse.SUPPRESS if default is None else default,
-        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
-    )
+    add_log_level(parser, default=default, shown_default=DEFAULT_LOG_LEVEL)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -41,10 +41,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ota_protocols.cli_options import add_log_level
 from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "WARNING"
 CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
 FAIL_ON_STATES = ("failed", "partial")  # a card's overall state, as the summary counts it
@@ -379,14 +379,7 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool = False) -> No
     subcommand. Below the top a missing ``--log-level`` is left out of the namespace
     (``SUPPRESS``), so it does not undo one given before the subcommand."""
     parser.add_argument("--version", action="version", version=f"ota-server {_version()}")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=DEFAULT_LOG_LEVEL if top else argparse.SUPPRESS,
-        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
-    )
+    add_log_level(parser, default=DEFAULT_LOG_LEVEL if top else None, shown_default=DEFAULT_LOG_LEVEL)
 
 
 def _subcommands(parser: argparse.ArgumentParser, dest: str) -> Any:

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from ota_protocols.cli_options import add_log_level
 from ota_protocols.errors import ConfigError, ConnectionLost, StoreError
 from ota_protocols.hex_text import parse_hex
 from sim_emulator.api import CardPoweredOff, load_card
@@ -39,7 +40,6 @@ from sim_emulator.vpcd_client import DEFAULT_VPCD_PORT, VpcdCardClient
 log = logging.getLogger(__name__)
 
 PROG = "sim-emulator"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "WARNING"
 # ISO/IEC 7816-4 §5.1: the longest command APDU, extended length: CLA INS P1 P2, Lc on three
 # octets, 65,535 data octets, Le on two.
@@ -54,15 +54,7 @@ def _version() -> str:
 
 
 def _log_level_option(parser: argparse.ArgumentParser, *, default: str | None) -> None:
-    """``--log-level`` as every ota-sim command spells it; ``default=None`` leaves an earlier one."""
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=argparse.SUPPRESS if default is None else default,
-        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})",
-    )
+    add_log_level(parser, default=default, shown_default=DEFAULT_LOG_LEVEL)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +124,6 @@ async def _pcsc(args: argparse.Namespace) -> int:
     if lost:
         raise ConnectionLost("; ".join(lost))
     return 0
-
 
 
 def _apdu(text: str) -> bytes:
