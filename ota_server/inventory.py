@@ -34,7 +34,7 @@ from ota_protocols.fleet import FleetSpec, derive_card, luhn_digit
 from ota_protocols.hex_text import parse_hex
 from ota_protocols.secured_packet.security_parameters import KEY_LENGTHS, CipherAlgorithm, IntegrityAlgorithm
 from ota_server.config import read_text_file
-from ota_server.model import Card, Keyset
+from ota_server.model import Card, Keyset, keysets_of
 
 COLUMNS = ("iccid", "imsi", "msisdn", "kvn", "kic_algorithm", "kic", "kid_algorithm", "kid", "tags")
 MASK = "*"
@@ -187,15 +187,6 @@ def fleet_cards(fleet: FleetSpec) -> list[tuple[Card, list[Keyset]]]:
     out: list[tuple[Card, list[Keyset]]] = []
     for i in fleet.indices:
         derived = derive_card(fleet, i)
-        keysets = [
-            Keyset(
-                kvn=k.kvn,
-                kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-                kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-                kic=k.kic,
-                kid=k.kid,
-            )
-            for k in derived.keysets
-        ]
+        keysets = keysets_of(derived)
         out.append((Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i), keysets))
     return out

@@ -18,6 +18,7 @@ from enum import Enum
 
 from ota_protocols.apdu.apdu import CommandApdu
 from ota_protocols.errors import DecodeError
+from ota_protocols.fleet import DerivedCard
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.secured_packet.security_parameters import (
     CipherAlgorithm,
@@ -131,3 +132,17 @@ def packet_keys_for(keysets: dict[int, Keyset], security: Security) -> PacketKey
         kic_implicit=cipher.kic_algorithm if cipher else None,
         kid_implicit=checksum.kid_algorithm if checksum else None,
     )
+
+
+def keysets_of(derived: DerivedCard) -> list[Keyset]:
+    """A fleet card's key sets (``ota_protocols.fleet.derive_card``) as the platform holds them."""
+    return [
+        Keyset(
+            kvn=k.kvn,
+            kic_algorithm=CipherAlgorithm(k.kic_algorithm),
+            kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+            kic=k.kic,
+            kid=k.kid,
+        )
+        for k in derived.keysets
+    ]

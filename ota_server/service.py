@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from ota_protocols.errors import ConfigError, StoreError
-from ota_protocols.fleet import derive_card
-from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_server.card_store import CardStore
 from ota_server.config import CampaignConfig, NetworkInventory, load_network_inventory
 from ota_server.embedded_network import CampaignFailed, EmbeddedNetwork
@@ -55,7 +53,8 @@ from ota_server.engine.events import (
 )
 from ota_server.engine.job_model import Job
 from ota_server.engine.records import Commit, TargetCard
-from ota_server.model import Action, Card, Keyset
+from ota_server.inventory import fleet_cards as inventory_fleet_cards
+from ota_server.model import Action, Card
 from ota_server.progress import BINDING, STARTING_NETWORK, Ticker, print_summary
 from ota_server.report import Stats, verification, verify_jobs
 from ota_server.smpp_link import DeliverReceived as LinkDeliver
@@ -264,22 +263,7 @@ class CampaignRunner:
             assert inventory is not None
             fleet = inventory.fleet
             issued = fleet.issued_action_counter
-            fleet_cards: list[tuple[Card, list[Keyset]]] = []
-            for i in fleet.indices:
-                derived = derive_card(fleet, i)
-                keysets = [
-                    Keyset(
-                        kvn=k.kvn,
-                        kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-                        kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-                        kic=k.kic,
-                        kid=k.kid,
-                    )
-                    for k in derived.keysets
-                ]
-                fleet_cards.append(
-                    (Card(iccid=derived.iccid, imsi=derived.imsi, msisdn=derived.msisdn, index=i), keysets)
-                )
+            fleet_cards = inventory_fleet_cards(fleet)
             store.import_cards(fleet_cards)
             known = {c.iccid: c for c in store.cards()}  # tags come from the store (cards import)
             cards = [known.get(c.iccid, c) for c, _ in fleet_cards]

@@ -29,7 +29,6 @@ from ota_lab.virtual.clock import VirtualClock
 from ota_lab.virtual.network import VirtualNetwork
 from ota_protocols.errors import StoreError
 from ota_protocols.fleet import DerivedCard, FleetSpec, derive_card
-from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
 from ota_protocols.smpp.pdu_codec import DeliverSm
 from ota_server.config import CampaignConfig
 from ota_server.engine import outcome
@@ -37,7 +36,7 @@ from ota_server.engine.campaign import CampaignEngine
 from ota_server.engine.events import DeliverArrived, LinkDown, LinkUp, Submit, SubmitAnswered
 from ota_server.engine.lease import decide_lease
 from ota_server.engine.records import CampaignRow, Commit, StoreSnapshot, TargetCard
-from ota_server.model import Card, Keyset
+from ota_server.model import Card, Keyset, keysets_of
 from ota_server.report import Stats
 
 __all__ = ["MemoryStore", "VirtualOtaServer"]
@@ -103,17 +102,7 @@ class _FleetKeysets(Mapping[int, Keyset]):
 
     def _load(self) -> dict[int, Keyset]:
         if self._keysets is None:
-            derived = self._derive(self._index)
-            self._keysets = {
-                k.kvn: Keyset(
-                    kvn=k.kvn,
-                    kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-                    kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-                    kic=k.kic,
-                    kid=k.kid,
-                )
-                for k in derived.keysets
-            }
+            self._keysets = {k.kvn: k for k in keysets_of(self._derive(self._index))}
         return self._keysets
 
     def __getitem__(self, kvn: int) -> Keyset:
