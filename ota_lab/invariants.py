@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ota_server.report import REPORT_STATES, application_entry, counted_hex
+from ota_server.report import application_entry, counted_hex
 
 __all__ = [
     "Invariants",
@@ -62,12 +62,6 @@ class JobView:
     confirmed: int | None
     start_counter: int | None
     reason: str = ""
-
-    @classmethod
-    def of(cls, card: Any, job: Any) -> JobView:
-        """From :meth:`CampaignRunner.outcomes` (a card and its reconciliation job)."""
-        state = REPORT_STATES.get(job.phase, "pending")
-        return cls(card.iccid, card.msisdn, state, job.applied, job.confirmed, job.start_counter, job.reason)
 
     @classmethod
     def from_report(cls, row: dict[str, Any]) -> JobView:

@@ -102,6 +102,8 @@ class VirtualRun:
         self.clock = VirtualClock()
         self.pool = CardPool(spec, _template(str(template_path)))
         self.events: list[str] = []
+        self._restart_delay = 2.0  # before a runner that stopped is started again (a fault's duration)
+        self.second_runner_admitted = False
         system_id = campaign.smsc.system_id or (inventory.esmes[0][0] if inventory.esmes else "")
         self.server: VirtualOtaServer | None = None
         self.network = VirtualNetwork(
@@ -125,7 +127,7 @@ class VirtualRun:
         every = self.handset.smsc.restart_every_s
         if every > 0:
             self.clock.at(every, self._periodic, every, rebind)
-        for event in getattr(self.mix, "infra", ()):
+        for event in self.mix.infra:
             self.clock.at(event.at, self._infra, event.kind, event.at, event.duration)
         server = self.server
         # The collector's young generations would otherwise scan the fleet's long-lived state (jobs,
@@ -148,7 +150,6 @@ class VirtualRun:
                     if self.clock.now >= deadline:
                         break
                     self.events.append(f"runner restarted at {self.clock.now:g}s ({server.stopped_reason})")
-                    self.store_fail_until = None
                     server.store.fail_writes = False
                     server.start()
             if server.engine is None:
@@ -161,9 +162,6 @@ class VirtualRun:
             gc.unfreeze()
             # The speed-only memo (derived keys) is working set, not fleet state.
             self.pool.forget_derived()
-
-    _restart_delay = 2.0
-    store_fail_until: float | None = None
 
     def _restart(self, at: float, outage: float, rebind: float) -> None:
         if self.clock.now < self.network.down_until:
@@ -212,8 +210,6 @@ class VirtualRun:
             self.events.append(f"second runner at {at:g}s: {'refused' if refused else 'ADMITTED'}")
             if not refused:
                 self.second_runner_admitted = True
-
-    second_runner_admitted = False
 
     # ------------------------------------------------------------------ results
 

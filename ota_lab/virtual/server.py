@@ -54,14 +54,12 @@ class MemoryStore:
         self.jobs: dict[tuple[str, str, int], Any] = {}  # JobRecord
         self.campaign: CampaignRow | None = None
         self.fail_writes = False  # the database-write-failure fault
-        self.commits = 0
 
     def commit(self, commit: Commit) -> None:
         if not commit:
             return
         if self.fail_writes:
             raise StoreError("memory store: write refused (database write failure fault)")
-        self.commits += 1
         for r in commit.reservations:
             key = (r.iccid, r.kvn)
             self.cntrs[key] = max(self.cntrs.get(key, 0), r.cntr)
@@ -139,8 +137,6 @@ class VirtualOtaServer:
         self.seed = seed
         self.system_id = system_id
         self.store = store if store is not None else MemoryStore()
-        self.tar_hex = config.security.tar.hex()
-        self.actions = config.actions
         pool = network.pool
         # The pool's memo of the derivation when the server's fleet is the network's (the lab's case):
         # the card and the server then derive a card's identity and keys once between them.
@@ -161,7 +157,6 @@ class VirtualOtaServer:
         self._version = 0  # voids the clock events of an engine that crashed
         self._timer_at: float | None = None
         self._token = ""
-        self._started_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle of the runner
 

@@ -128,7 +128,6 @@ class CampaignEngine:
         self.state = "running"
         self.cancelling = False
         self.finished = False
-        self.finish_reason = ""
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self._deadline_at: float | None = None
@@ -167,7 +166,8 @@ class CampaignEngine:
     def handle(self, event: EngineEvent, now: float) -> None:
         if isinstance(event, DeliverArrived):
             self._router.deliver(event, now)
-            self._acks.append(event.handle)
+            if event.handle is not None:  # a transport that needs no acknowledgement passes None
+                self._acks.append(event.handle)
         elif isinstance(event, SubmitAnswered):
             self._out.answered(event, now)
         elif isinstance(event, SubmitUnanswered):
@@ -197,7 +197,7 @@ class CampaignEngine:
         self._router.expire(now)
         if self._deadline_at is not None and now >= self._deadline_at and not self.finished:
             self._history_note(now, "campaign", "deadline", "campaign deadline: open jobs end as pending")
-            self._finish_run(now, "deadline")
+            self._finish_run(now)
         self._pending_turn(now)
 
     def next_deadline(self) -> float | None:
@@ -308,14 +308,13 @@ class CampaignEngine:
     def note_sent(self, now: float) -> None:
         self.sent_bins[self._bin(now)] += 1
 
-    def _finish_run(self, now: float, reason: str) -> None:
+    def _finish_run(self, now: float) -> None:
         self.finished = True
-        self.finish_reason = reason
         self.ended_at = now
 
     def _check_finished(self, now: float) -> None:
         if not self._open and not self._waiting and not self.finished:
-            self._finish_run(now, "done")
+            self._finish_run(now)
 
     # ------------------------------------------------------------------ admission
 
