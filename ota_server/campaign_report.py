@@ -420,3 +420,38 @@ def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path
     if row.state == "paused":
         return CampaignStatus("paused", f"paused; {why}; continue with: {command}", runner, command)
     return CampaignStatus("interrupted", f"interrupted: {why}; continue with: {command}", runner, command)
+
+
+# --------------------------------------------------------------------------- lifecycle and status
+
+# ``campaign pause|resume|cancel`` and the HTTP API's POST /api/campaigns/NAME/{command}: the state
+# each writes into the campaigns row, which the runner polls (docs/campaigns.md §1.1).
+LIFECYCLE = {"pause": "paused", "resume": "running", "cancel": "cancelled"}
+CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
+
+
+def lifecycle_refusal(row: CampaignRow, command: str) -> str | None:
+    """Why ``command`` cannot apply to the campaign (an ended one stays ended), or None."""
+    wanted = LIFECYCLE[command]
+    if row.state in ("cancelled", "finished") and wanted != row.state:
+        return f"campaign {row.name} is {row.state}: cannot {command}"
+    return None
+
+
+def status_document(store: CardStore, row: CampaignRow, status: CampaignStatus) -> dict[str, Any]:
+    """``campaign status --json`` and ``GET /api/campaigns/NAME``: state, lease and counts."""
+    report = build_report(store, row.name)
+    assert report is not None
+    s = report["summary"]
+    return {
+        "campaign": row.name,
+        "state": row.state,
+        "status": status.status,
+        "text": status.text,
+        "runner": status.runner.as_json() if status.runner is not None else None,
+        "lease_ttl_s": LEASE_TTL_S,
+        "continue_with": status.continue_with,
+        "source": row.source,
+        "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
+        "jobs": dict(sorted(store.job_counts(row.name).items())),
+    }

@@ -46,7 +46,6 @@ from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_LOG_LEVEL = "WARNING"
-CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
 FAIL_ON_STATES = ("failed", "partial")  # a card's overall state, as the summary counts it
 DEFAULT_DB = Path("ota-server.sqlite")
 
@@ -219,8 +218,14 @@ def _pid_runs(pid: int) -> bool:
 
 
 def _campaign_control(args: argparse.Namespace) -> int:
-    from ota_server.campaign_report import build_report, campaign_status, runner_liveness
-    from ota_server.engine.lease import LEASE_TTL_S
+    from ota_server.campaign_report import (
+        CARD_STATES,
+        LIFECYCLE,
+        campaign_status,
+        lifecycle_refusal,
+        runner_liveness,
+        status_document,
+    )
 
     store = _open_store(args.db)
     try:
@@ -234,9 +239,10 @@ def _campaign_control(args: argparse.Namespace) -> int:
         status = campaign_status(row, runner, db=args.db)
         command = args.campaign_command
         if command != "status":
-            wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
-            if row.state in ("cancelled", "finished") and wanted != row.state:
-                print(f"ota-server: campaign {args.name} is {row.state}: cannot {command}", file=sys.stderr)
+            wanted = LIFECYCLE[command]
+            refusal = lifecycle_refusal(row, command)
+            if refusal is not None:
+                print(f"ota-server: {refusal}", file=sys.stderr)
                 return EXIT_USAGE
             store.set_campaign_state(args.name, wanted, at=now)
             if runner is not None and runner.alive:
@@ -248,29 +254,15 @@ def _campaign_control(args: argparse.Namespace) -> int:
                     updated = store.campaign(args.name) or row
                     print(f"continue it with: {campaign_status(updated, None, db=args.db).continue_with}")
             return EXIT_OK
-        report = build_report(store, args.name)
-        assert report is not None
-        s = report["summary"]
-        jobs = store.job_counts(args.name)
+        out = status_document(store, row, status)
         if args.json:
-            out = {
-                "campaign": args.name,
-                "state": row.state,
-                "status": status.status,
-                "text": status.text,
-                "runner": status.runner.as_json() if status.runner is not None else None,
-                "lease_ttl_s": LEASE_TTL_S,
-                "continue_with": status.continue_with,
-                "source": row.source,
-                "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
-                "jobs": dict(sorted(jobs.items())),
-            }
             json.dump(out, sys.stdout, indent=2)
             sys.stdout.write("\n")
             return EXIT_OK
         print(f"campaign {args.name}: {status.text}")
+        s = out["cards"]
         counts = ", ".join(f"{k} {s[k]}" for k in CARD_STATES)
-        by_state = ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"
+        by_state = ", ".join(f"{k} {v}" for k, v in out["jobs"].items()) or "none"
         print(f"  cards {s['cards']}: {counts}; jobs by state: {by_state}")
         return EXIT_OK
     finally:
@@ -281,18 +273,12 @@ def _campaign_control(args: argparse.Namespace) -> int:
 
 
 def _cards_import(args: argparse.Namespace) -> int:
-    from ota_server.inventory import parse_inventory
+    from ota_server.inventory import import_inventory, parse_inventory
 
     cards = parse_inventory(args.file)  # every row checked before anything is written
     store = _open_store(args.db, must_exist=False)
     try:
-        owners = store.msisdn_owners()
-        for card, _ in cards:
-            owner = owners.get(card.msisdn)
-            if owner is not None and owner != card.iccid:
-                raise ConfigError("", f"MSISDN {card.msisdn} belongs to card {owner} in {args.db}",
-                                  source=f"{args.file}:msisdn")  # fmt: skip
-        added, updated = store.upsert_inventory(cards)
+        added, updated = import_inventory(store, cards, str(args.file))
     finally:
         store.close()
     print(f"{args.file}: {added} cards added, {updated} updated ({args.db})")
