@@ -89,9 +89,8 @@ class Family:
             if not _LABEL.match(name) or name.startswith("__") or name == "le":
                 raise ValueError(f"label name {name!r} is reserved or not [a-zA-Z_][a-zA-Z0-9_]*")
         if isinstance(value, Histogram) != (self.kind == "histogram"):
-            raise ValueError(
-                f"{self.name}: a {self.kind} takes {'a Histogram' if self.kind == 'histogram' else 'a number'}"
-            )
+            wanted = "a Histogram" if self.kind == "histogram" else "a number"
+            raise ValueError(f"{self.name}: a {self.kind} takes {wanted}")
         self.samples.append((tuple((k, str(v)) for k, v in labels.items()), value))
         return self
 

@@ -16,6 +16,9 @@
   that continues it; ``status --json`` prints the same as JSON.
 * ``ota-server cards import FILE.csv [--db PATH]`` (all or nothing) and ``ota-server cards export
   [--db PATH] [--with-keys]`` (inventory.py).
+* ``ota-server serve [--db PATH] [--http HOST:PORT] [--smsc HOST:PORT | --network HANDSET.toml]
+  [--token-file PATH] [--max-body BYTES]``: the platform as a service, its HTTP JSON API, /metrics
+  and dashboard (ota_server/http/, docs/http-api.md).
 * ``ota-server report CAMPAIGN [--db PATH] [--json PATH] [--csv PATH] [--plot PNG] [--audit ICCID]``
   (campaign_report.py); every output and the plot format are checked before the report prints.
 
@@ -350,6 +353,36 @@ def _report(args: argparse.Namespace) -> int:
         store.close()
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def _http_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 = any free one), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ota_server.http.serve import ServeOptions, read_token, run
+
+    if args.smsc is not None and args.network is not None:
+        print("ota-server: serve: --smsc or --network, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if str(args.db).startswith(("postgresql:", "postgres:")):
+        raise ConfigError("--db", "this build has the SQLite card store only: give a file path")
+    options = ServeOptions(
+        db=args.db,
+        http=args.http,
+        smsc=args.smsc,
+        network=args.network,
+        token=read_token(args.token_file),
+        max_body=args.max_body,
+        seed=args.seed,
+    )
+    return run(options)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -515,6 +548,45 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(exp)
     exp.set_defaults(handler=_cards_export)
     _name_choices(cards_sub)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the OTA platform as a service: HTTP JSON API, /metrics and a live dashboard",
+        description="Run campaigns submitted over HTTP (docs/http-api.md) through the same engine and store "
+        "as 'campaign run', in one event loop with the HTTP server. POST routes need the bearer token of "
+        "--token-file or $OTA_SERVER_TOKEN; without one the server is read only. Exit 0 on SIGTERM/SIGINT "
+        "(runners stopped, leases released), 2 bad arguments.",
+    )
+    _db_option(serve)
+    serve.add_argument(
+        "--http",
+        type=_http_address,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="listen address (default 127.0.0.1:8080: loopback only; port 0 = any free one, printed)",
+    )
+    serve.add_argument(
+        "--smsc", type=_smsc_address, metavar="HOST:PORT", help="the SMSC every campaign binds to"
+    )
+    serve.add_argument(
+        "--network",
+        type=Path,
+        metavar="HANDSET.toml",
+        help="instead of --smsc: start one embedded network (handset serve) for the server's lifetime",
+    )
+    serve.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="bearer token for POST routes (first line)"
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest request body accepted (default 1048576; larger: 413)",
+    )
+    serve.add_argument("--seed", type=int, default=1, help="seed of the concatenation references (default 1)")
+    _common_options(serve)
+    serve.set_defaults(handler=_serve)
 
     report = sub.add_parser(
         "report",

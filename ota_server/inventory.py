@@ -164,7 +164,9 @@ def parse_inventory_text(text: str, source: str) -> list[tuple[Card, list[Keyset
     return [(card, keysets) for card, keysets, _ in cards.values()]
 
 
-def import_inventory(store: Any, cards: Sequence[tuple[Card, Sequence[Keyset]]], source: str) -> tuple[int, int]:
+def import_inventory(
+    store: Any, cards: Sequence[tuple[Card, Sequence[Keyset]]], source: str
+) -> tuple[int, int]:
     """Add or update ``cards`` in ``store`` in one transaction (all or nothing), after checking that
     no MSISDN belongs to another card of the store. Returns (cards added, cards updated)."""
     owners = store.msisdn_owners()

@@ -107,6 +107,7 @@ class CampaignRunner:
         self.tar_hex = config.security.tar.hex()
         self.actions: tuple[Action, ...] = config.actions
         self.state_changed = asyncio.Event()  # set on every pause / resume / cancel the engine applies
+        self.ready = asyncio.Event()  # set once the checks passed, the lease is held and the engine exists
         self.engine: CampaignEngine | None = None
         self._store: CardStore | None = None
         self._links: list[EsmeLink] = []
@@ -209,6 +210,7 @@ class CampaignRunner:
             if not engine.slots:
                 raise ConfigError("targets", "no card of the inventory matches", source=str(cfg.source))
             self.engine = engine
+            self.ready.set()
             log.info(
                 "campaign %s: %d cards, %d step(s), %d jobs",
                 cfg.campaign.name,
