@@ -6,6 +6,7 @@ This module and ota_lab are the only places that wire the three applications tog
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -155,6 +156,22 @@ async def run_campaign(
         runner.outcomes(), runner.actions, runner.tar_hex, network.service.report()
     )
     return report
+
+
+def stop_after(network: Network, submits: int) -> asyncio.Event:
+    """An event set when the SMSC has received ``submits`` submit_sm (a hook, not a sleep)."""
+    server = network.service.server
+    assert server is not None
+    reached = asyncio.Event()
+    original = server._on_submit
+
+    def hooked(conn: Any, pdu: Any) -> None:
+        original(conn, pdu)
+        if server.counters["submits"] >= submits:
+            reached.set()
+
+    server._on_submit = hooked  # type: ignore[method-assign]
+    return reached
 
 
 def card_application(card_report: dict[str, Any], tar: str) -> dict[str, Any]:

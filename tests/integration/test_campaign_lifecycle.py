@@ -20,10 +20,10 @@ from ota_server.service import CampaignRunner, verification
 from tests.integration.network import (
     RFM_SELECT_SPN,
     ROOT,
-    Network,
     campaign_toml,
     handset_toml,
     running_network,
+    stop_after,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,22 +43,6 @@ CARDS = 40
 
 def outcome(report: dict[str, Any]) -> list[tuple[Any, ...]]:
     return sorted((c["iccid"], c["state"], c["executed"], c["confirmed_counter"]) for c in report["cards"])
-
-
-def stop_after(network: Network, submits: int) -> asyncio.Event:
-    """An event set when the SMSC has received ``submits`` submit_sm (a hook, not a sleep)."""
-    server = network.service.server
-    assert server is not None
-    reached = asyncio.Event()
-    original = server._on_submit
-
-    def hooked(conn: Any, pdu: Any) -> None:
-        original(conn, pdu)
-        if server.counters["submits"] >= submits:
-            reached.set()
-
-    server._on_submit = hooked  # type: ignore[method-assign]
-    return reached
 
 
 async def baseline(tmp: Path) -> dict[str, Any]:
