@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from handset.metrics import metrics_text as handset_metrics
 from ota_server.http.app import build_app
 from ota_server.http.platform import Platform
 from ota_server.http.serve import bind_socket, uvicorn_server
@@ -142,12 +143,24 @@ async def test_campaign_created_paused_resumed_and_finished_through_the_api_veri
         assert metric(text, "ota_por_total", campaign="it", status="00") == stats.por_status[0] > 0
         assert metric(text, "ota_messages_accepted_total", campaign="it") == stats.submit_accepted
         ok = metric(
-            text, "ota_submit_sm_resp_total", campaign="it", command_status="0x00000000", status_name="ESME_ROK"
+            text,
+            "ota_submit_sm_resp_total",
+            campaign="it",
+            command_status="0x00000000",
+            status_name="ESME_ROK",
         )
         assert ok == stats.submit_accepted
         assert metric(text, "ota_por_latency_seconds_count", campaign="it") == stats.por_status.total()
         assert metric(text, "ota_jobs", campaign="it", state="done") == 22
         assert metric(text, "ota_campaign_state", campaign="it", state="finished") == 1
+        # The SMSC side's /metrics (handset serve --metrics) counts the same submits from its end.
+        smsc = handset_metrics(network.service)
+        accepted = metric(
+            smsc, "handset_submit_sm_total", command_status="0x00000000", status_name="ESME_ROK"
+        )
+        assert accepted == stats.submit_accepted
+        assert metric(smsc, "handset_deliver_sm_total", result="ok") >= stats.por_received
+        assert metric(smsc, "handset_mt_queue_depth") == 0
         # A finished campaign cannot be paused; an unknown one is 404.
         assert (await client.post("/api/campaigns/it/pause", headers=AUTH)).status_code == 409
         assert (await client.post("/api/campaigns/nope/pause", headers=AUTH)).status_code == 404
