@@ -331,8 +331,10 @@ def build_app(platform: Platform, *, token: str | None, max_body: int = DEFAULT_
         finally:
             await platform.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
+    app.state.platform = platform
+    return app

@@ -57,7 +57,9 @@ def metrics_text(platform: Platform) -> str:
         stats = engine.stats
         submitted.add(stats.submits, campaign=name)
         for status, count in sorted(stats.submit_status.items()):
-            answered.add(count, campaign=name, command_status=f"0x{status:08X}", status_name=_status_name(status))
+            answered.add(
+                count, campaign=name, command_status=f"0x{status:08X}", status_name=_status_name(status)
+            )
         accepted.add(stats.submit_accepted, campaign=name)
         failed.add(stats.submit_failed, campaign=name)
         for status, count in sorted(stats.por_status.items()):
