@@ -17,8 +17,8 @@
 * ``ota-server cards import FILE.csv [--db PATH]`` (all or nothing) and ``ota-server cards export
   [--db PATH] [--with-keys]`` (inventory.py).
 * ``ota-server serve [--db PATH] [--http HOST:PORT] [--smsc HOST:PORT | --network HANDSET.toml]
-  [--token-file PATH] [--max-body BYTES]``: the platform as a service, its HTTP JSON API, /metrics
-  and dashboard (ota_server/http/, docs/http-api.md).
+  [--token-file PATH] [--max-body BYTES] [--campaign-dir DIR]``: the platform as a service, its
+  HTTP JSON API, /metrics and dashboard (ota_server/http/, docs/http-api.md).
 * ``ota-server report CAMPAIGN [--db PATH] [--json PATH] [--csv PATH] [--plot PNG] [--audit ICCID]``
   (campaign_report.py); every output and the plot format are checked before the report prints.
 
@@ -379,6 +379,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=read_token(args.token_file),
         max_body=args.max_body,
         seed=args.seed,
+        campaign_dir=args.campaign_dir,
     )
     return run(options)
 
@@ -583,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1 << 20,
         metavar="BYTES",
         help="largest request body accepted (default 1048576; larger: 413)",
+    )
+    serve.add_argument(
+        "--campaign-dir",
+        type=Path,
+        metavar="DIR",
+        help="relative paths in posted campaigns (handset_config, targets csv) start here "
+        "(default: the current directory)",
     )
     serve.add_argument("--seed", type=int, default=1, help="seed of the concatenation references (default 1)")
     _common_options(serve)

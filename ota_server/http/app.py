@@ -75,8 +75,16 @@ def _error(
 class Api:
     """The route handlers around one :class:`Platform`."""
 
-    def __init__(self, platform: Platform, *, token: str | None, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        token: str | None,
+        max_body: int = DEFAULT_MAX_BODY,
+        campaign_dir: Path | None = None,
+    ) -> None:
         self.platform = platform
+        self.campaign_dir = campaign_dir
         self._token = token.encode("utf-8") if token else None
         self.max_body = max_body
 
@@ -173,7 +181,7 @@ class Api:
         self.query(request)
         media = self.media_type(request)
         raw = await self.body(request)
-        base = Path.cwd()
+        base = (self.campaign_dir or Path.cwd()).resolve()  # relative paths in the campaign start here
         if media == "application/json":
             config = campaign_from_mapping(self.json_object(raw), base / "request.json")
         elif media in TOML_TYPES:
@@ -305,8 +313,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error (see the server's log)")
 
 
-def build_app(platform: Platform, *, token: str | None, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
-    api = Api(platform, token=token, max_body=max_body)
+def build_app(
+    platform: Platform,
+    *,
+    token: str | None,
+    max_body: int = DEFAULT_MAX_BODY,
+    campaign_dir: Path | None = None,
+) -> Starlette:
+    """The app; ``campaign_dir`` anchors the relative paths of posted campaigns (``[network]
+    .handset_config``, ``[targets].csv``), as a campaign file's own directory does (default: the
+    server's working directory)."""
+    api = Api(platform, token=token, max_body=max_body, campaign_dir=campaign_dir)
     g = _guard
     routes = [
         Route("/", api.index, methods=["GET"]),

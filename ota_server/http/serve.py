@@ -46,6 +46,7 @@ class ServeOptions:
     token: str | None = None
     max_body: int = DEFAULT_MAX_BODY
     seed: int = 1
+    campaign_dir: Path | None = None
 
 
 def read_token(token_file: Path | None) -> str | None:
@@ -113,7 +114,11 @@ async def serve(options: ServeOptions) -> int:
         sock = bind_socket(*options.http)
         stack.callback(sock.close)
         host, port = sock.getsockname()[:2]
-        server = uvicorn_server(build_app(platform, token=options.token, max_body=options.max_body))
+        server = uvicorn_server(
+            build_app(
+                platform, token=options.token, max_body=options.max_body, campaign_dir=options.campaign_dir
+            )
+        )
         writes = "token required for POST" if options.token else "read only: no token"
         where = f"db {options.db}, SMSC {smsc[0]}:{smsc[1]}, {writes}"
         print(f"ota-server: serving http://{host}:{port}/ ({where})", flush=True)
