@@ -27,7 +27,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class ApiError(Exception):
     """An answer other than 2xx: status, message, and the field or key it is about."""
 
     def __init__(
-        self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+        self, status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
     ):
         super().__init__(message)
         self.status = status
@@ -67,7 +67,7 @@ class ApiError(Exception):
 
 
 def _error(
-    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
 ) -> Response:
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 

@@ -43,7 +43,7 @@ from ota_server.campaign_report import (
     status_document,
 )
 from ota_server.card_store import CardStore
-from ota_server.config import CampaignConfig
+from ota_server.engine.campaign_spec import CampaignConfig
 from ota_server.inventory import import_inventory, parse_inventory_text
 from ota_server.service import CampaignRunner
 
@@ -174,9 +174,9 @@ class Platform:
             raise Conflict(f"campaign {name} is already running in this server")
         row = self.store.campaign(name)
         if row is not None:
-            runner = runner_liveness(row, now=time.time(), host=self._host, pid_alive=_pid_alive)
-            if runner is not None and runner.alive:
-                raise Conflict(f"campaign {name} is run by {runner.describe()}")
+            holder = runner_liveness(row, now=time.time(), host=self._host, pid_alive=_pid_alive)
+            if holder is not None and holder.alive:
+                raise Conflict(f"campaign {name} is run by {holder.describe()}")
         runner = CampaignRunner(
             config, smsc=self.smsc, db_path=self.db, seed=self.seed, progress=False, poll_s=self.poll_s
         )

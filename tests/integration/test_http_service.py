@@ -166,67 +166,92 @@ async def test_campaign_created_paused_resumed_and_finished_through_the_api_veri
         assert (await client.post("/api/campaigns/nope/pause", headers=AUTH)).status_code == 404
 
 
+@contextlib.asynccontextmanager
+async def serve_process(tmp: Path, *where: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """``ota-server serve --http 127.0.0.1:0 WHERE...`` as a child; yields its base URL. The caller
+    stops it (SIGTERM); a child still running at the end is killed."""
+    (tmp / "token").write_text(TOKEN + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ota_server.cli", "serve", "--db", str(tmp / "ota.sqlite"),
+        "--http", "127.0.0.1:0", "--token-file", str(tmp / "token"), "--max-body", "4096", *where,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        match = re.search(r"serving (http://127\.0\.0\.1:\d+)/", line)
+        assert match, line + (await proc.stderr.read()).decode()
+        yield match.group(1), proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def run_to_end(client: httpx.AsyncClient, toml: str, name: str) -> dict[str, Any]:
+    created = await client.post("/api/campaigns", content=toml, headers=TOML)
+    assert created.status_code == 201, created.text
+    while (status := (await client.get(f"/api/campaigns/{name}")).json())["state"] != "finished":
+        await asyncio.sleep(0.05)  # polling the API: the caller's timeout bounds it
+    return status
+
+
 @pytest.mark.asyncio
 async def test_cli_serves_on_a_real_loopback_port_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """``ota-server serve --http 127.0.0.1:0``: the printed port answers over real TCP (uvicorn), a
-    campaign runs to its end there, and SIGTERM stops it with exit 0."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    async with running_network(tmp_path, handset_toml(count=6)) as network:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ota_server.cli",
-            "serve",
-            "--db",
-            str(tmp_path / "ota.sqlite"),
-            "--http",
-            "127.0.0.1:0",
-            "--smsc",
-            f"127.0.0.1:{network.port}",
-            "--token-file",
-            str(tmp_path / "token"),
-            "--max-body",
-            "4096",
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert proc.stdout is not None and proc.stderr is not None
-            async with asyncio.timeout(60):
-                line = (await proc.stdout.readline()).decode()
-                match = re.search(r"serving http://127\.0\.0\.1:(\d+)/", line)
-                assert match, line + (await proc.stderr.read()).decode()
-                base = f"http://127.0.0.1:{match.group(1)}"
-                async with httpx.AsyncClient(base_url=base) as client:
-                    toml = campaign_toml(network.config_path, actions=ACTIONS[:1], name="cli")
-                    assert (await client.post("/api/campaigns", content=toml)).status_code == 401
-                    big = await client.post("/api/campaigns", content=b"#" * 5000, headers=TOML)
-                    assert big.status_code == 413 and big.json()["field"] is None
+    """``ota-server serve --http 127.0.0.1:0 --smsc``: the printed port answers over real TCP
+    (uvicorn), a campaign runs to its end there, and SIGTERM stops it with exit 0."""
+    async with (
+        running_network(tmp_path, handset_toml(count=6)) as network,
+        serve_process(tmp_path, "--smsc", f"127.0.0.1:{network.port}") as (base, proc),
+        asyncio.timeout(60),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        toml = campaign_toml(network.config_path, actions=ACTIONS[:1], name="cli")
+        assert (await client.post("/api/campaigns", content=toml)).status_code == 401
+        big = await client.post("/api/campaigns", content=b"#" * 5000, headers=TOML)
+        assert big.status_code == 413 and big.json()["field"] is None
 
-                    async def chunks() -> AsyncIterator[bytes]:
-                        for _ in range(10):  # no Content-Length: refused while reading
-                            yield b"#" * 1000
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10):  # no Content-Length: refused while reading
+                yield b"#" * 1000
 
-                    streamed = await client.post("/api/campaigns", content=chunks(), headers=TOML)
-                    assert streamed.status_code == 413
-                    created = await client.post("/api/campaigns", content=toml, headers=TOML)
-                    assert created.status_code == 201, created.text
-                    while (status := (await client.get("/api/campaigns/cli")).json())["state"] != "finished":
-                        await asyncio.sleep(0.05)  # polling the API: the bound is the timeout above
-                    assert status["cards"]["confirmed"] == 6
-                    metrics = await client.get("/metrics")
-                    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
-                    assert metric(metrics.text, "ota_jobs", campaign="cli", state="done") == 6
-                proc.send_signal(signal.SIGTERM)
-                assert await proc.wait() == 0
-            stderr = (await proc.stderr.read()).decode()
-            assert TOKEN not in stderr and "Traceback" not in stderr
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        assert (await client.post("/api/campaigns", content=chunks(), headers=TOML)).status_code == 413
+        status = await run_to_end(client, toml, "cli")
+        assert status["cards"]["confirmed"] == 6
+        metrics = await client.get("/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert metric(metrics.text, "ota_jobs", campaign="cli", state="done") == 6
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    assert proc.stderr is not None
+    stderr = (await proc.stderr.read()).decode()
+    assert TOKEN not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.asyncio
+async def test_serve_with_its_own_network_keeps_the_cards_across_campaigns(tmp_path: Path) -> None:
+    """Without --smsc: ONE embedded network (--network) for the server's life, so a second campaign
+    meets the cards the first one changed (their counters and action counters), as on a real one."""
+    handset = tmp_path / "handset.toml"
+    handset.write_text(handset_toml(count=6))
+    async with (
+        serve_process(tmp_path, "--network", str(handset), "--campaign-dir", str(tmp_path)) as (base, proc),
+        asyncio.timeout(90),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        for name in ("first", "second"):
+            toml = campaign_toml(
+                Path("handset.toml"), actions=ACTIONS[:1], name=name
+            )  # relative: --campaign-dir
+            assert (await run_to_end(client, toml, name))["cards"]["confirmed"] == 6
+        second = (await client.get("/api/campaigns/second/report")).json()
+        assert {c["confirmed_counter"] for c in second["cards"]} == {2}  # one action each campaign
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
 
 
 # --------------------------------------------------------------------------- the dashboard in a browser

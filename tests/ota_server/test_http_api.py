@@ -286,3 +286,58 @@ def test_cards_import_is_all_or_nothing_and_keys_need_token_and_asking(client: T
     )
     keyed = client.get("/api/cards/8988211000000000011?with_keys=true", headers=AUTH).json()
     assert keyed["keysets"][0]["kic"] == "000102030405060708090a0b0c0d0e0f"
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "ota-server: --smsc: give --smsc HOST:PORT, or --network HANDSET.toml for an embedded one"),
+        (
+            ["--smsc", "127.0.0.1:1", "--network", "h.toml"],
+            "ota-server: serve: --smsc or --network, not both",
+        ),
+        (
+            ["--db", "postgresql://x/y", "--smsc", "127.0.0.1:1"],
+            "ota-server: --db: this build has the SQLite",
+        ),
+        (
+            ["--smsc", "127.0.0.1:1", "--token-file", "short"],
+            "ota-server: --token-file: short: expected a token",
+        ),
+        (
+            ["--smsc", "127.0.0.1:1", "--token-file", "missing"],
+            "ota-server: --token-file: missing: No such file",
+        ),
+        (["--http", "localhost"], "expected HOST:PORT"),
+    ],
+)
+def test_serve_usage_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "short").write_text("abc\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ota_server.cli",
+            "serve",
+            "--db",
+            str(tmp_path / "db"),
+            "--http",
+            "127.0.0.1:0",
+            *args,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OTA_SERVER_TOKEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
