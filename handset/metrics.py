@@ -13,20 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ota_protocols.prometheus import CONTENT_TYPE, Family, render
-from ota_protocols.smpp.command_status import CommandStatus
+from ota_protocols.smpp.command_status import status_name
 
 if TYPE_CHECKING:
     from handset.service import HandsetService
 
 # network_core.BASE_COUNTERS that are MT outcomes, as one labelled family.
 _MT = ("accepted", "transmissions", "offline_deferrals", "rp_timeouts", "delivered", "failed", "expired")
-
-
-def _status_name(status: int) -> str:
-    try:
-        return CommandStatus(status).name
-    except ValueError:
-        return "unknown"
 
 
 def metrics_text(service: HandsetService) -> str:
@@ -46,7 +39,7 @@ def metrics_text(service: HandsetService) -> str:
     network = service.network
     if server is not None:
         for status, count in sorted(server.submit_status.items()):
-            submit.add(count, command_status=f"0x{status:08X}", status_name=_status_name(status))
+            submit.add(count, command_status=f"0x{status:08X}", status_name=status_name(status))
         c = server.counters
         for result in ("sent", "ok", "failed", "retries"):
             deliver.add(c[f"deliver_sm_{result}"], result=result)

@@ -14,17 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ota_protocols.prometheus import Family, render
-from ota_protocols.smpp.command_status import CommandStatus
+from ota_protocols.smpp.command_status import status_name
 
 if TYPE_CHECKING:
     from ota_server.http.platform import Platform
-
-
-def _status_name(status: int) -> str:
-    try:
-        return CommandStatus(status).name
-    except ValueError:
-        return "unknown"
 
 
 def metrics_text(platform: Platform) -> str:
@@ -58,7 +51,7 @@ def metrics_text(platform: Platform) -> str:
         submitted.add(stats.submits, campaign=name)
         for status, count in sorted(stats.submit_status.items()):
             answered.add(
-                count, campaign=name, command_status=f"0x{status:08X}", status_name=_status_name(status)
+                count, campaign=name, command_status=f"0x{status:08X}", status_name=status_name(status)
             )
         accepted.add(stats.submit_accepted, campaign=name)
         failed.add(stats.submit_failed, campaign=name)

@@ -28,6 +28,14 @@ RFM_SELECT_SPN = {
     "data": "014f54412044656d6f204e6574776f726b",
 }
 
+# SPN, then EF.CBMI (absent on cards whose fleet index % 10 == 7: 6A82, the card ends partial), then
+# EF.HPPLMN.
+RFM_THREE_ACTIONS: list[dict[str, Any]] = [
+    RFM_SELECT_SPN,
+    {"type": "update_binary", "path": "3F00/7F20/6F50", "offset": 0, "data": "0032ffffffffffffffff"},
+    {"type": "update_binary", "path": "3F00/7F20/6F31", "offset": 0, "data": "01"},
+]
+
 
 def handset_toml(*, count: int = 12, seed: str = "it-fleet", radio: str = "", extra: str = "") -> str:
     return f"""

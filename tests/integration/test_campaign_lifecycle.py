@@ -19,6 +19,7 @@ from ota_server.config import load_campaign
 from ota_server.service import CampaignRunner, verification
 from tests.integration.network import (
     RFM_SELECT_SPN,
+    RFM_THREE_ACTIONS,
     ROOT,
     campaign_toml,
     handset_toml,
@@ -28,16 +29,7 @@ from tests.integration.network import (
 
 pytestmark = pytest.mark.integration
 
-ACTIONS: list[dict[str, Any]] = [
-    RFM_SELECT_SPN,
-    {
-        "type": "update_binary",
-        "path": "3F00/7F20/6F50",
-        "offset": 0,
-        "data": "0032ffffffffffffffff",
-    },  # 6A82 on 7
-    {"type": "update_binary", "path": "3F00/7F20/6F31", "offset": 0, "data": "01"},
-]
+ACTIONS = RFM_THREE_ACTIONS
 CARDS = 40
 
 

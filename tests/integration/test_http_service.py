@@ -24,7 +24,7 @@ from ota_server.http.platform import Platform
 from ota_server.http.serve import bind_socket, uvicorn_server
 from ota_server.service import verification
 from tests.integration.network import (
-    RFM_SELECT_SPN,
+    RFM_THREE_ACTIONS,
     ROOT,
     Network,
     campaign_toml,
@@ -39,16 +39,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "it-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TOML = {**AUTH, "Content-Type": "application/toml"}
-ACTIONS: list[dict[str, Any]] = [
-    RFM_SELECT_SPN,
-    {
-        "type": "update_binary",
-        "path": "3F00/7F20/6F50",
-        "offset": 0,
-        "data": "0032ffffffffffffffff",
-    },  # 6A82 on 7
-    {"type": "update_binary", "path": "3F00/7F20/6F31", "offset": 0, "data": "01"},
-]
+ACTIONS = RFM_THREE_ACTIONS
 
 
 @contextlib.asynccontextmanager
