@@ -181,25 +181,34 @@ class Platform:
             config, smsc=self.smsc, db_path=self.db, seed=self.seed, progress=False, poll_s=self.poll_s
         )
         hosted = Hosted(config, runner, submitted_at=time.time())
-        run = asyncio.get_running_loop().create_task(runner.run(), name=f"campaign {name}")
-        ready = asyncio.get_running_loop().create_task(runner.ready.wait())
+        loop = asyncio.get_running_loop()
+        run = loop.create_task(runner.run(), name=f"campaign {name}")
+        # Hosted from here on, so that a request cancelled while waiting leaves no runner unwatched.
+        hosted.task = loop.create_task(self._watch(hosted, run))
+        self.hosted[name] = hosted
+        ready = loop.create_task(runner.ready.wait())
         try:
             await asyncio.wait({run, ready}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ready.cancel()
-        if run.done():
-            run.result()  # its checks failed: raise that error to the caller (a ConfigError, say)
-        hosted.task = asyncio.get_running_loop().create_task(self._watch(hosted, run))
-        self.hosted[name] = hosted
+        failure = run.exception() if run.done() and not run.cancelled() else None
+        if failure is not None:
+            del self.hosted[name]  # its checks failed: nothing runs, the caller gets that error
+            await asyncio.gather(hosted.task, return_exceptions=True)
+            raise failure
         return hosted
 
     async def _watch(self, hosted: Hosted, run: asyncio.Task[dict[str, Any]]) -> None:
+        """Keep the runner's report, or the one line that stopped it."""
         try:
             hosted.report = await run
             log.info("campaign %s: ended", hosted.name)
         except OtaSimError as exc:  # ConfigError, CampaignFailed, StoreError: one line, kept for the API
             hosted.error = str(exc)
             log.error("campaign %s: %s", hosted.name, exc)
+        except Exception as exc:  # a bug: the supervisor of the runners logs it, the server stays up
+            hosted.error = f"internal error: {type(exc).__name__}"
+            log.exception("campaign %s failed", hosted.name)
 
     def control(self, name: str, command: str) -> dict[str, Any]:
         """``pause``, ``resume`` or ``cancel``: the state the CLI's command writes; the runner polls it."""

@@ -341,3 +341,12 @@ def test_serve_usage_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[s
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_check_the_runner_makes_before_it_starts_is_the_answer(client: TestClient) -> None:
+    """No card of the (empty) store matches: the runner refuses before binding; 422, nothing hosted."""
+    text = CAMPAIGN.replace("fleet = true", "all = true\nfleet = false")
+    assert error(post_toml(client, text, **AUTH), 422) == ("no card of the inventory matches", "targets")
+    assert client.get("/api/campaigns").json() == {"campaigns": []}
+    platform: Platform = client.app.state.platform  # type: ignore[attr-defined]
+    assert platform.hosted == {}
