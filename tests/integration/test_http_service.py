@@ -340,13 +340,13 @@ async def test_dashboard_in_chromium_follows_a_running_campaign_to_the_report(tm
                 )
                 assert paused["done"] < paused["total"]
                 assert (await client.post("/api/campaigns/browser/resume", headers=AUTH)).status_code == 200
-                advanced = await asyncio.to_thread(
+                await asyncio.to_thread(
                     _wait_for,
                     driver,
                     "browser",
-                    lambda v: v["status"] == "running" and v["done"] > paused["done"],
+                    # seen moving, not only ended: more done than when paused, not yet all
+                    lambda v: v["status"] == "running" and paused["done"] < v["done"] < v["total"],
                 )
-                assert advanced["done"] < 40 or advanced["status"] == "running"
                 final = await asyncio.to_thread(
                     _wait_for, driver, "browser", lambda v: v["status"] == "finished" and v["pending"] == "0"
                 )
