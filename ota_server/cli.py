@@ -369,6 +369,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.smsc is not None and args.network is not None:
         print("ota-server: serve: --smsc or --network, not both", file=sys.stderr)
         return EXIT_USAGE
+    if args.max_body < 1:
+        raise ConfigError("--max-body", f"expected a positive number of bytes, got {args.max_body}")
     if str(args.db).startswith(("postgresql:", "postgres:")):
         raise ConfigError("--db", "this build has the SQLite card store only: give a file path")
     options = ServeOptions(

@@ -312,6 +312,7 @@ def test_cards_import_is_all_or_nothing_and_keys_need_token_and_asking(client: T
             "ota-server: --token-file: missing: No such file",
         ),
         (["--http", "localhost"], "expected HOST:PORT"),
+        (["--smsc", "127.0.0.1:1", "--max-body", "0"], "ota-server: --max-body: expected a positive number"),
     ],
 )
 def test_serve_usage_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
