@@ -58,6 +58,12 @@ class Conflict(OtaSimError):
     """The request contradicts the campaign's state (HTTP 409)."""
 
 
+def open_store(db: Path) -> CardStore:
+    """The serve process's one way to open its ``--db`` (the runners open theirs as campaign run
+    does): where another store backend plugs in."""
+    return CardStore(db)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -130,7 +136,7 @@ class Platform:
     def start(self) -> None:
         """Open the store and start sampling; in the event loop's thread (sqlite3 connections
         belong to the thread that opened them)."""
-        self._store = CardStore(self.db)
+        self._store = open_store(self.db)
         self._sample()
 
     async def close(self) -> None:

@@ -27,10 +27,9 @@ from typing import Any
 import uvicorn
 
 from ota_protocols.errors import ConfigError
-from ota_server.card_store import CardStore
 from ota_server.embedded_network import EmbeddedNetwork
 from ota_server.http.app import DEFAULT_MAX_BODY, build_app
-from ota_server.http.platform import Platform
+from ota_server.http.platform import Platform, open_store
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ async def serve(options: ServeOptions) -> int:
             network = EmbeddedNetwork(options.network, workdir)
             stack.push_async_callback(network.stop)
             smsc = ("127.0.0.1", await network.start())
-        CardStore(options.db).close()  # a store that cannot open is one line and exit 1, before listening
+        open_store(options.db).close()  # a store that cannot open is one line and exit 1, before listening
         platform = Platform(options.db, smsc=smsc, seed=options.seed)  # started by the app's lifespan
         sock = bind_socket(*options.http)
         stack.callback(sock.close)
