@@ -552,6 +552,25 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(handler=_cards_export)
     _name_choices(cards_sub)
 
+    report = sub.add_parser(
+        "report",
+        help="summary and failure breakdown of a campaign from the database",
+        description="Summary, failures by PoR status and by last status word; JSON / CSV per card, a plot, "
+        "or one card's audit trail. Outputs, the plot format and matplotlib are checked first.",
+    )
+    report.add_argument("campaign", help="the campaign's [campaign] name")
+    _db_option(report)
+    report.add_argument("--json", type=Path, metavar="PATH", help="write the report (every card) as JSON")
+    report.add_argument("--csv", type=Path, metavar="PATH", help="write one CSV line per card and step")
+    report.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw progress over time (needs matplotlib; format from the suffix, PNG without one)",
+    )
+    report.add_argument("--audit", metavar="ICCID", help="print this card's messages instead")
+    _common_options(report)
+    report.set_defaults(handler=_report)
     serve = sub.add_parser(
         "serve",
         help="run the OTA platform as a service: HTTP JSON API, /metrics and a live dashboard",
@@ -597,26 +616,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=1, help="seed of the concatenation references (default 1)")
     _common_options(serve)
     serve.set_defaults(handler=_serve)
-
-    report = sub.add_parser(
-        "report",
-        help="summary and failure breakdown of a campaign from the database",
-        description="Summary, failures by PoR status and by last status word; JSON / CSV per card, a plot, "
-        "or one card's audit trail. Outputs, the plot format and matplotlib are checked first.",
-    )
-    report.add_argument("campaign", help="the campaign's [campaign] name")
-    _db_option(report)
-    report.add_argument("--json", type=Path, metavar="PATH", help="write the report (every card) as JSON")
-    report.add_argument("--csv", type=Path, metavar="PATH", help="write one CSV line per card and step")
-    report.add_argument(
-        "--plot",
-        type=Path,
-        metavar="PNG",
-        help="draw progress over time (needs matplotlib; format from the suffix, PNG without one)",
-    )
-    report.add_argument("--audit", metavar="ICCID", help="print this card's messages instead")
-    _common_options(report)
-    report.set_defaults(handler=_report)
     _name_choices(sub)
     return parser
 
