@@ -58,7 +58,7 @@ from ota_server.model import Action, Card
 from ota_server.progress import BINDING, STARTING_NETWORK, Ticker, print_summary
 from ota_server.report import Stats, verification, verify_jobs
 from ota_server.smpp_link import DeliverReceived as LinkDeliver
-from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, SubmitRequest
+from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, RoundTrips, SubmitRequest
 from ota_server.smpp_link import LinkDown as LinkLost
 from ota_server.smpp_link import LinkUp as LinkBound
 from ota_server.smpp_link import SubmitAccepted as LinkAccepted
@@ -129,6 +129,13 @@ class CampaignRunner:
     @property
     def stats(self) -> Stats:
         return self.engine.stats if self.engine is not None else Stats()
+
+    def round_trips(self) -> RoundTrips:
+        """submit_sm -> submit_sm_resp times of every bind of this run (benchmarks read them)."""
+        total = RoundTrips()
+        for link in self._links:
+            total.merge(link.round_trips)
+        return total
 
     def outcomes(self) -> list[tuple[Card, Job]]:
         """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""

@@ -49,6 +49,7 @@ from ota_server.smpp_link_events import (
     DeliverReceived,
     LinkEvent,
     LinkSettings,
+    RoundTrips,
     SubmitAccepted,
     SubmitRejected,
     SubmitUnknown,
@@ -88,6 +89,7 @@ def open_connection(
     stopping: threading.Event,
     emit: Callable[[LinkEvent], None],
     logged: set[str],
+    round_trips: RoundTrips | None = None,
 ) -> tuple[Connection, str]:
     """TCP connect, bind_transceiver and its answer, all before ``deadline`` (monotonic).
 
@@ -118,7 +120,10 @@ def open_connection(
     except (ConnectionLost, PeerTimeout):
         client.disconnect()
         raise
-    return Connection(settings, number, client, stream, emit=emit, logged=logged), their
+    connection = Connection(
+        settings, number, client, stream, emit=emit, logged=logged, round_trips=round_trips
+    )
+    return connection, their
 
 
 def _bind(
@@ -196,6 +201,7 @@ class Connection:
         *,
         emit: Callable[[LinkEvent], None],
         logged: set[str],
+        round_trips: RoundTrips | None = None,
     ) -> None:
         self.settings = settings
         self.number = number  # 1, 2, ... per link: DeliverHandle.connection
@@ -210,6 +216,8 @@ class Connection:
         self.unbound = False  # unbind_resp received (our close)
         self._emit = emit
         self._logged = logged
+        self._round_trips = round_trips
+        self._rx_at = self.last_rx  # when the PDUs being dispatched were read
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._logged:
@@ -275,7 +283,7 @@ class Connection:
         raws = self.stream.exchange(until)
         now = time.monotonic()
         if raws:
-            self.last_rx = now
+            self.last_rx = self._rx_at = now
             for raw in raws:
                 self._dispatch(raw)
         self._expire(now)
@@ -404,6 +412,8 @@ class Connection:
             log.debug("<- submit_sm_resp seq=%d status=%#x message_id=%s", seq, status, message_id)
         if entry is None:
             return  # answered after it was reported unknown
+        if self._round_trips is not None:  # written at deadline - response_timeout_s
+            self._round_trips.add(self._rx_at - entry[1] + self.settings.response_timeout_s)
         if status == CommandStatus.ESME_ROK:
             self._emit(SubmitAccepted(entry[0], message_id))
         else:

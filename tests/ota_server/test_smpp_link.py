@@ -52,6 +52,7 @@ from ota_server.smpp_link import (
     LinkFailed,
     LinkSettings,
     LinkUp,
+    RoundTrips,
     SubmitAccepted,
     SubmitRejected,
     SubmitRequest,
@@ -189,6 +190,24 @@ async def test_binds_and_submits_every_field_of_the_submit_sm() -> None:
         assert [e.message_id for e in accepted] == [m.message_id for m in network.messages]
         received = network.messages[0].submit
         assert dataclasses.replace(received, sequence_number=0) == pdu  # every field, UDH included
+        assert link.round_trips.count == 2  # each answer timed once
+        rtt = link.round_trips.percentile(1.0)
+        assert rtt is not None and 0 < rtt < 10.0
+
+
+def test_round_trips_percentiles_are_within_one_bucket() -> None:
+    times = RoundTrips()
+    assert times.percentile(0.5) is None
+    for ms in range(1, 101):  # 1 .. 100 ms
+        times.add(ms / 1000)
+    times.add(0.0)  # below the first bucket: counted, not lost
+    other = RoundTrips()
+    other.add(5.0)
+    times.merge(other)
+    assert times.count == 102
+    for fraction, expected in ((0.5, 0.050), (0.9, 0.091), (0.99, 0.100), (1.0, 5.0)):
+        got = times.percentile(fraction)
+        assert got is not None and expected <= got <= expected * 1.05 + 1e-9, (fraction, got)
 
 
 @pytest.mark.asyncio
