@@ -61,6 +61,7 @@ from ota_server.smpp_link import (
     status_text,
     submit_sm_fields,
 )
+from ota_server.smpp_stream import Waker
 
 pytestmark = pytest.mark.integration
 
@@ -904,3 +905,53 @@ def test_link_settings_refuse_what_smpplib_would_cut_without_showing_the_passwor
         link_settings(1, system_id="a-very-long-system-id")
     with pytest.raises(ValueError, match=r"LinkSettings\.port 0 outside"):
         link_settings(0)
+
+
+class _WakeDuringRecv:
+    """The waker's read end, with another thread's ``wake`` landing inside ``recv`` (the race)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self.sock = waker._r
+        self.raced = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, size: int) -> bytes:
+        if not self.raced:
+            self.raced = True
+            self.waker.wake()  # the loop thread queues work and wakes, mid-drain
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+def test_a_wake_during_drain_is_never_lost() -> None:
+    waker = Waker()
+    raw = waker._r
+    try:
+        waker.wake()
+        waker._r = _WakeDuringRecv(waker)  # type: ignore[assignment]
+        waker.drain()
+        waker._r = raw
+        # Whatever happened during the drain, the next wake must make the waker readable again
+        # (a wake lost here left the link thread asleep until a timer: 30 s stalls).
+        waker.wake()
+        assert _readable(raw)
+        waker.drain()
+        assert not _readable(raw)
+        waker.wake()
+        assert _readable(raw)
+    finally:
+        waker._r = raw
+        waker.close()
