@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ota_protocols.errors import ConfigError, StoreError
-from ota_server.card_store import CardStore
+from ota_server.card_store import CardStore, LeaseLost
 from ota_server.commit_writer import CommitWriter
 from ota_server.config import CampaignConfig, NetworkInventory, load_network_inventory
 from ota_server.embedded_network import CampaignFailed, EmbeddedNetwork
@@ -475,16 +475,35 @@ class CampaignRunner:
     # ------------------------------------------------------------------ lifecycle (campaigns row)
 
     def _poll(self) -> None:
-        """Event-loop timer: renew the lease, read the state ``campaign pause|resume|cancel`` wrote."""
+        """Event-loop timer: renew the lease, read the state ``campaign pause|resume|cancel`` wrote.
+        While the links run the store is the commit writer's: the renewal goes through its queue
+        (in order with the Commits, never blocking the loop on a transaction in progress) and its
+        answer comes back to the loop."""
         assert self._loop is not None and self._store is not None and self.engine is not None
         self._poll_handle = self._loop.call_later(self.poll_s, self._poll)
+        if self._writer is not None:
+            self._writer.send(self._renew_lease)
+        else:
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """On the commit writer's thread (or the loop's when there is none); results go to the loop."""
+        assert self._loop is not None and self._store is not None
+        writer = self._writer
         try:
-            with self._writer.lock if self._writer is not None else contextlib.nullcontext():
+            with writer.lock if writer is not None else contextlib.nullcontext():
                 wanted = self._store.renew_lease(self.config.campaign.name, token=self._token, at=time.time())
         except StoreError as exc:
-            self._fail(str(exc))
+            reason = str(exc) if isinstance(exc, LeaseLost) else f"database: {exc}"
+            self._loop.call_soon_threadsafe(self._fail, reason)
             return
+        self._loop.call_soon_threadsafe(self._apply_wanted, wanted)
+
+    def _apply_wanted(self, wanted: str) -> None:
         engine = self.engine
+        assert engine is not None
+        if self._failure is not None or self._closing:
+            return
         if wanted == engine.state or engine.state == "cancelled":
             return
         event: EngineEvent | None = {"paused": Pause(), "running": Resume(), "cancelled": Cancel()}.get(
