@@ -955,3 +955,32 @@ def test_a_wake_during_drain_is_never_lost() -> None:
     finally:
         waker._r = raw
         waker.close()
+
+
+def test_a_refilled_submit_sm_is_byte_for_byte_a_new_one() -> None:
+    import smpplib.client
+    import smpplib.smpp
+
+    from ota_server.smpp_connection import SubmitPdus
+    from ota_server.smpp_fields import submit_sm_fields
+
+    def client() -> smpplib.client.Client:
+        return smpplib.client.Client("127.0.0.1", 1, allow_unknown_opt_params=True)
+
+    pdus = [
+        ota_submit(),
+        ota_submit(destination_addr="4917000000099", short_message=b"\x02\x70\x00" + bytes(range(100))),
+        ota_submit(registered_delivery=1, validity_period=relative_validity(3600)),
+        ota_submit(tlvs=((0x0204, b"\x00\x07"),)),  # another set of fields: a new PDU
+        ota_submit(tlvs=((0x0204, b"\x01\x02"),), destination_addr="4917"),
+        ota_submit(short_message=b"\x02\x70\x00"),
+        ota_submit(),
+    ]
+    reused, fresh = client(), client()
+    builder = SubmitPdus()
+    for pdu in pdus:
+        fields = submit_sm_fields(pdu)
+        mine = builder.build(reused, fields)
+        theirs = smpplib.smpp.make_pdu("submit_sm", client=fresh, **fields)
+        assert mine.sequence == theirs.sequence
+        assert mine.generate() == theirs.generate(), pdu
