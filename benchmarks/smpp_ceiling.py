@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.connection
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SYSTEM_ID, PASSWORD = "bench", "secret"
@@ -155,26 +156,50 @@ def _drive(port: int, messages: int, window: int) -> tuple[float, float]:
         client.disconnect()
 
 
+class ChildServer:
+    """A server in a spawned child process (so that it has a core of its own): ``target(conn)`` sends
+    its port on ``conn`` once listening and serves until it reads "stop" (some then send a last
+    answer: :meth:`stop`)."""
+
+    def __init__(self, target: Callable[[multiprocessing.connection.Connection], None], name: str) -> None:
+        self._conn, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(target=target, args=(child,), name=name)
+        self._name = name
+        self._stopped = False
+
+    def __enter__(self) -> int:
+        """Start it; its port."""
+        self._process.start()
+        if not self._conn.poll(30):
+            self.__exit__()
+            raise RuntimeError(f"benchmarks: the {self._name} child process did not start in 30 s")
+        port: int = self._conn.recv()
+        return port
+
+    def stop(self, *, answer: bool = False) -> object:
+        """Tell it to stop; with ``answer``, the last thing it sends (None after 30 s without)."""
+        if not self._stopped:
+            self._stopped = True
+            self._conn.send("stop")
+            if answer and self._conn.poll(30):
+                return self._conn.recv()
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+
 def measure(messages: int = 20000, window: int = 256) -> Ceiling:
     """One ceiling run: the responder in a child process, the bare ESME here."""
-    parent, child = multiprocessing.Pipe()
-    responder = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), name="ceiling")
-    responder.start()
-    try:
-        if not parent.poll(30):
-            raise RuntimeError("benchmarks.smpp_ceiling: the responder did not start in 30 s")
-        port = parent.recv()
-        responder_cpu = 0.0
+    server = ChildServer(_serve, "ceiling responder")
+    with server as port:
         wall, esme_cpu = _drive(port, messages, window)
-        parent.send("stop")
-        if parent.poll(30):
-            responder_cpu = parent.recv()
-    finally:
-        responder.join(10)
-        if responder.is_alive():
-            responder.terminate()
-            responder.join(5)
-    return Ceiling(messages, wall, esme_cpu, responder_cpu)
+        responder_cpu = server.stop(answer=True)
+    return Ceiling(messages, wall, esme_cpu, float(responder_cpu or 0.0))  # type: ignore[arg-type]
 
 
 def main() -> None:
