@@ -1,7 +1,7 @@
-"""End-to-end benchmark: OTA transactions per second over loopback SMPP.
+"""End-to-end benchmark: OTA transactions per second over loopback SMPP, against the bare SMPP ceiling.
 
-    python -m benchmarks.e2e [--cards 1000 10000] [--spi 1619] [--actions 1] [--profile]
-                             [--profile-handset FILE] [--cpu]
+    python -m benchmarks.e2e [--cards 1000 10000] [--spi 1619] [--actions 1] [--window 256]
+                             [--ceiling-messages 20000] [--profile] [--profile-handset FILE]
 
 One transaction = a secured command packet built and reserved in SQLite ->
 submit_sm -> SMSC -> SMS-DELIVER -> ENVELOPE -> the SIM verifies, runs and signs
@@ -11,18 +11,28 @@ this process and the network (handset SMSC, phones, SIMs) in its own child
 process, as in `ota-server campaign run` with the embedded network; so the two
 sides get a core each on a 2-core machine.
 
-Printed per fleet size: wall time of the campaign, script transactions/s, all
-secured packets/s (status queries included) and SMS/s, and the verification
-result. ``--profile`` adds the server process's hottest functions (cProfile).
+The ceiling (issue #14) is measured in the same run, before and after each fleet size, by
+:mod:`benchmarks.smpp_ceiling`: a bare smpplib ESME against an asyncio responder on smpplib's
+codec, two processes, no crypto, no card, no database, the same window. The machine is shared,
+so wall figures are noisy: compare the OTA figure with the ceiling of the same run (the better
+of its two ceiling runs, the stricter comparison), and read the CPU per transaction, which other
+load disturbs far less.
+
+Printed per fleet size: wall time of the campaign, script transactions/s, all secured packets/s
+(status queries included) and SMS/s over that wall time, and the verification against the cards'
+own journals (lost/duplicated/mismatched actions must all be 0; the exit status is 1 otherwise).
+Then the flow, from the first submit_sm to the last PoR (read from /proc every 20 ms, Linux only;
+the wall time also holds the first group commit and the network's shutdown, which writes its
+report): its transactions/s (the OTA figure), CPU-µs per transaction and busy share of the
+server process (all threads), of its ESME thread alone, and of the network process; the
+submit_sm -> submit_sm_resp round-trip times seen by the ESME; and the OTA figure as a fraction
+of the ceiling (goal: at least 0.5).
+
+``--profile`` adds the server process's hottest functions (cProfile).
 ``--profile-handset FILE`` starts the network itself under cProfile (``handset serve``,
 stopped with SIGINT so the profile is written to FILE, one run per fleet size with
 the size appended to the name) and runs the campaign against it as with
-``ota-server campaign run --smsc``; there is then no verification.  ``--cpu`` adds
-where the CPU went while messages flowed (from the first submit to the last PoR, read
-from /proc every 20 ms, Linux only): that flow's transactions/s, and CPU-µs per
-transaction and busy % of the server process (all threads), of its ESME thread alone,
-and of the network process.  (The wall time also holds the first group commit and the
-network's shutdown, which writes its report.)
+``ota-server campaign run --smsc``; there is then no verification.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import smpp_ceiling
 from ota_server.config import load_campaign
 from ota_server.service import CampaignRunner
 
@@ -200,7 +211,6 @@ def run_once(
     profile: bool,
     query_first: bool = False,
     profile_handset: Path | None = None,
-    cpu: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ota-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -228,12 +238,10 @@ def run_once(
         if profiler is not None:
             profiler.enable()
         try:
-            if cpu:
-                with _CpuSampler(runner) as sampler:
-                    report = asyncio.run(runner.run())
-                report["cpu"] = sampler.summary()
-            else:
+            with _CpuSampler(runner) as sampler:
                 report = asyncio.run(runner.run())
+            report["cpu"] = sampler.summary()
+            report["round_trips"] = runner.round_trips()
         finally:
             if network is not None:
                 os.kill(network.pid, signal.SIGINT)
@@ -246,9 +254,20 @@ def run_once(
         return report
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _print_ceiling(when: str, c: smpp_ceiling.Ceiling) -> None:
+    print(
+        f"  bare smpplib ceiling ({when}): {c.per_s:,.0f} round trips/s; CPU us/round trip: "
+        f"ESME {c.esme_us:.0f}, responder {c.responder_us:.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="OTA transactions per second, end to end over loopback SMPP."
+        description="OTA transactions per second, end to end over loopback SMPP, against the bare ceiling."
     )
     parser.add_argument("--cards", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument(
@@ -256,6 +275,12 @@ def main() -> None:
     )
     parser.add_argument("--actions", type=int, default=1, help="actions per script (default 1)")
     parser.add_argument("--window", type=int, default=256, help="outstanding submit_sm (default 256)")
+    parser.add_argument(
+        "--ceiling-messages",
+        type=int,
+        default=20000,
+        help="round trips of each bare smpplib ceiling run, before and after each fleet size (default 20000)",
+    )
     parser.add_argument("--profile", action="store_true", help="print the server's hottest functions")
     parser.add_argument(
         "--profile-handset",
@@ -264,24 +289,21 @@ def main() -> None:
         help="run the network under cProfile, profile written to FILE.<cards> (no verification)",
     )
     parser.add_argument(
-        "--cpu", action="store_true", help="CPU per transaction and busy share of each process (Linux)"
-    )
-    parser.add_argument(
         "--query-first",
         action="store_true",
         help="the server does not know the issued counters: a status query precedes each script",
     )
     args = parser.parse_args()
-    print(
-        f"{'cards':>7} {'wall s':>8} {'scripts/s':>10} {'packets/s':>10} {'SMS/s':>8} "
-        f"{'confirmed':>9}  verification (lost/dup/mismatch)"
-    )
+    if min(args.cards) < 1 or args.window < 1 or args.ceiling_messages < 1:
+        parser.error("--cards, --window and --ceiling-messages must be at least 1")
+    failed = False
     for cards in args.cards:
         handset_profile = (
             None
             if args.profile_handset is None
             else args.profile_handset.with_name(f"{args.profile_handset.name}.{cards}")
         )
+        before = smpp_ceiling.measure(args.ceiling_messages, args.window)
         report = run_once(
             cards,
             args.spi,
@@ -290,11 +312,15 @@ def main() -> None:
             args.profile,
             args.query_first,
             handset_profile,
-            args.cpu,
         )
+        after = smpp_ceiling.measure(args.ceiling_messages, args.window)
         summary = report["summary"]
         wall = summary["duration_s"]
         check = report.get("verification", {})
+        print(
+            f"{'cards':>7} {'wall s':>8} {'scripts/s':>10} {'packets/s':>10} {'SMS/s':>8} "
+            f"{'confirmed':>9}  verification (lost/dup/mismatch)"
+        )
         print(
             f"{cards:>7} {wall:>8.2f} {summary['scripts_sent'] / wall:>10.0f} "
             f"{summary['packets_sent'] / wall:>10.0f} {summary['messages_sent'] / wall:>8.0f} "
@@ -302,20 +328,44 @@ def main() -> None:
             f"{check.get('counter_mismatches')}"
         )
         if summary["confirmed"] != cards:
+            failed = True
             print(
-                f"  warning: only {summary['confirmed']} of {cards} cards confirmed; first reason: "
+                f"  FAILED: only {summary['confirmed']} of {cards} cards confirmed; first reason: "
                 f"{next((c['reason'] for c in report['cards'] if c['state'] != 'confirmed'), '')}"
             )
-        if report.get("cpu"):
-            c = report["cpu"]
+        if handset_profile is None and (
+            not check
+            or check.get("lost_actions") != 0
+            or check.get("duplicated_actions") != 0
+            or check.get("counter_mismatches") != 0
+        ):
+            failed = True
+            print(f"  FAILED: exactly-once verification: {check or 'no network report'}")
+        _print_ceiling("before", before)
+        _print_ceiling("after", after)
+        c = report.get("cpu")
+        rtt = report["round_trips"]
+        if c:
+            ota = c["transactions"] / c["window_s"]
             print(
-                f"  flow {c['window_s']:.2f} s ({c['transactions'] / c['window_s']:.0f} tx/s): "
-                f"server {c['server_us']:.0f} us/tx "
-                f"({c['server_busy']:.0%} busy, ESME thread {c['esme_us']:.0f} us/tx, {c['esme_busy']:.0%}), "
-                f"network {c['network_us']:.0f} us/tx ({c['network_busy']:.0%} busy)"
+                f"  OTA flow {c['window_s']:.2f} s: {ota:,.0f} tx/s; CPU us/tx: server {c['server_us']:.0f} "
+                f"({c['server_busy']:.0%} busy; ESME thread {c['esme_us']:.0f}, {c['esme_busy']:.0%}), "
+                f"network {c['network_us']:.0f} ({c['network_busy']:.0%} busy)"
+            )
+            print(
+                f"  submit_sm -> submit_sm_resp ms: p50 {_ms(rtt.percentile(0.5))} "
+                f"p90 {_ms(rtt.percentile(0.9))} p99 {_ms(rtt.percentile(0.99))} ({rtt.count} answers)"
+            )
+            ceiling = max(before.per_s, after.per_s)
+            ratio = ota / ceiling
+            print(
+                f"  OTA / ceiling: {ota:,.0f} / {ceiling:,.0f} = {ratio:.2f} "
+                f"(goal >= 0.5: {'met' if ratio >= 0.5 else 'not met'})"
             )
         if "profile" in report:
             print(report["profile"])
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

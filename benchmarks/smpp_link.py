@@ -25,6 +25,7 @@ import multiprocessing.connection
 import statistics
 import time
 
+from benchmarks.smpp_ceiling import ChildServer
 from ota_protocols.smpp.pdu_codec import SubmitSm
 
 MSISDN = "491700000001"
@@ -139,21 +140,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=64, help="outstanding submits (default 64)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    smsc = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), name="bench-smsc")
-    smsc.start()
-    try:
-        if not parent.poll(30):
-            raise SystemExit("benchmarks.smpp_link: the SMSC child process did not start in 30 s")
-        port = parent.recv()
-        figures: dict[str, list[Figures]] = {"smpp_link.EsmeLink": []}
+    figures: dict[str, list[Figures]] = {"smpp_link.EsmeLink": []}
+    with ChildServer(_serve, "SMSC") as port:
         for _ in range(args.rounds):
             figures["smpp_link.EsmeLink"].append(asyncio.run(_new_link(port, args.messages, args.window)))
-    finally:
-        parent.send("stop")
-        smsc.join(10)
-        if smsc.is_alive():
-            smsc.terminate()
     print(f"{args.messages} submit_sm per round, window {args.window}, handset SMSC in a child process")
     print(f"{'link':<24} {'round trips/s':>13} {'CPU µs/trip':>12}   round trips/s of each round")
     for name, rounds in figures.items():

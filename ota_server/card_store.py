@@ -24,6 +24,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ota_protocols.errors import StoreError
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
@@ -146,12 +147,14 @@ class LeaseLost(StoreError):
 
 
 class CardStore:
-    """One SQLite database; use from one thread (the event loop's)."""
+    """One SQLite database; use from one thread at a time."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            # One thread at a time, not always the same one: the campaign runner's commit writer
+            # (ota_server.commit_writer) writes from its own thread under its lock.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")  # a CLI lifecycle command may hold a write
@@ -389,20 +392,41 @@ class CardStore:
         """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
         counters, accepted MO CNTRs and history. On return it is durable, so the caller may send:
         a crash from here on burns these CNTR values, never reuses them (house-style §2)."""
-        if not commit:
-            return
-        at = commit.at
-        reservations = commit.reservations
-        sent_rows = [
-            (at, r.campaign, r.iccid, "mt", r.kind, r.cntr, "reserved", r.detail) for r in reservations
-        ]
+        self.commit_all((commit,))
+
+    def commit_all(self, commits: Sequence[Commit]) -> None:
+        """Several Commits, in order, in ONE transaction (group commit): the rows as the same
+        Commits one after another would leave them (a later job row or counter wins, CNTRs and MO
+        CNTRs never go down, history in order), with one wait for the disk."""
+        history_rows: list[tuple[object, ...]] = []
+        jobs: dict[tuple[str, str, str, int], Any] = {}  # the last record of each job wins
+        counter_rows: list[tuple[str, str, int, float]] = []
+        mo_rows: list[tuple[str, str, int, float]] = []
+        highest: dict[tuple[str, int], int] = {}
+        dumps = json.dumps
+        for commit in commits:
+            if not commit:
+                continue
+            at = commit.at
+            for r in commit.reservations:
+                history_rows.append((at, r.campaign, r.iccid, "mt", r.kind, r.cntr, "reserved", r.detail))
+                key = (r.iccid, r.kvn)
+                highest[key] = max(highest.get(key, 0), r.cntr)
+            history_rows.extend(
+                (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail)
+                for h in commit.history
+            )
+            for record in commit.jobs:
+                jobs[(record.campaign, *record.key)] = record
+            counter_rows.extend((iccid, tar, value, at) for iccid, tar, value in commit.counters)
+            mo_rows.extend((iccid, tar, value, at) for iccid, tar, value in commit.mo_counters)
         job_rows = [
             (
                 j.campaign,
                 j.iccid,
                 j.tar,
                 j.state,
-                json.dumps(j.pending),
+                dumps(j.pending),
                 j.n,
                 j.applied,
                 j.base,
@@ -410,24 +434,19 @@ class CardStore:
                 j.attempts,
                 j.queries,
                 j.resent_actions,
-                json.dumps(j.outstanding),
+                dumps(j.outstanding),
                 j.result,
                 j.reason,
                 j.counter_path,
-                json.dumps(j.statuses),
+                dumps(j.statuses),
                 j.updated_at,
-                json.dumps(j.extra),
+                dumps(j.extra),
                 j.step,
             )
-            for j in (record.row() for record in commit.jobs)
+            for j in (record.row() for record in jobs.values())
         ]
-        history_rows = [
-            (h.at, h.campaign, h.iccid, h.direction, h.kind, h.cntr, h.status, h.detail)
-            for h in commit.history
-        ]
-        highest: dict[tuple[str, int], int] = {}
-        for r in reservations:
-            highest[(r.iccid, r.kvn)] = max(highest.get((r.iccid, r.kvn), 0), r.cntr)
+        if not (history_rows or job_rows or counter_rows or mo_rows or highest):
+            return
         with self._transaction():
             if highest:
                 # TS 102 225 §5.1.1: never lower a CNTR (a value is used once, burnt or not).
@@ -435,11 +454,11 @@ class CardStore:
                     "UPDATE keysets SET cntr = ? WHERE iccid = ? AND kvn = ? AND cntr < ?",
                     [(v, iccid, kvn, v) for (iccid, kvn), v in highest.items()],
                 )
-            if sent_rows or history_rows:
+            if history_rows:
                 self._db.executemany(
                     "INSERT INTO history (at, campaign, iccid, direction, kind, cntr, status, detail) "
                     "VALUES (?,?,?,?,?,?,?,?)",
-                    sent_rows + history_rows,
+                    history_rows,
                 )
             if job_rows:
                 self._db.executemany(
@@ -449,20 +468,20 @@ class CardStore:
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     job_rows,
                 )
-            if commit.counters:
+            if counter_rows:
                 self._db.executemany(
                     "INSERT INTO action_counters (iccid, tar, confirmed, updated_at) VALUES (?,?,?,?) "
                     "ON CONFLICT(iccid, tar) DO UPDATE SET confirmed = excluded.confirmed, "
                     "updated_at = excluded.updated_at",
-                    [(iccid, tar, value, at) for iccid, tar, value in commit.counters],
+                    counter_rows,
                 )
-            if commit.mo_counters:
+            if mo_rows:
                 # Never lower: the replay rule needs the highest MO CNTR ever accepted.
                 self._db.executemany(
                     "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
                     "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
                     "updated_at = excluded.updated_at",
-                    [(iccid, tar, value, at) for iccid, tar, value in commit.mo_counters],
+                    mo_rows,
                 )
 
     # ------------------------------------------------------------------ the lease (one runner)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ota_protocols.errors import ConfigError, StoreError
-from ota_server.card_store import CardStore
+from ota_server.card_store import CardStore, LeaseLost
+from ota_server.commit_writer import CommitWriter
 from ota_server.config import CampaignConfig, NetworkInventory, load_network_inventory
 from ota_server.embedded_network import CampaignFailed, EmbeddedNetwork
 from ota_server.engine import outcome
@@ -59,7 +60,7 @@ from ota_server.model import Action, Card
 from ota_server.progress import BINDING, STARTING_NETWORK, Ticker, print_summary
 from ota_server.report import Stats, verification, verify_jobs
 from ota_server.smpp_link import DeliverReceived as LinkDeliver
-from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, SubmitRequest
+from ota_server.smpp_link import EsmeLink, LinkFailed, LinkSettings, RoundTrips, SubmitRequest
 from ota_server.smpp_link import LinkDown as LinkLost
 from ota_server.smpp_link import LinkUp as LinkBound
 from ota_server.smpp_link import SubmitAccepted as LinkAccepted
@@ -71,6 +72,18 @@ __all__ = ["CampaignFailed", "CampaignRunner", "print_summary", "verification"]
 log = logging.getLogger(__name__)
 
 TURN_EVENTS = 32  # link events per engine turn (see CampaignRunner._on_link_events)
+
+
+_Sends = tuple[EsmeLink, list[SubmitRequest] | None, list[object] | None]
+
+
+def _send(batch: list[_Sends]) -> None:
+    """Hand submits and deliver_sm acknowledgements to their links (any thread: the links lock)."""
+    for link, requests, handles in batch:
+        if requests is not None:
+            link.submit_many(requests)
+        if handles is not None:
+            link.acknowledge(handles)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -111,6 +124,7 @@ class CampaignRunner:
         self.ready = asyncio.Event()  # set once the checks passed, the lease is held and the engine exists
         self.engine: CampaignEngine | None = None
         self._store: CardStore | None = None
+        self._writer: CommitWriter | None = None  # while the links run: Commits off the loop thread
         self._links: list[EsmeLink] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -131,6 +145,13 @@ class CampaignRunner:
     @property
     def stats(self) -> Stats:
         return self.engine.stats if self.engine is not None else Stats()
+
+    def round_trips(self) -> RoundTrips:
+        """submit_sm -> submit_sm_resp times of every bind of this run (benchmarks read them)."""
+        total = RoundTrips()
+        for link in self._links:
+            total.merge(link.round_trips)
+        return total
 
     def outcomes(self) -> list[tuple[Card, Job]]:
         """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""
@@ -239,6 +260,7 @@ class CampaignRunner:
             finally:
                 ticker.stop()
                 self._closing = True  # what the links still report now is history, not work
+                self._stop_writer()  # its Commits durable, the sends behind them handed to the links
                 for link in self._links:
                     await link.close()
                 self._stop_timers()
@@ -312,7 +334,9 @@ class CampaignRunner:
             for bind in range(max(1, cfg.pacing.binds))
         ]
         engine.start(loop.time())
-        self._after()
+        self._after()  # the first Commit (every target's row) on this thread, before any link runs
+        assert self._store is not None
+        self._writer = CommitWriter(self._store, loop, lambda reason: self._fail(reason))
         for link in self._links:
             link.start()
         self._poll_handle = loop.call_later(self.poll_s, self._poll)
@@ -360,15 +384,20 @@ class CampaignRunner:
             self._after()
 
     def _perform(self, effects: list[Any], *, send: bool = True) -> None:
-        """In order: a Commit must be durable before the submits and acks after it (house-style §2)."""
+        """In order: a Commit must be durable before the submits and acks after it (house-style §2).
+        While the links run, the commit writer makes it durable and performs what follows it."""
         store = self._store
         assert store is not None
+        writer = self._writer
         submits: dict[int, list[SubmitRequest]] = {}
         acks: dict[int, list[object]] = {}
         for effect in effects:
             if isinstance(effect, Commit):
                 self._flush(submits, acks, send)
-                store.commit(effect)
+                if writer is not None:
+                    writer.commit(effect)
+                else:
+                    store.commit(effect)
             elif isinstance(effect, Submit):
                 submits.setdefault(effect.bind, []).append(SubmitRequest(effect.token, effect.pdu))
             elif isinstance(effect, Acknowledge):
@@ -380,13 +409,21 @@ class CampaignRunner:
     def _flush(
         self, submits: dict[int, list[SubmitRequest]], acks: dict[int, list[object]], send: bool
     ) -> None:
-        if send:
-            for bind, requests in submits.items():
-                self._links[bind].submit_many(requests)
-            for bind, handles in acks.items():
-                self._links[bind].acknowledge(handles)
+        if send and (submits or acks):
+            links = self._links
+            batch: list[_Sends] = [(links[bind], requests, None) for bind, requests in submits.items()]
+            batch += [(links[bind], None, handles) for bind, handles in acks.items()]
+            if self._writer is not None:
+                self._writer.send(lambda: _send(batch))
+            else:
+                _send(batch)
         submits.clear()
         acks.clear()
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -445,15 +482,35 @@ class CampaignRunner:
     # ------------------------------------------------------------------ lifecycle (campaigns row)
 
     def _poll(self) -> None:
-        """Event-loop timer: renew the lease, read the state ``campaign pause|resume|cancel`` wrote."""
+        """Event-loop timer: renew the lease, read the state ``campaign pause|resume|cancel`` wrote.
+        While the links run the store is the commit writer's: the renewal goes through its queue
+        (in order with the Commits, never blocking the loop on a transaction in progress) and its
+        answer comes back to the loop."""
         assert self._loop is not None and self._store is not None and self.engine is not None
         self._poll_handle = self._loop.call_later(self.poll_s, self._poll)
+        if self._writer is not None:
+            self._writer.send(self._renew_lease)
+        else:
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """On the commit writer's thread (or the loop's when there is none); results go to the loop."""
+        assert self._loop is not None and self._store is not None
+        writer = self._writer
         try:
-            wanted = self._store.renew_lease(self.config.campaign.name, token=self._token, at=time.time())
+            with writer.lock if writer is not None else contextlib.nullcontext():
+                wanted = self._store.renew_lease(self.config.campaign.name, token=self._token, at=time.time())
         except StoreError as exc:
-            self._fail(str(exc))
+            reason = str(exc) if isinstance(exc, LeaseLost) else f"database: {exc}"
+            self._loop.call_soon_threadsafe(self._fail, reason)
             return
+        self._loop.call_soon_threadsafe(self._apply_wanted, wanted)
+
+    def _apply_wanted(self, wanted: str) -> None:
         engine = self.engine
+        assert engine is not None
+        if self._failure is not None or self._closing:
+            return
         if wanted == engine.state or engine.state == "cancelled":
             return
         event: EngineEvent | None = {"paused": Pause(), "running": Resume(), "cancelled": Cancel()}.get(

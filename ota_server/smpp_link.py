@@ -61,6 +61,7 @@ from ota_server.smpp_link_events import (
     LinkFailed,
     LinkSettings,
     LinkUp,
+    RoundTrips,
     SubmitAccepted,
     SubmitRejected,
     SubmitRequest,
@@ -80,6 +81,7 @@ __all__ = [
     "LinkFailed",
     "LinkSettings",
     "LinkUp",
+    "RoundTrips",
     "SubmitAccepted",
     "SubmitRejected",
     "SubmitRequest",
@@ -123,6 +125,7 @@ class EsmeLink:
         self._events: list[LinkEvent] = []
         self._connections = 0
         self._logged: set[str] = set()
+        self.round_trips = RoundTrips()  # submit_sm -> submit_sm_resp, written by the thread
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -245,6 +248,7 @@ class EsmeLink:
                     stopping=self._stopping,
                     emit=self._emit,
                     logged=self._logged,
+                    round_trips=self.round_trips,
                 )
             except TransportError as exc:
                 if self._stopping.is_set():

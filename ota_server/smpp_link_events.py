@@ -14,6 +14,7 @@ type of number / numbering plan indicator; UDH user data header; seq sequence_nu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ota_protocols.smpp.command_status import CommandStatus
@@ -27,6 +28,7 @@ __all__ = [
     "LinkFailed",
     "LinkSettings",
     "LinkUp",
+    "RoundTrips",
     "SubmitAccepted",
     "SubmitRejected",
     "SubmitRequest",
@@ -159,6 +161,46 @@ class DeliverReceived:
 
 
 LinkEvent = LinkUp | LinkDown | LinkFailed | SubmitAccepted | SubmitRejected | SubmitUnknown | DeliverReceived
+
+
+class RoundTrips:
+    """submit_sm -> submit_sm_resp times of a link, in buckets 5 % wide from 10 µs (bounded memory).
+
+    Written by the link thread only; read (:meth:`percentile`, :meth:`merge`) once it has stopped,
+    or as a snapshot that may miss the last few answers.
+    """
+
+    _FIRST_S = 1e-5
+    _STEP = math.log(1.05)
+    _BUCKETS = 400  # 10 µs .. about 3 days
+
+    __slots__ = ("count", "counts")
+
+    def __init__(self) -> None:
+        self.counts = [0] * self._BUCKETS
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        index = int(math.log(seconds / self._FIRST_S) / self._STEP) + 1 if seconds > self._FIRST_S else 0
+        self.counts[min(index, self._BUCKETS - 1)] += 1
+        self.count += 1
+
+    def merge(self, other: RoundTrips) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.count += other.count
+
+    def percentile(self, fraction: float) -> float | None:
+        """The upper edge of the bucket holding that fraction of the samples (seconds); None if empty."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(fraction * self.count))
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return self._FIRST_S * math.exp(i * self._STEP)
+        return None  # pragma: no cover - rank <= count
 
 
 def relative_validity(seconds: float) -> str:

@@ -79,9 +79,15 @@ class Waker:
                 self._w.send(b"\x00")
 
     def drain(self) -> None:
-        self._armed = False
+        """Take the pending wake-up bytes, THEN disarm. The other order loses wake-ups: a ``wake``
+        between disarming and the ``recv`` sends a byte the ``recv`` swallows and leaves the flag
+        set with nothing pending, so every later ``wake`` is skipped and the thread sleeps until
+        the socket or a timer wakes it (seen as 30 s stalls at the enquire_link timer under load).
+        A ``wake`` between the ``recv`` and disarming is skipped, but its work was queued before
+        it, and the thread looks at its queues after draining."""
         with contextlib.suppress(OSError):  # one byte per wake-up while armed: one recv takes them all
             self._r.recv(4096)
+        self._armed = False
 
     def close(self) -> None:
         self._r.close()

@@ -52,6 +52,7 @@ from ota_server.smpp_link import (
     LinkFailed,
     LinkSettings,
     LinkUp,
+    RoundTrips,
     SubmitAccepted,
     SubmitRejected,
     SubmitRequest,
@@ -60,6 +61,7 @@ from ota_server.smpp_link import (
     status_text,
     submit_sm_fields,
 )
+from ota_server.smpp_stream import Waker
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +191,24 @@ async def test_binds_and_submits_every_field_of_the_submit_sm() -> None:
         assert [e.message_id for e in accepted] == [m.message_id for m in network.messages]
         received = network.messages[0].submit
         assert dataclasses.replace(received, sequence_number=0) == pdu  # every field, UDH included
+        assert link.round_trips.count == 2  # each answer timed once
+        rtt = link.round_trips.percentile(1.0)
+        assert rtt is not None and 0 < rtt < 10.0
+
+
+def test_round_trips_percentiles_are_within_one_bucket() -> None:
+    times = RoundTrips()
+    assert times.percentile(0.5) is None
+    for ms in range(1, 101):  # 1 .. 100 ms
+        times.add(ms / 1000)
+    times.add(0.0)  # below the first bucket: counted, not lost
+    other = RoundTrips()
+    other.add(5.0)
+    times.merge(other)
+    assert times.count == 102
+    for fraction, expected in ((0.5, 0.050), (0.9, 0.091), (0.99, 0.100), (1.0, 5.0)):
+        got = times.percentile(fraction)
+        assert got is not None and expected <= got <= expected * 1.05 + 1e-9, (fraction, got)
 
 
 @pytest.mark.asyncio
@@ -885,3 +905,82 @@ def test_link_settings_refuse_what_smpplib_would_cut_without_showing_the_passwor
         link_settings(1, system_id="a-very-long-system-id")
     with pytest.raises(ValueError, match=r"LinkSettings\.port 0 outside"):
         link_settings(0)
+
+
+class _WakeDuringRecv:
+    """The waker's read end, with another thread's ``wake`` landing inside ``recv`` (the race)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self.sock = waker._r
+        self.raced = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, size: int) -> bytes:
+        if not self.raced:
+            self.raced = True
+            self.waker.wake()  # the loop thread queues work and wakes, mid-drain
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+def test_a_wake_during_drain_is_never_lost() -> None:
+    waker = Waker()
+    raw = waker._r
+    try:
+        waker.wake()
+        waker._r = _WakeDuringRecv(waker)  # type: ignore[assignment]
+        waker.drain()
+        waker._r = raw
+        # Whatever happened during the drain, the next wake must make the waker readable again
+        # (a wake lost here left the link thread asleep until a timer: 30 s stalls).
+        waker.wake()
+        assert _readable(raw)
+        waker.drain()
+        assert not _readable(raw)
+        waker.wake()
+        assert _readable(raw)
+    finally:
+        waker._r = raw
+        waker.close()
+
+
+def test_a_refilled_submit_sm_is_byte_for_byte_a_new_one() -> None:
+    import smpplib.client
+    import smpplib.smpp
+
+    from ota_server.smpp_connection import SubmitPdus
+    from ota_server.smpp_fields import submit_sm_fields
+
+    def client() -> smpplib.client.Client:
+        return smpplib.client.Client("127.0.0.1", 1, allow_unknown_opt_params=True)
+
+    pdus = [
+        ota_submit(),
+        ota_submit(destination_addr="4917000000099", short_message=b"\x02\x70\x00" + bytes(range(100))),
+        ota_submit(registered_delivery=1, validity_period=relative_validity(3600)),
+        ota_submit(tlvs=((0x0204, b"\x00\x07"),)),  # another set of fields: a new PDU
+        ota_submit(tlvs=((0x0204, b"\x01\x02"),), destination_addr="4917"),
+        ota_submit(short_message=b"\x02\x70\x00"),
+        ota_submit(),
+    ]
+    reused, fresh = client(), client()
+    builder = SubmitPdus()
+    for pdu in pdus:
+        fields = submit_sm_fields(pdu)
+        mine = builder.build(reused, fields)
+        theirs = smpplib.smpp.make_pdu("submit_sm", client=fresh, **fields)
+        assert mine.sequence == theirs.sequence
+        assert mine.generate() == theirs.generate(), pdu
