@@ -10,16 +10,19 @@ secured command packet the server sent (``packets_sent``), as in :mod:`benchmark
 
 Method, and what it costs:
 
-1. the campaign runs once without instrumentation: ``time.process_time()`` around ``run()`` gives
-   the CPU-µs per transaction (the headline; the same figure :mod:`benchmarks.lab` turns into tx/s);
-2. the same seeded campaign runs again under ``cProfile``: each function's own time (``tottime``)
-   goes to the layer of its module (table below). Time spent in code outside the project (builtins,
-   the standard library, pycryptodome) goes to the project function that called it, split by the
-   profiler's per-caller times, walking up through foreign callers;
-3. the layers' shares of the profiled run are applied to the uninstrumented CPU time. cProfile adds
-   a roughly constant cost per Python call (the profiled run is 3-5x slower), so layers made of
-   many small calls are over-weighted and layers whose time is in C (crypto, zlib, heapq) are
-   under-weighted; the shares say where the calls are, to within that bias.
+1. the campaign runs once under a statistical sampler: a timer on the process's CPU time
+   (``setitimer(ITIMER_PROF)``, 1 ms asked; the kernel delivers at its tick, 4 ms on a 250 Hz
+   kernel) interrupts it, and the signal handler charges the sample to the layer of the innermost
+   project frame of the interrupted stack (code outside the project - builtins, the standard
+   library, pycryptodome - counts for the project function that called it; a signal is handled
+   between bytecodes, so time inside a C call lands on its Python caller). The samples are few
+   (hundreds a second) and cost the same wherever they land, so they do not favour any layer;
+   ``time.process_time()`` around ``run()`` gives the CPU-µs per transaction (the headline; the
+   sampler's own cost, a few µs per sample, is inside it: well under 1 %). The sampling error
+   of a share, sqrt(share x (1 - share) / samples), is printed;
+2. the same seeded campaign runs again under ``cProfile`` for the list of hottest functions
+   (own time). cProfile adds a roughly constant cost per Python call (the run is 2-3x slower),
+   so its shares over-weight code made of many small calls; they are only used for that list.
 
 ``--baseline-rev REV`` checks out REV in a temporary git worktree and runs this same script (this
 file, its own layer map) against that tree's code first, so the before and after tables come from
@@ -98,8 +101,45 @@ def attribute(stats: pstats.Stats, root: str) -> dict[str, float]:
     return totals
 
 
+class _Sampler:
+    """SIGPROF every ``interval`` s of CPU: one sample for the layer of the innermost project frame."""
+
+    def __init__(self, root: str, interval: float = 0.001) -> None:
+        self.root = root
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self._layers: dict[str, str | None] = {}  # filename -> layer (None: foreign code)
+
+    def _on_signal(self, _signum: int, frame: object) -> None:
+        layers = self._layers
+        f = frame
+        while f is not None:
+            filename = f.f_code.co_filename  # type: ignore[attr-defined]
+            layer = layers.get(filename, "?")
+            if layer == "?":
+                layer = layers[filename] = layer_of(filename, self.root)
+                if layer is None and filename.endswith("benchmarks/budget.py"):
+                    layer = layers[filename] = None
+            if layer is not None:
+                break
+            f = f.f_back  # type: ignore[attr-defined]
+        name = OTHER if f is None else layer
+        self.counts[name] = self.counts.get(name, 0) + 1  # type: ignore[index]
+
+    def run(self, call: object) -> None:
+        import signal
+
+        previous = signal.signal(signal.SIGPROF, self._on_signal)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        try:
+            call()  # type: ignore[operator]
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            signal.signal(signal.SIGPROF, previous)
+
+
 def one(cards: int, rate: float, top: int) -> dict[str, object]:
-    """Run the lab twice in this process (plain, then profiled) and return the figures."""
+    """Run the lab twice in this process (sampled, then profiled) and return the figures."""
     import gc
 
     from benchmarks.lab import LAB
@@ -117,21 +157,22 @@ def one(cards: int, rate: float, top: int) -> dict[str, object]:
             return build_run(lab, 1, Path(tmp))
 
         run = build()
+        sampler = _Sampler(root)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        run.run()
+        sampler.run(run.run)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        summary = run.result(1, rows=False).summary
-        packets, events = int(summary["packets_sent"]), run.clock.events_run
-        outcome = run.result(1, rows=False).outcome()
-        del run
+        result = run.result(1, rows=False)
+        packets, events = int(result.summary["packets_sent"]), run.clock.events_run
+        outcome = result.outcome()
+        del run, result
         run = build()
         prof = cProfile.Profile()
         cpu0 = time.process_time()
         prof.runcall(run.run)
         cpu_profiled = time.process_time() - cpu0
         stats = pstats.Stats(prof)
-    layers = attribute(stats, root)
-    measured = sum(layers.values())
+    samples = sum(sampler.counts.values())
+    measured = sum(attribute(stats, root).values())
     top_funcs = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
     return {
         "root": root,
@@ -143,7 +184,8 @@ def one(cards: int, rate: float, top: int) -> dict[str, object]:
         "wall_s": wall,
         "cpu_profiled_s": cpu_profiled,
         "us_per_tx": cpu / packets * 1e6,
-        "shares": {k: v / measured for k, v in layers.items()},
+        "samples": samples,
+        "shares": {k: v / max(1, samples) for k, v in sampler.counts.items()},
         "top": [
             [f"{Path(f[0]).parent.name}/{Path(f[0]).name}:{f[1]}({f[2]})" if f[1] else f[2], tt / measured, nc]
             for f, (_cc, nc, tt, _ct, _c) in top_funcs
@@ -154,18 +196,22 @@ def one(cards: int, rate: float, top: int) -> dict[str, object]:
 def table(result: dict[str, object], title: str) -> str:
     us = float(result["us_per_tx"])  # type: ignore[arg-type]
     shares: dict[str, float] = result["shares"]  # type: ignore[assignment]
+    samples = int(result["samples"])  # type: ignore[call-overload]
     lines = [
         f"{title}  ({result['cards']} cards, {result['packets']} transactions, {result['events']} events;"
         f" {result['outcome']})",
-        f"  CPU {float(result['cpu_s']):.2f} s unprofiled = {us:.0f} CPU-µs/tx"  # type: ignore[arg-type]
-        f" (one process: {1e6 / us:,.0f} tx/s per core); profiled run {float(result['cpu_profiled_s']):.1f} s",  # type: ignore[arg-type]
-        f"  {'layer':<28} {'CPU-µs/tx':>10} {'share':>7}",
+        f"  CPU {float(result['cpu_s']):.2f} s = {us:.0f} CPU-µs/tx"  # type: ignore[arg-type]
+        f" (one process: {1e6 / us:,.0f} tx/s per core); {samples} CPU-time samples",
+        f"  {'layer':<28} {'CPU-µs/tx':>10} {'share':>7} {'+/-':>6}",
     ]
     for name in [n for n, _ in LAYERS] + [OTHER]:
         share = shares.get(name, 0.0)
-        lines.append(f"  {name:<28} {share * us:>10.1f} {share * 100:>6.1f}%")
+        error = (share * (1 - share) / max(1, samples)) ** 0.5
+        lines.append(f"  {name:<28} {share * us:>10.1f} {share * 100:>6.1f}% {error * 100:>5.1f}%")
     lines.append(f"  {'total':<28} {us:>10.1f} {100.0:>6.1f}%")
-    lines.append("  hottest functions (own time, share of the profiled run, calls):")
+    lines.append(
+        f"  hottest functions (cProfile run, {float(result['cpu_profiled_s']):.1f} s: own time share, calls):"  # type: ignore[arg-type]
+    )
     for name, share, calls in result["top"]:  # type: ignore[attr-defined]
         lines.append(f"    {share * 100:5.1f}%  {calls:>9}  {name}")
     return "\n".join(lines)
