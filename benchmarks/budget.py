@@ -42,34 +42,41 @@ import tempfile
 import time
 from pathlib import Path
 
-# Layers by module path (first match wins). The order of the table is this order.
+# Layers by module path (the longest matching prefix wins). The order of the table is this order.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("server engine", ("ota_server/engine/", "ota_server/", "ota_lab/virtual/server.py")),
-    ("store", ("ota_server/card_store.py", "ota_server/inventory.py")),
+    ("store", ("ota_server/card_store.py", "ota_server/inventory.py")),  # + MemoryStore, below
     ("SMPP codec", ("ota_protocols/smpp/",)),
     ("SMSC/network core", ("handset/network_core.py", "handset/smsc_", "handset/radio_link.py",
                            "ota_lab/virtual/network.py", "handset/")),
     ("ME", ("handset/mobile_equipment.py",)),
     ("TPDU/ENVELOPE codecs", ("ota_protocols/sms/", "ota_protocols/apdu/", "ota_protocols/tlv.py",
-                              "ota_protocols/byte_reader.py")),
-    ("03.48 packet codec+crypto", ("ota_protocols/secured_packet/",)),
+                              "ota_protocols/byte_reader.py", "ota_protocols/errors.py",
+                              "ota_protocols/hex_text.py")),
+    ("03.48 packet codec+crypto", ("ota_protocols/secured_packet/", "ota_protocols/action_counter.py")),
     ("card OTA layer", ("sim_emulator/uicc.py", "sim_emulator/ota_security.py",
                         "sim_emulator/remote_apdu_executor.py", "sim_emulator/api.py")),
     ("card file system+applets", ("sim_emulator/",)),
-    ("lab clock+pool+invariants", ("ota_lab/", "ota_protocols/")),
+    ("lab clock+pool+invariants", ("ota_lab/", "ota_protocols/fleet.py", "ota_protocols/")),
 ]
+# Classes that are another layer than their module (qualified-name prefix): the lab's store lives
+# in the virtual server's module.
+CLASS_LAYERS: dict[tuple[str, str], str] = {("ota_lab/virtual/server.py", "MemoryStore."): "store"}
 _SPECIFIC_FIRST = sorted(
     ((prefix, name) for name, prefixes in LAYERS for prefix in prefixes), key=lambda p: -len(p[0])
 )
 OTHER = "other (unattributed)"
 
 
-def layer_of(filename: str, root: str) -> str | None:
+def layer_of(filename: str, root: str, qualname: str = "") -> str | None:
     """The layer of a project file, None for code outside the project (attributed to its caller)."""
     path = filename.replace(os.sep, "/")
     if not path.startswith(root):
         return None
     rel = path[len(root):].lstrip("/")
+    for (module, prefix), layer in CLASS_LAYERS.items():
+        if rel == module and qualname.startswith(prefix):
+            return layer
     for prefix, name in _SPECIFIC_FIRST:  # longest prefix first: handset/mobile_equipment before handset/
         if rel.startswith(prefix):
             return name
@@ -108,18 +115,17 @@ class _Sampler:
         self.root = root
         self.interval = interval
         self.counts: dict[str, int] = {}
-        self._layers: dict[str, str | None] = {}  # filename -> layer (None: foreign code)
+        self._layers: dict[tuple[str, str], str | None] = {}  # (file, qualname) -> layer; None: foreign
 
     def _on_signal(self, _signum: int, frame: object) -> None:
         layers = self._layers
         f = frame
         while f is not None:
-            filename = f.f_code.co_filename  # type: ignore[attr-defined]
-            layer = layers.get(filename, "?")
+            code = f.f_code  # type: ignore[attr-defined]
+            key = (code.co_filename, code.co_qualname)
+            layer = layers.get(key, "?")
             if layer == "?":
-                layer = layers[filename] = layer_of(filename, self.root)
-                if layer is None and filename.endswith("benchmarks/budget.py"):
-                    layer = layers[filename] = None
+                layer = layers[key] = layer_of(code.co_filename, self.root, code.co_qualname)
             if layer is not None:
                 break
             f = f.f_back  # type: ignore[attr-defined]
