@@ -116,6 +116,7 @@ def one(
         if idle_only:
             return out
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if profile:
             import cProfile
             import pstats
@@ -126,6 +127,7 @@ def one(
         else:
             run.run()
         wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         after = _rss()
         assert run.server is not None
         started = time.perf_counter()
@@ -144,6 +146,7 @@ def one(
         packets = int(s["packets_sent"])
         out |= {
             "campaign_wall_s": round(wall, 1),
+            "campaign_cpu_s": round(cpu, 2),
             "check_wall_s": round(check_s, 1),
             "simulated_s": s["duration_s"],
             "packets": packets,
@@ -181,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             r = one(cards, args.rate, args.idle_only, args.profile, args.shard, shards, args.live)
             print(json.dumps(r), flush=True)
         return 0
+    print("tx/s: packets / the slowest shard's campaign wall time (K shards in parallel); CPU µs/tx: the"
+          " shards' CPU time (process_time) / packets, what the campaign costs whatever else runs")
     print(
         f"{'cards':>9} {'K':>2} {'idle B/card':>11} {'wall s':>8} {'sim s':>8} {'packets':>9} "
-        f"{'tx/s':>6} {'B/card after':>12} {'B/card asleep':>13} {'snapshot B':>10}  invariants"
+        f"{'tx/s':>6} {'CPU µs/tx':>9} {'B/card after':>12} {'B/card asleep':>13} {'live B/card':>11} "
+        f"{'snapshot B':>10}  invariants"
     )
     for cards in args.cards:
         started = time.perf_counter()
@@ -223,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{cards:>9} {args.shards:>2} {idle:>11} {campaign:>8} "
             f"{max(float(p['simulated_s']) for p in parts):>8} {packets:>9} "  # type: ignore[arg-type]
-            f"{round(packets / campaign):>6} {round(total('after_bytes') / cards, 1):>12} "
+            f"{round(packets / campaign):>6} {round(total('campaign_cpu_s') / packets * 1e6):>9} "
+            f"{round(total('after_bytes') / cards, 1):>12} "
             f"{round(total('asleep_bytes') / cards, 1):>13} {live!s:>11} {snap:>10}  "
             f"{inv} (total wall {wall:.1f} s)",
             flush=True,

@@ -79,6 +79,8 @@ class Direction(Enum):
     MT = "mt"  # SMSC -> phone
     MO = "mo"  # phone -> SMSC
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C (Enum hashes its name in Python)
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:

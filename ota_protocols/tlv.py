@@ -383,10 +383,22 @@ class ComprehensionTlvIndex:
         self._offsets: dict[int, int] = {}
         self.other: list[ComprehensionTlv] = []
         known_set = frozenset(int(tag) for tag in known)
-        reader = ByteReader(data, base_offset=base_offset)
-        while not reader.at_end():
-            offset = reader.offset
-            tlv = decode_comprehension(reader)
+        data = bytes(data)
+        size = len(data)
+        i = 0
+        while i < size:
+            offset = base_offset + i
+            first = data[i]
+            stop = i + 2 + data[i + 1] if i + 1 < size else size + 1
+            if stop <= size and first & 0x7F and first not in (0x7F, 0xFF) and data[i + 1] < 0x80:
+                # The usual form (one-octet tag, one-octet length, inside the data) by indexing;
+                # the others through the reader, which also names what is wrong.
+                tlv = ComprehensionTlv(first & 0x7F, data[i + 2 : stop], bool(first & _CR_BIT))
+                i = stop
+            else:
+                reader = ByteReader(data[i:], base_offset=offset)
+                tlv = decode_comprehension(reader)
+                i = reader.offset - base_offset
             if tlv.tag not in known_set:
                 self.other.append(tlv)
             elif tlv.tag in self._found:
@@ -399,7 +411,7 @@ class ComprehensionTlvIndex:
             else:
                 self._found[tlv.tag] = tlv
                 self._offsets[tlv.tag] = offset
-        self._end = reader.offset
+        self._end = base_offset + i
 
     def get(self, tag: int) -> ComprehensionTlv | None:
         return self._found.get(tag)

@@ -89,13 +89,16 @@ class MemoryStore:
 
 
 class _FleetKeysets(Mapping[int, Keyset]):
-    """A card's key sets, derived from the fleet spec on first use (most cards never need them)."""
+    """A card's key sets, derived from the fleet spec on first use (most cards never need them).
+    Which KVNs a card has is the spec's (``derive_card`` makes one key set per template, in order):
+    asking whether a card has a KVN (the engine does, for every card, at start) derives nothing."""
 
-    __slots__ = ("_derive", "_index", "_keysets")
+    __slots__ = ("_derive", "_index", "_keysets", "_kvns")
 
-    def __init__(self, derive: Callable[[int], DerivedCard], index: int) -> None:
+    def __init__(self, derive: Callable[[int], DerivedCard], index: int, kvns: frozenset[int]) -> None:
         self._derive = derive
         self._index = index
+        self._kvns = kvns
         self._keysets: dict[int, Keyset] | None = None
 
     def _load(self) -> dict[int, Keyset]:
@@ -113,7 +116,7 @@ class _FleetKeysets(Mapping[int, Keyset]):
         return len(self._load())
 
     def __contains__(self, kvn: object) -> bool:
-        return kvn in self._load()
+        return kvn in self._kvns
 
 
 class VirtualOtaServer:
@@ -143,9 +146,11 @@ class VirtualOtaServer:
         derive: Callable[[int], DerivedCard] = (
             pool.derived if fleet == pool.spec else functools.partial(derive_card, fleet)
         )
+        kvns = frozenset(t.kvn for t in fleet.keysets)
         self._cards = [
             TargetCard(
-                Card(iccid=pool.iccid(i), imsi="", msisdn=pool.msisdn(i), index=i), _FleetKeysets(derive, i)
+                Card(iccid=pool.iccid(i), imsi="", msisdn=pool.msisdn(i), index=i),
+                _FleetKeysets(derive, i, kvns),
             )
             for i in fleet.indices
         ]

@@ -118,6 +118,8 @@ class CommandDetails:
     qualifier: int = 0
 
     def __post_init__(self) -> None:
+        if not (self.number | self.type | self.qualifier) >> 8:
+            return  # all three are octets (the usual case, one test)
         for name in ("number", "type", "qualifier"):
             _check_octet(f"command_details.{name}", getattr(self, name))
 

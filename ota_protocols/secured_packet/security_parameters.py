@@ -156,6 +156,8 @@ class CipherAlgorithm(Enum):
     TDES2_ECB = "3des2-ecb"
     TDES3_ECB = "3des3-ecb"
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C (Enum hashes its name in Python)
+
     @property
     def block_size(self) -> int:
         return 16 if self is CipherAlgorithm.AES_CBC else 8
@@ -173,6 +175,8 @@ class IntegrityAlgorithm(Enum):
     AES_CMAC = "aes-cmac"
     XOR4 = "xor4"
     XOR8 = "xor8"
+
+    __hash__ = object.__hash__  # see CipherAlgorithm
 
     @property
     def is_redundancy_check(self) -> bool:

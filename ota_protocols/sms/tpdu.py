@@ -206,6 +206,9 @@ def _swapped_bcd(value: int) -> int:
     return (value % 10) << 4 | (value // 10)
 
 
+_SWAPPED_BCD = tuple(_swapped_bcd(value) for value in range(100))  # 0..99, units digit high
+
+
 def scts_from_datetime(moment: datetime) -> bytes:
     """Encode an aware ``datetime`` as the 7 TP-SCTS octets ``YY MM DD hh mm ss TZ``.
 
@@ -225,9 +228,18 @@ def scts_from_datetime(moment: datetime) -> bytes:
     quarters = abs(seconds) // 900
     if quarters > 79:
         raise EncodeError("tp_scts", 6, f"UTC offset {offset} beyond 79 quarter hours")
-    tz = _swapped_bcd(quarters) | (0x08 if seconds < 0 else 0)
-    fields = (moment.year - 2000, moment.month, moment.day, moment.hour, moment.minute, moment.second)
-    return bytes(_swapped_bcd(v) for v in fields) + bytes((tz,))
+    swapped = _SWAPPED_BCD
+    return bytes(
+        (
+            swapped[moment.year - 2000],
+            swapped[moment.month],
+            swapped[moment.day],
+            swapped[moment.hour],
+            swapped[moment.minute],
+            swapped[moment.second],
+            swapped[quarters] | (0x08 if seconds < 0 else 0),
+        )
+    )
 
 
 def scts_to_datetime(raw: bytes, *, base_offset: int = 0) -> datetime:

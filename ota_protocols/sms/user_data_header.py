@@ -138,6 +138,20 @@ def split_udh(ud: bytes, *, base_offset: int = 0) -> tuple[UserDataHeader, bytes
         shared = _SINGLE_IE_HEADERS.get(ud[:3])
         if shared is not None:
             return shared, ud[3:]
+        # A well-formed header (every IE inside UDHL, UDHL inside the UD) by indexing; anything else
+        # goes to the reader below, which names the field and offset that is wrong.
+        end = 1 + ud[0] if ud else 0
+        if 0 < end <= len(ud):
+            elements: list[InformationElement] = []
+            i = 1
+            while i + 1 < end:
+                stop = i + 2 + ud[i + 1]
+                if stop > end:
+                    break
+                elements.append(InformationElement(ud[i], ud[i + 2 : stop]))
+                i = stop
+            if i == end:
+                return UserDataHeader(tuple(elements)), ud[end:]
     reader = ByteReader(ud, base_offset=base_offset)
     header = UserDataHeader.decode(reader)
     return header, reader.rest()

@@ -43,9 +43,14 @@ class Phase(Enum):
     PARTIAL = "partial"
     FAILED = "failed"
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C (Enum hashes its name in Python)
+
     @property
     def terminal(self) -> bool:
-        return self in (Phase.DONE, Phase.PARTIAL, Phase.FAILED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset((Phase.DONE, Phase.PARTIAL, Phase.FAILED))
 
 
 class MessageKind(Enum):
