@@ -1,4 +1,5 @@
-"""The platform's persistent state in SQLite: inventory, key sets with their CNTR, jobs, history.
+"""The platform's persistent state: inventory, key sets with their CNTR, jobs, history; in SQLite (the
+embedded default, a file) or PostgreSQL (a ``postgresql://`` URL: the shared store of many workers).
 
 Clauses: TS 102 225 §5.1.1 (CNTR must grow for counter modes 10/11: a value is never
 used twice), house-style §2 (write-ahead: reserving a CNTR, i.e. incrementing it and
@@ -9,9 +10,12 @@ action counter CA).
 Glossary: CNTR 03.48 replay counter (per key set), KVN key version number, TAR toolkit
 application reference, CA confirmed action counter, WAL SQLite write-ahead log.
 
-Durability: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
+The queries are written once here (and in ota_server/store/workers.py); the schema, its versions
+and the few dialect differences are in ota_server/store/.
+
+Durability: SQLite: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
 commit that reserves a CNTR does too (docs/campaigns.md §6.5; ``NORMAL`` would only survive a
-process crash). Group commit keeps that affordable: the engine gathers a loop iteration's worth of
+process crash); PostgreSQL: ``fsync`` and ``synchronous_commit`` as it ships. Group commit keeps that affordable: the engine gathers a loop iteration's worth of
 reservations, job updates and history rows into one :class:`~ota_server.engine.records.Commit`,
 written in one transaction (:meth:`CardStore.commit`) before any of its messages leaves. Key
 material is stored but never logged or reported.
@@ -21,9 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ota_protocols.errors import StoreError
 from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, IntegrityAlgorithm
@@ -37,104 +41,22 @@ from ota_server.engine.records import (
     StoreSnapshot,
 )
 from ota_server.model import Card, Keyset
+from ota_server.store.backends import open_backend
 
 __all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobRow", "LeaseLost"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS cards (
-    iccid TEXT PRIMARY KEY,
-    imsi TEXT NOT NULL,
-    msisdn TEXT NOT NULL UNIQUE,
-    tags TEXT NOT NULL DEFAULT '[]',
-    fleet_index INTEGER
-);
-CREATE TABLE IF NOT EXISTS keysets (
-    iccid TEXT NOT NULL REFERENCES cards(iccid),
-    kvn INTEGER NOT NULL,
-    kic_algorithm TEXT NOT NULL,
-    kid_algorithm TEXT NOT NULL,
-    kic BLOB NOT NULL,
-    kid BLOB NOT NULL,
-    cntr INTEGER NOT NULL DEFAULT 0,      -- last CNTR reserved (sent or burnt)
-    PRIMARY KEY (iccid, kvn)
-);
-CREATE TABLE IF NOT EXISTS action_counters (
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    confirmed INTEGER NOT NULL,           -- CA: last action counter the card proved
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (iccid, tar)
-);
-CREATE TABLE IF NOT EXISTS mo_counters (
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    cntr INTEGER NOT NULL,                -- last MO CNTR accepted from the card (replay rule)
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (iccid, tar)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    campaign TEXT NOT NULL,
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    state TEXT NOT NULL,
-    pending TEXT NOT NULL,                -- JSON: the actions not yet confirmed, hex APDUs
-    n INTEGER NOT NULL,
-    applied INTEGER NOT NULL,
-    base INTEGER,                         -- CA the unresolved script was sent against
-    start_counter INTEGER,
-    attempts INTEGER NOT NULL,
-    queries INTEGER NOT NULL,
-    resent_actions INTEGER NOT NULL,
-    outstanding TEXT NOT NULL DEFAULT '[]', -- JSON: CNTRs of unresolved messages
-    result TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    counter_path TEXT,
-    statuses TEXT NOT NULL DEFAULT '[]',
-    updated_at REAL NOT NULL,
-    extra TEXT NOT NULL DEFAULT '{}',     -- JSON: script_cntr, replies owed, card reports, ...
-    step INTEGER NOT NULL DEFAULT 0,      -- the campaign's [[steps]] index: one job per (card, step)
-    PRIMARY KEY (campaign, iccid, tar, step)
-);
-CREATE TABLE IF NOT EXISTS campaigns (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,                  -- running, paused, cancelled, finished
-    source TEXT NOT NULL DEFAULT '',      -- the campaign file
-    started_at REAL,                      -- wall clock of the first run
-    updated_at REAL NOT NULL,
-    runner_pid INTEGER,                   -- the lease: the process running it, NULL when none
-    heartbeat_at REAL,                    -- the runner's last poll (it polls every 0.2 s)
-    runner_host TEXT,                     -- the lease: the host of that process
-    runner_token TEXT                     -- the lease: changes on every take-over
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    campaign TEXT,
-    iccid TEXT,
-    direction TEXT NOT NULL,              -- 'mt', 'mo', 'note'
-    kind TEXT NOT NULL,                   -- script, query, por, receipt, submit_resp, ...
-    cntr INTEGER,
-    status TEXT,
-    detail TEXT
-);
-"""
-
-
-_ADD_STEP = (
-    """
-BEGIN IMMEDIATE;
-ALTER TABLE jobs RENAME TO jobs_before_steps;
-CREATE TABLE jobs ("""
-    + SCHEMA.split("CREATE TABLE IF NOT EXISTS jobs (")[1].split(");")[0]
-    + """);
-INSERT INTO jobs SELECT *, 0 FROM jobs_before_steps;
-DROP TABLE jobs_before_steps;
-COMMIT;
-"""
+_JOB_COLUMNS = (
+    "campaign", "iccid", "tar", "state", "pending", "n", "applied", "base", "start_counter", "attempts",
+    "queries", "resent_actions", "outstanding", "result", "reason", "counter_path", "statuses",
+    "updated_at", "extra", "step",
+)  # fmt: skip
+_UPSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({','.join('?' * len(_JOB_COLUMNS))}) "
+    "ON CONFLICT (campaign, iccid, tar, step) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _JOB_COLUMNS[3:])
 )
-
 
 _CAMPAIGN_COLUMNS = (
     "name, state, source, started_at, updated_at, runner_pid, heartbeat_at, runner_host, runner_token"
@@ -146,27 +68,12 @@ class LeaseLost(StoreError):
 
 
 class CardStore:
-    """One SQLite database; use from one thread (the event loop's)."""
+    """One database (SQLite or PostgreSQL); use from one thread (the event loop's)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")  # a CLI lifecycle command may hold a write
-            self._db.executescript(SCHEMA)
-            campaign_columns = {r[1] for r in self._db.execute("PRAGMA table_info(campaigns)")}
-            for column in ("runner_host", "runner_token"):  # a store written before the lease
-                if column not in campaign_columns:
-                    self._db.execute(f"ALTER TABLE campaigns ADD COLUMN {column} TEXT")
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-            if "extra" not in columns:  # a store written before card messages existed
-                self._db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
-            if "step" not in columns:  # a store written before [[steps]]: the key gains the step
-                self._db.executescript(_ADD_STEP)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the card store: {exc}") from exc
+    def __init__(self, db: Path | str) -> None:
+        """``db``: a SQLite file path, or a ``postgresql://`` URL (ota_server/store/backends.py)."""
+        self._db = open_backend(db)
+        self.path = self._db.name  # what messages call it: the path, or the URL without password
 
     def close(self) -> None:
         self._db.close()
@@ -184,15 +91,16 @@ class CardStore:
                     (card.iccid, ks.kvn, ks.kic_algorithm.value, ks.kid_algorithm.value, ks.kic, ks.kid)
                 )
         with self._transaction():
-            before = self._db.total_changes
+            before = self._db.execute("SELECT COUNT(*) FROM cards").fetchone()[0]
             self._db.executemany(
-                "INSERT OR IGNORE INTO cards (iccid, imsi, msisdn, tags, fleet_index) VALUES (?,?,?,?,?)",
+                "INSERT INTO cards (iccid, imsi, msisdn, tags, fleet_index) VALUES (?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
                 card_rows,
             )
-            added = self._db.total_changes - before
+            added = self._db.execute("SELECT COUNT(*) FROM cards").fetchone()[0] - before
             self._db.executemany(
-                "INSERT OR IGNORE INTO keysets (iccid, kvn, kic_algorithm, kid_algorithm, kic, kid) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO keysets (iccid, kvn, kic_algorithm, kid_algorithm, kic, kid) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 key_rows,
             )
         return added
@@ -443,10 +351,7 @@ class CardStore:
                 )
             if job_rows:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
-                    "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
-                    "reason, counter_path, statuses, updated_at, extra, step) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _UPSERT_JOB,
                     job_rows,
                 )
             if commit.counters:
@@ -460,7 +365,7 @@ class CardStore:
                 # Never lower: the replay rule needs the highest MO CNTR ever accepted.
                 self._db.executemany(
                     "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
-                    "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
+                    f"ON CONFLICT(iccid, tar) DO UPDATE SET cntr = {self._db.greatest}(mo_counters.cntr, excluded.cntr), "
                     "updated_at = excluded.updated_at",
                     [(iccid, tar, value, at) for iccid, tar, value in commit.mo_counters],
                 )
@@ -474,6 +379,7 @@ class CardStore:
         two runners starting together cannot both win. ``alive(pid) -> bool`` checks a holder on
         this host. On success the campaign is ``running`` unless it was cancelled."""
         with self._transaction():
+            self._db.lock(f"campaign {name}")
             row = self.campaign(name)
             holder_alive = None
             if row is not None and row.runner_pid is not None and row.runner_host == host:
@@ -528,41 +434,5 @@ class CardStore:
             args = (iccid,)
         return [HistoryRow(*r) for r in self._db.execute(query + " ORDER BY id", args)]
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self.path)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT; every sqlite3 error on the way becomes one :class:`StoreError`
-    naming the database (docs/campaigns.md §6.5: the run stops on it, exit 1, nothing acknowledged)."""
-
-    __slots__ = ("_db", "_path")
-
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
-        self._db = db
-        self._path = path
-
-    def __enter__(self) -> None:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            raise StoreError(f"{self._path}: cannot start a transaction: {error}") from error
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self._rollback()
-                raise StoreError(f"{self._path}: commit failed: {error}") from error
-        self._rollback()
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"{self._path}: {exc}") from exc
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.debug("rollback failed on %s", self._path)
+    def _transaction(self) -> Any:
+        return self._db.transaction()
