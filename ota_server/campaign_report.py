@@ -393,14 +393,14 @@ class CampaignStatus:
     continue_with: str | None = None
 
 
-def continue_command(row: CampaignRow, db: Path) -> str:
+def continue_command(row: CampaignRow, db: Path | str) -> str:
     """``campaign run`` on the same file and database. ``--smsc`` because the campaign's jobs are in
     the database: the embedded network starts fresh cards and refuses it (docs/campaigns.md §1.1)."""
     source = shlex.quote(row.source) if row.source else "CAMPAIGN.toml"
     return f"ota-server campaign run {source} --db {shlex.quote(str(db))} --smsc HOST:PORT"
 
 
-def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path) -> CampaignStatus:
+def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path | str) -> CampaignStatus:
     alive = runner is not None and runner.alive
     if row.state == "finished":
         return CampaignStatus("finished", "finished", runner)

@@ -195,10 +195,10 @@ def _campaign_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_store(path: Path, *, must_exist: bool = True) -> Any:
+def _open_store(path: Path | str, *, must_exist: bool = True) -> Any:
     from ota_server.card_store import CardStore
 
-    if must_exist and not path.exists():
+    if must_exist and isinstance(path, Path) and not path.exists():
         raise ConfigError("--db", f"{path}: no such database (give --db PATH of the campaign run)")
     return CardStore(path)
 
@@ -227,11 +227,11 @@ def _campaign_control(args: argparse.Namespace) -> int:
         row = store.campaign(args.name)
         if row is None:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
-            print(f"ota-server: {args.db}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
+            print(f"ota-server: {store.path}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
             return EXIT_USAGE
         now = time.time()
         runner = runner_liveness(row, now=now, host=socket.gethostname(), pid_alive=_pid_runs)
-        status = campaign_status(row, runner, db=args.db)
+        status = campaign_status(row, runner, db=store.path)
         command = args.campaign_command
         if command != "status":
             wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
@@ -246,7 +246,7 @@ def _campaign_control(args: argparse.Namespace) -> int:
                 print(f"campaign {args.name}: {wanted} ({why})")
                 if command == "resume":
                     updated = store.campaign(args.name) or row
-                    print(f"continue it with: {campaign_status(updated, None, db=args.db).continue_with}")
+                    print(f"continue it with: {campaign_status(updated, None, db=store.path).continue_with}")
             return EXIT_OK
         report = build_report(store, args.name)
         assert report is not None
@@ -336,7 +336,7 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(store, args.campaign)
         if report is None:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
-            print(f"ota-server: {args.db}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr)
+            print(f"ota-server: {store.path}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr)
             return EXIT_USAGE
         if args.audit is not None:
             lines = audit_lines(store, args.campaign, args.audit)
@@ -392,13 +392,20 @@ def _name_choices(action: Any) -> None:
     action.metavar = "{" + ",".join(action.choices) + "}"
 
 
+def _db_value(text: str) -> Path | str:
+    """``--db``: a SQLite file path, or a ``postgresql://`` URL (the shared store of many workers)."""
+    from ota_server.store.backends import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _db_option(parser: argparse.ArgumentParser, *, default: Path | None = DEFAULT_DB, text: str = "") -> None:
     parser.add_argument(
         "--db",
-        type=Path,
+        type=_db_value,
         default=default,
-        metavar="PATH",
-        help=text or f"SQLite card store (default {default})",
+        metavar="PATH|URL",
+        help=(text or f"SQLite card store (default {default})") + "; or postgresql://USER@HOST:PORT/DB",
     )
 
 

@@ -90,7 +90,7 @@ class CampaignRunner:
         config: CampaignConfig,
         *,
         smsc: tuple[str, int] | None = None,
-        db_path: Path | None = None,
+        db_path: Path | str | None = None,
         seed: int = 1,
         progress: bool | None = None,
         pcap: Path | None = None,
@@ -176,7 +176,7 @@ class CampaignRunner:
                 # would report every earlier action as lost.
                 raise ConfigError(
                     "--db",
-                    f"{db_path} holds card state from an earlier run, but the embedded network starts fresh "
+                    f"{store.path} holds card state from an earlier run, but the embedded network starts fresh "
                     "cards every run: use a new --db (or none), or a network that keeps its cards (--smsc)",
                 )
             cards, issued = self._targets(store, inventory)

@@ -240,7 +240,8 @@ class PostgresBackend(Backend):
         self._errors = (psycopg.Error,)
         self._sql: dict[str, str] = {}
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            # lock_timeout: as SQLite's busy timeout, a write lock held elsewhere for longer is an error.
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10, options="-c lock_timeout=5000")
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot open the card store: {_one_line(exc)}") from exc
         self._migrate()
