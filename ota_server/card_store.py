@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from ota_server.engine.records import (
     StoreSnapshot,
 )
 from ota_server.model import Card, Keyset
-from ota_server.store.backends import open_backend
+from ota_server.store.backends import Backend, open_backend
 
 __all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobRow", "LeaseLost"]
 
@@ -74,6 +74,11 @@ class CardStore:
         """``db``: a SQLite file path, or a ``postgresql://`` URL (ota_server/store/backends.py)."""
         self._db = open_backend(db)
         self.path = self._db.name  # what messages call it: the path, or the URL without password
+        self.forward_to = ""  # the campaign whose inbox a Commit's forwarded deliver_sm go to
+
+    @property
+    def backend(self) -> Backend:
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -244,14 +249,21 @@ class CardStore:
         """The first step's jobs by (ICCID, TAR)."""
         return {(k[0], k[1]): row for k, row in self.load_step_jobs(campaign).items() if k[2] == 0}
 
-    def load_step_jobs(self, campaign: str) -> dict[tuple[str, str, int], JobRow]:
-        """Every job of the campaign by (ICCID, TAR, step)."""
+    def load_step_jobs(
+        self, campaign: str, iccids: Sequence[str] | None = None
+    ) -> dict[tuple[str, str, int], JobRow]:
+        """Every job of the campaign by (ICCID, TAR, step) (of those cards only, given ``iccids``)."""
         out = {}
+        where, args = "campaign = ?", [campaign]
+        if iccids is not None:
+            member, arg = self._db.member("iccid", iccids)
+            where += f" AND {member}"
+            args.append(arg)
         for r in self._db.execute(
             "SELECT campaign, iccid, tar, state, pending, n, applied, base, start_counter, attempts, "
             "queries, resent_actions, outstanding, result, reason, counter_path, statuses, updated_at, "
-            "extra, step FROM jobs WHERE campaign = ?",
-            (campaign,),
+            f"extra, step FROM jobs WHERE {where}",
+            args,
         ):
             row = JobRow(
                 r[0],
@@ -280,8 +292,11 @@ class CardStore:
 
     # ------------------------------------------------------------------ group commit
 
-    def snapshot(self, campaign: str, tars: set[str]) -> StoreSnapshot:
-        """What the engine reads at start (:class:`~ota_server.engine.records.StoreSnapshot`)."""
+    def snapshot(self, campaign: str, tars: set[str], iccids: Sequence[str] | None = None) -> StoreSnapshot:
+        """What the engine reads at start (:class:`~ota_server.engine.records.StoreSnapshot`); with
+        ``iccids``, only what concerns those cards (a worker's claimed batch)."""
+        if iccids is not None:
+            return self._cards_snapshot(campaign, tars, iccids)
         confirmed: dict[tuple[str, str], int] = {}
         for tar in tars:
             confirmed.update(((iccid, tar), value) for iccid, value in self.confirmed_counters(tar).items())
@@ -293,10 +308,32 @@ class CardStore:
             campaign=self.campaign(campaign),
         )
 
-    def commit(self, commit: Commit) -> None:
+    def _cards_snapshot(self, campaign: str, tars: set[str], iccids: Sequence[str]) -> StoreSnapshot:
+        member, arg = self._db.member("iccid", iccids)
+        cntrs = {
+            (i, int(k)): int(c)
+            for i, k, c in self._db.execute(f"SELECT iccid, kvn, cntr FROM keysets WHERE {member}", (arg,))
+        }
+        confirmed = {
+            (i, t): int(v)
+            for i, t, v in self._db.execute(
+                f"SELECT iccid, tar, confirmed FROM action_counters WHERE {member}", (arg,)
+            )
+            if t in tars
+        }
+        mo = {
+            (i, t): int(c)
+            for i, t, c in self._db.execute(f"SELECT iccid, tar, cntr FROM mo_counters WHERE {member}", (arg,))
+        }
+        jobs = self.load_step_jobs(campaign, iccids)
+        return StoreSnapshot(cntrs=cntrs, confirmed=confirmed, mo_cntrs=mo, jobs=jobs, campaign=self.campaign(campaign))
+
+    def commit(self, commit: Commit, *, fence: Callable[[Commit], None] | None = None) -> None:
         """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
-        counters, accepted MO CNTRs and history. On return it is durable, so the caller may send:
-        a crash from here on burns these CNTR values, never reuses them (house-style §2)."""
+        counters, accepted MO CNTRs, history and forwarded deliver_sm. On return it is durable, so
+        the caller may send: a crash from here on burns these CNTR values, never reuses them
+        (house-style §2). ``fence`` runs first in the same transaction and raises to refuse it (a
+        worker that no longer holds its lease or its cards: docs/campaigns.md §6.7)."""
         if not commit:
             return
         at = commit.at
@@ -337,6 +374,18 @@ class CardStore:
         for r in reservations:
             highest[(r.iccid, r.kvn)] = max(highest.get((r.iccid, r.kvn), 0), r.cntr)
         with self._transaction():
+            if fence is not None:
+                fence(commit)
+            if commit.forwarded:
+                self._db.executemany(
+                    "INSERT INTO inbox (campaign, msisdn, esm_class, user_data, receipted_message_id, "
+                    "message_state, at) VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (self.forward_to, f.msisdn, f.esm_class, f.user_data, f.receipted_message_id,
+                         f.message_state, at)
+                        for f in commit.forwarded
+                    ],
+                )  # fmt: skip
             if highest:
                 # TS 102 225 §5.1.1: never lower a CNTR (a value is used once, burnt or not).
                 self._db.executemany(
@@ -387,6 +436,11 @@ class CardStore:
             decision = decide_lease(row, token=token, host=host, now=at, holder_alive=holder_alive)
             if not decision.granted:
                 return decision
+            workers = self._db.execute(
+                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {self._db.now_sql}", (name,)
+            ).fetchone()[0]
+            if workers:  # docs/campaigns.md §6.7: workers hold it; a single runner would run their cards twice
+                return LeaseDecision(False, holder=f"{workers} live worker(s)")
             # ``run`` (re)starts the campaign: a paused or interrupted one continues; a cancelled one
             # stays cancelled (its open jobs are closed without sending).
             state = "cancelled" if row is not None and row.state == "cancelled" else "running"

@@ -17,6 +17,7 @@ Glossary: WAL SQLite write-ahead log; DSN a PostgreSQL connection string.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -50,8 +51,8 @@ class Backend:
     dialect = ""
     greatest = ""  # the two-argument maximum
     now_sql = ""  # the database's wall clock, seconds since the epoch
-    for_update = ""  # lock the rows a SELECT reads until the transaction ends
-    skip_locked = ""  # ... and skip the rows another transaction holds
+    for_share = ""  # lock the rows a SELECT reads against writers until the transaction ends
+    skip_locked = ""  # lock them for update, skipping the rows another transaction holds
 
     def __init__(self, name: str) -> None:
         self.name = name  # what messages call the database (a path, or a URL without password)
@@ -73,6 +74,10 @@ class Backend:
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
+
+    def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        """``column`` is one of ``values``: the SQL and its one parameter."""
+        raise NotImplementedError
 
     def lock(self, key: str) -> None:
         """Inside a transaction: hold a lock named ``key`` until it ends (serialises e.g. two runners
@@ -203,6 +208,9 @@ class SqliteBackend(Backend):
             self._db.execute("DROP TABLE jobs_before_steps")
             self._db.execute("COMMIT")
 
+    def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
     def _execute(self, sql: str, args: Sequence[Any]) -> Any:
         return self._db.execute(sql, args)
 
@@ -227,7 +235,7 @@ class PostgresBackend(Backend):
     dialect = "postgresql"
     greatest = "GREATEST"
     now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
-    for_update = "FOR UPDATE"
+    for_share = "FOR SHARE"
     skip_locked = "FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
@@ -245,6 +253,9 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot open the card store: {_one_line(exc)}") from exc
         self._migrate()
+
+    def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        return f"{column} = ANY(?)", list(values)
 
     def _convert(self, sql: str) -> str:
         out = self._sql.get(sql)
