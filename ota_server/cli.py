@@ -122,7 +122,28 @@ def _campaign_run(args: argparse.Namespace) -> int:
     if args.pcap is not None:
         check_output_path(args.pcap, option="--pcap")
     config = load_campaign(args.campaign)
-    runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
+    runner: CampaignRunner
+    if args.worker:
+        from ota_server.store.workers import WORKER_TTL_S
+        from ota_server.worker import WorkerRunner
+
+        if args.pcap is not None:
+            print("ota-server: --pcap captures the embedded network only; not with --worker", file=sys.stderr)
+            return EXIT_USAGE
+        runner = WorkerRunner(
+            config,
+            smsc=args.smsc,
+            db_path=args.db,
+            seed=args.seed,
+            binds=args.binds,
+            batch=args.batch,
+            ttl_s=args.worker_ttl or WORKER_TTL_S,
+        )
+    else:
+        if args.binds != 1 or args.batch or args.worker_ttl is not None:
+            print("ota-server: --binds, --batch and --worker-ttl go with --worker", file=sys.stderr)
+            return EXIT_USAGE
+        runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
     report = asyncio.run(runner.run())
     print_summary(report)
     if args.report is not None:
@@ -392,6 +413,26 @@ def _name_choices(action: Any) -> None:
     action.metavar = "{" + ",".join(action.choices) + "}"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
+
+
 def _db_value(text: str) -> Path | str:
     """``--db``: a SQLite file path, or a ``postgresql://`` URL (the shared store of many workers)."""
     from ota_server.store.backends import is_url
@@ -483,6 +524,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE[,STATE]",
         help="exit 1 (after the summary and --report) when any card ended in one of these states: "
         f"{', '.join(FAIL_ON_STATES)}; a comma list or repeated (for CI)",
+    )
+    run.add_argument(
+        "--worker",
+        action="store_true",
+        help="one of many workers of the campaign (any host, same --db and --smsc): claims cards in "
+        "batches, takes over a dead worker's cards (docs/campaigns.md §6.7); the report is this worker's",
+    )
+    run.add_argument(
+        "--binds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="--worker: hold at most N of the campaign's [pacing] binds (default 1; a worker holding none "
+        "waits as a standby)",
+    )
+    run.add_argument(
+        "--batch", type=_positive_int, default=0, metavar="N", help="--worker: cards per claim (default: concurrency)"
+    )
+    run.add_argument(
+        "--worker-ttl",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="--worker: a worker silent this long loses its cards to the others (default 10)",
     )
     _common_options(run)
     run.set_defaults(handler=_campaign_run)

@@ -357,11 +357,11 @@ class CampaignRunner:
         store = self._store
         assert store is not None
         submits: dict[int, list[SubmitRequest]] = {}
-        acks: dict[int, list[object]] = {}
+        acks: dict[Any, list[object]] = {}
         for effect in effects:
             if isinstance(effect, Commit):
                 self._flush(submits, acks, send)
-                store.commit(effect)
+                self._commit(store, effect)
             elif isinstance(effect, Submit):
                 submits.setdefault(effect.bind, []).append(SubmitRequest(effect.token, effect.pdu))
             elif isinstance(effect, Acknowledge):
@@ -370,16 +370,22 @@ class CampaignRunner:
                     acks.setdefault(bind, []).append(link_handle)
         self._flush(submits, acks, send)
 
+    def _commit(self, store: CardStore, commit: Commit) -> None:
+        store.commit(commit)
+
     def _flush(
-        self, submits: dict[int, list[SubmitRequest]], acks: dict[int, list[object]], send: bool
+        self, submits: dict[int, list[SubmitRequest]], acks: dict[Any, list[object]], send: bool
     ) -> None:
         if send:
             for bind, requests in submits.items():
                 self._links[bind].submit_many(requests)
             for bind, handles in acks.items():
-                self._links[bind].acknowledge(handles)
+                self._acknowledge(bind, handles)
         submits.clear()
         acks.clear()
+
+    def _acknowledge(self, bind: Any, handles: list[object]) -> None:
+        self._links[bind].acknowledge(handles)
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -446,7 +452,12 @@ class CampaignRunner:
         except StoreError as exc:
             self._fail(str(exc))
             return
+        self._apply_wanted(wanted)
+
+    def _apply_wanted(self, wanted: str) -> None:
+        """The state ``campaign pause|resume|cancel`` wrote, as an engine event."""
         engine = self.engine
+        assert engine is not None
         if wanted == engine.state or engine.state == "cancelled":
             return
         event: EngineEvent | None = {"paused": Pause(), "running": Resume(), "cancelled": Cancel()}.get(

@@ -108,7 +108,6 @@ class CampaignEngine:
         self.forwards = worker
         self.intake = worker
         self._forwarded: list[Forwarded] = []
-        self._released: set[str] = set()
         self.deadline_s = config.campaign.deadline_s if deadline_s is None else deadline_s
         self.policy = Policy(
             por_timeout_s=config.retry.por_timeout_s,
@@ -123,7 +122,9 @@ class CampaignEngine:
         for slot in self.slots:
             self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
         self._ca: dict[tuple[str, str], int] = {}  # (ICCID, TAR) -> CA as this run proved it
-        self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self.by_msisdn)
+        # The cards whose deliver_sm this engine handles: every card, or a worker's held ones.
+        self._held = dict(self.by_msisdn) if worker else self.by_msisdn
+        self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self._held)
         self._out = Outbound(self, dict(snapshot.cntrs))
         self._open: dict[int, JobSlot] = {}
         self._waiting: list[JobSlot] = []
@@ -275,7 +276,8 @@ class CampaignEngine:
         self.slots.extend(added)
         for slot in added:
             self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
-            self._released.discard(slot.card.iccid)
+            if self._held is not self.by_msisdn:
+                self._held.setdefault(slot.card.msisdn, []).append(slot)
         self._dirty.update((s.index, s) for s in added)  # every target has a row from the start
         queued = []
         for slot in added:
@@ -300,20 +302,26 @@ class CampaignEngine:
         """ICCIDs of cards held whose every job ended with nothing left to learn (no script whose
         outcome a late PoR could still settle): the worker marks them done once this is durable,
         then :meth:`release_cards`."""
-        out = []
-        for msisdn, slots in self.by_msisdn.items():
-            if all(s.ended and (s.override is not None or s.job.script_cntr is None) for s in slots):
-                out.append(slots[0].card.iccid)
-        return out
+        return [
+            slots[0].card.iccid
+            for slots in self._held.values()
+            if all(s.ended and (s.override is not None or s.job.script_cntr is None) for s in slots)
+        ]
+
+    def ended_cards(self) -> list[str]:
+        """ICCIDs of cards held whose every job ended (a worker leaving marks them done)."""
+        return [slots[0].card.iccid for slots in self._held.values() if all(s.ended for s in slots)]
+
+    def holds(self, msisdn: str) -> bool:
+        return msisdn in self._held
 
     def release_cards(self, iccids: Iterable[str]) -> None:
         """Forget ended cards (their slots stay for the report): what still arrives for them is
         another worker's or nobody's."""
         wanted = set(iccids)
-        for msisdn in [m for m, slots in self.by_msisdn.items() if slots[0].card.iccid in wanted]:
-            for slot in self.by_msisdn.pop(msisdn):
+        for msisdn in [m for m, slots in self._held.items() if slots[0].card.iccid in wanted]:
+            for slot in self._held.pop(msisdn):
                 self._close(slot)
-        self._released |= wanted
 
     def close_intake(self, now: float) -> None:
         """No more cards will come: the run ends when the held ones have."""

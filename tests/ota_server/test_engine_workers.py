@@ -130,7 +130,7 @@ class Lab:
 
     def relay_inbox(self, owner: CampaignEngine) -> None:
         """The owner reads the inbox rows of the cards it holds (the store joins on its claims)."""
-        mine = [item for item in self.inbox if item.source_addr in owner.by_msisdn]
+        mine = [item for item in self.inbox if owner.holds(item.source_addr)]
         self.inbox = [item for item in self.inbox if item not in mine]
         for item in mine:
             owner.handle(item, self.now)

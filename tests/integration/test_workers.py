@@ -1,0 +1,193 @@
+"""Many workers on one campaign over loopback SMPP (issue #12, docs/campaigns.md §6.7): PostgreSQL holds
+the truth, ``handset serve`` (a child process) is the network, every worker is the real
+``ota-server campaign run --worker`` in a child process.
+
+Three workers start on a campaign of 5,000 cards with three bind slots; one is SIGKILLed while
+scripts of its cards are in the air; a fourth starts late, waits as a standby until the dead
+worker's lease expires, then takes its bind slot; the dead worker's cards are claimed again and
+resumed by the fence rule. At the end every card's server record (the shared store) equals the
+card's own journal (the handset's report): no action twice, none lost, counters equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ota_server.card_store import CardStore
+from ota_server.campaign_report import build_report
+from ota_server.config import load_campaign
+from ota_server.engine.job_model import Job
+from ota_server.model import Card
+from ota_server.report import verify_jobs
+from tests.support.stores import job_states, rows
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FLEET_TEMPLATE = (ROOT / "configs" / "cards" / "fleet-template.toml").as_posix()
+CARDS = int(__import__("os").environ.get("WORKERS_TEST_CARDS", "5000"))
+
+
+def handset_toml(cards: int) -> str:
+    return f"""
+[smsc]
+host = "127.0.0.1"
+port = 0
+system_id = "HANDSET"
+throttle_per_s = 1000000.0
+throttle_burst = 1000000
+mo_window = 64
+[[smsc.esmes]]
+system_id = "ota"
+password = "secret"
+addresses = ["12345"]
+[fleet]
+seed = "workers"
+count = {cards}
+card_template = "{FLEET_TEMPLATE}"
+issued_action_counter = 0
+[radio]
+seed = 11
+"""
+
+
+CAMPAIGN = """
+[campaign]
+name = "fleet-update"
+deadline_s = 300.0
+concurrency = 400
+[network]
+handset_config = "handset.toml"
+[smsc]
+system_id = "ota"
+password = "secret"
+reconnect_backoff_s = 0.05
+[pacing]
+binds = 3
+window = 64
+[security]
+spi = "1639"
+kic = "12"
+kid = "12"
+tar = "b00010"
+[retry]
+por_timeout_s = 4.0
+max_attempts = 6
+backoff_s = 0.2
+max_backoff_s = 1.0
+[[actions]]
+type = "update_binary"
+path = "3F00/7F20/6F46"
+offset = 0
+data = "014f5441"
+"""
+
+
+@contextlib.asynccontextmanager
+async def handset_serve(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
+    """``handset serve`` in a child process; yields its port and, after the block, its report."""
+    report = tmp / "handset-report.json"
+    ready = tmp / "handset.port"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handset.cli", "--log-level", "WARNING", "serve", "--config", str(tmp / "handset.toml"),
+        "--port", "0", "--ready-file", str(ready), "--report-file", str(report), "--exit-with-parent",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            line = await process.stdout.readline()
+        assert b"listening on" in line, line
+        yield int(ready.read_text()), report
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+
+
+async def start_worker(tmp: Path, port: int, db: str, name: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ota_server.cli", "campaign", "run", str(tmp / "c.toml"), "--worker",
+        "--smsc", f"127.0.0.1:{port}", "--db", db, "--worker-ttl", "2", "--report", str(tmp / f"{name}.json"),
+        "--log-level", "WARNING",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        cwd=str(tmp),
+    )  # fmt: skip
+
+
+async def until(predicate: object, timeout_s: float) -> None:
+    """Bounded polling of the workers' shared store, never a sleep as synchronisation."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+def in_the_air(db: str, pid: int) -> int:
+    """Jobs of the worker with this pid whose script may be on its way (a PoR awaited)."""
+    found = rows(
+        db,
+        "SELECT COUNT(*) FROM jobs j JOIN campaign_cards cc ON cc.campaign = j.campaign AND cc.iccid = j.iccid "
+        f"JOIN workers w ON w.id = cc.worker WHERE w.pid = {pid} AND j.state = 'waiting'",
+    )
+    return int(found[0][0]) if found else 0
+
+
+@pytest.mark.asyncio
+async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: Path, pg_url: str) -> None:
+    (tmp_path / "handset.toml").write_text(handset_toml(CARDS))
+    (tmp_path / "c.toml").write_text(CAMPAIGN)
+    async with handset_serve(tmp_path) as (port, handset_report):
+        workers = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(3)]
+        victim = workers[0]
+        await until(lambda: job_states(pg_url).get("done", 0) >= CARDS // 5 and in_the_air(pg_url, victim.pid) > 0, 90)
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        assert victim.returncode == -signal.SIGKILL
+        late = await start_worker(tmp_path, port, pg_url, "w3")
+        results = []
+        for process in (*workers[1:], late):
+            async with asyncio.timeout(120):
+                _, stderr = await process.communicate()
+            results.append((process.returncode, stderr.decode(errors="replace")[-2000:]))
+        assert [code for code, _ in results] == [0, 0, 0], results
+    network = json.loads(handset_report.read_text())
+
+    store = CardStore(pg_url)
+    try:
+        report = build_report(store, "fleet-update")
+        campaign = store.campaign("fleet-update")
+    finally:
+        store.close()
+    assert report is not None and campaign is not None
+    assert campaign.state == "finished"
+    actions = load_campaign(tmp_path / "c.toml").actions
+    jobs = [
+        (
+            Card(iccid=c["iccid"], imsi="", msisdn=c["msisdn"]),
+            Job(n=c["actions"], applied=c["executed"], confirmed=c["confirmed_counter"], start_counter=0),
+            actions,
+            c["tar"],
+        )
+        for c in report["cards"]
+    ]
+    assert len(jobs) == CARDS
+    check = verify_jobs(jobs, network)
+    assert check["cards_missing_from_network_report"] == 0
+    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), check
+    assert {c["state"] for c in report["cards"]} == {"confirmed"}
+    # The victim's cards with a script in the air were resumed by a status query (the fence), and the
+    # late worker ran: it took the dead worker's bind slot over.
+    assert sum(c["queries"] for c in report["cards"]) >= 1
+    late_report = json.loads((tmp_path / "w3.json").read_text())
+    assert late_report["worker"]["binds"] and late_report["summary"]["jobs"] > 0
+    assert rows(pg_url, "SELECT COUNT(*) FROM inbox") == [(0,)]
