@@ -400,10 +400,16 @@ def continue_command(row: CampaignRow, db: Path | str) -> str:
     return f"ota-server campaign run {source} --db {shlex.quote(str(db))} --smsc HOST:PORT"
 
 
-def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path | str) -> CampaignStatus:
+def campaign_status(
+    row: CampaignRow, runner: RunnerLiveness | None, *, db: Path | str, workers: Sequence[str] = ()
+) -> CampaignStatus:
+    """``workers``: the live workers of the campaign (docs/campaigns.md §6.7), each described."""
     alive = runner is not None and runner.alive
     if row.state == "finished":
         return CampaignStatus("finished", "finished", runner)
+    if workers:
+        status = {"cancelled": "cancelling", "paused": "paused"}.get(row.state, "running")
+        return CampaignStatus(status, f"{status} ({len(workers)} worker(s): {', '.join(workers)})", runner)
     if row.state == "cancelled":
         if alive:
             assert runner is not None

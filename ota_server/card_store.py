@@ -176,6 +176,18 @@ class CardStore:
                     (runner_pid, at if runner_pid is not None else None, name),
                 )
 
+    def live_workers(self, name: str) -> list[str]:
+        """The campaign's workers whose lease is live (docs/campaigns.md §6.7), described."""
+        db = self._db
+        return [
+            f"pid {pid} on host {host}, lease {left:.1f} s left"
+            for pid, host, left in db.execute(
+                f"SELECT pid, host, expires_at - {db.now_sql} FROM workers "
+                f"WHERE campaign = ? AND expires_at > {db.now_sql} ORDER BY started_at",
+                (name,),
+            )
+        ]
+
     def heartbeat(self, name: str, *, at: float) -> str | None:
         """The runner's poll: note it is alive, return the state the operator asked for."""
         self._db.execute("UPDATE campaigns SET heartbeat_at = ? WHERE name = ?", (at, name))

@@ -252,7 +252,8 @@ def _campaign_control(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         now = time.time()
         runner = runner_liveness(row, now=now, host=socket.gethostname(), pid_alive=_pid_runs)
-        status = campaign_status(row, runner, db=store.path)
+        workers = store.live_workers(args.name)
+        status = campaign_status(row, runner, db=store.path, workers=workers)
         command = args.campaign_command
         if command != "status":
             wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
@@ -260,7 +261,9 @@ def _campaign_control(args: argparse.Namespace) -> int:
                 print(f"ota-server: campaign {args.name} is {row.state}: cannot {command}", file=sys.stderr)
                 return EXIT_USAGE
             store.set_campaign_state(args.name, wanted, at=now)
-            if runner is not None and runner.alive:
+            if workers:
+                print(f"campaign {args.name}: {wanted} ({len(workers)} worker(s) read it within a poll)")
+            elif runner is not None and runner.alive:
                 print(f"campaign {args.name}: {wanted} (runner {runner.describe()})")
             else:
                 why = runner.describe() if runner is not None else "no runner"
@@ -280,6 +283,7 @@ def _campaign_control(args: argparse.Namespace) -> int:
                 "status": status.status,
                 "text": status.text,
                 "runner": status.runner.as_json() if status.runner is not None else None,
+                "workers": workers,
                 "lease_ttl_s": LEASE_TTL_S,
                 "continue_with": status.continue_with,
                 "source": row.source,

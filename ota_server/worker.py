@@ -206,7 +206,8 @@ class WorkerRunner(CampaignRunner):
                 ws.finish_cards(settled)  # their last rows are durable: every effect ran before this poll
                 engine.release_cards(settled)
             inbox = ws.take_inbox()
-            if engine.intake and engine.state == "running" and engine.backlog < self.config.campaign.concurrency:
+            # Paused: nothing new. Cancelled: claimed and cancelled at once, so every card gets its row.
+            if engine.intake and engine.state != "paused" and engine.backlog < self.config.campaign.concurrency:
                 iccids = ws.claim(self.batch)
                 if iccids:
                     added = [self._targets_by_iccid[i] for i in iccids if i in self._targets_by_iccid]

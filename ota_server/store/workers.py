@@ -20,7 +20,8 @@ Rules (each is one transaction):
   reap and then fails) and that it claims every card the Commit writes; otherwise
   :class:`LeaseLost` and the worker stops before sending anything more (fencing a stalled zombie);
 * a deliver_sm received for a card another worker owns is kept in ``inbox`` by the receiver's Commit
-  and read by the worker that claims the card (join on the claims), deleted once handled.
+  and read by the worker that claims the card (join on the claims), deleted once handled; the last
+  worker out moves what nobody read (late copies for ended cards) into the history as unclaimed.
 """
 
 from __future__ import annotations
@@ -176,6 +177,15 @@ class WorkerStore:
                     "WHERE name = ? AND state = 'running'",
                     (self.campaign,),
                 )
+                # What no worker will read any more (late copies for ended cards, or MSISDNs outside
+                # the campaign): kept in the history as unclaimed, out of the inbox.
+                db.execute(
+                    "INSERT INTO history (at, campaign, iccid, direction, kind, cntr, status, detail) "
+                    "SELECT at, campaign, NULL, 'mo', 'inbox', NULL, 'unclaimed', msisdn FROM inbox "
+                    "WHERE campaign = ? ORDER BY id",
+                    (self.campaign,),
+                )
+                db.execute("DELETE FROM inbox WHERE campaign = ?", (self.campaign,))
 
     # ------------------------------------------------------------------ bind slots and cards
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -190,4 +191,67 @@ async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: 
     assert sum(c["queries"] for c in report["cards"]) >= 1
     late_report = json.loads((tmp_path / "w3.json").read_text())
     assert late_report["worker"]["binds"] and late_report["summary"]["jobs"] > 0
-    assert rows(pg_url, "SELECT COUNT(*) FROM inbox") == [(0,)]
+    assert rows(pg_url, "SELECT COUNT(*) FROM inbox") == [(0,)]  # read by the owners, or swept at the end
+    assert report["summary"]["por_received"] >= CARDS
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ota_server.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+@pytest.mark.asyncio
+async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_process(
+    tmp_path: Path, pg_url: str
+) -> None:
+    cards = 600
+    (tmp_path / "handset.toml").write_text(handset_toml(cards))
+    # 20 open jobs per worker: most cards are still unclaimed when the cancel comes.
+    paced = CAMPAIGN.replace("binds = 3", "binds = 2\nmessages_per_second = 60.0").replace(
+        "concurrency = 400", "concurrency = 20"
+    )
+    (tmp_path / "c.toml").write_text(paced)
+    async with handset_serve(tmp_path) as (port, handset_report):
+        workers = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(2)]
+        await until(lambda: job_states(pg_url).get("done", 0) >= 30, 60)
+        paused = cli("campaign", "pause", "fleet-update", "--db", pg_url)
+        assert paused.returncode == 0 and "2 worker(s)" in paused.stdout, paused
+        status = cli("campaign", "status", "fleet-update", "--db", pg_url, "--json")
+        assert status.returncode == 0, status.stderr
+        seen = json.loads(status.stdout)
+        assert seen["status"] == "paused" and len(seen["workers"]) == 2, seen
+        resumed = cli("campaign", "resume", "fleet-update", "--db", pg_url)
+        assert resumed.returncode == 0, resumed
+        await until(lambda: job_states(pg_url).get("done", 0) >= 120, 60)
+        cancelled = cli("campaign", "cancel", "fleet-update", "--db", pg_url)
+        assert cancelled.returncode == 0, cancelled
+        for process in workers:
+            async with asyncio.timeout(60):
+                _, stderr = await process.communicate()
+            assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    network = json.loads(handset_report.read_text())
+    store = CardStore(pg_url)
+    try:
+        report = build_report(store, "fleet-update")
+        campaign = store.campaign("fleet-update")
+        history = [h.status for h in store.campaign_history("fleet-update") if h.kind == "campaign"]
+    finally:
+        store.close()
+    assert report is not None and campaign is not None and campaign.state == "cancelled"
+    assert {"paused", "running", "cancelled"} <= set(history)
+    states = {c["state"] for c in report["cards"]}
+    assert states <= {"confirmed", "cancelled"} and "cancelled" in states and len(report["cards"]) == cards
+    actions = load_campaign(tmp_path / "c.toml").actions
+    jobs = [
+        (
+            Card(iccid=c["iccid"], imsi="", msisdn=c["msisdn"]),
+            Job(n=c["actions"], applied=c["executed"], confirmed=c["confirmed_counter"], start_counter=0),
+            actions,
+            c["tar"],
+        )
+        for c in report["cards"]
+    ]
+    check = verify_jobs(jobs, network)
+    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), check
+    assert cli("campaign", "status", "fleet-update", "--db", pg_url).stdout.startswith("campaign fleet-update: cancelled")
