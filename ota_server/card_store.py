@@ -385,7 +385,7 @@ class CardStore:
         highest: dict[tuple[str, int], int] = {}
         for r in reservations:
             highest[(r.iccid, r.kvn)] = max(highest.get((r.iccid, r.kvn), 0), r.cntr)
-        with self._transaction():
+        with self._db.batched(), self._transaction():
             if fence is not None:
                 fence(commit)
             if commit.forwarded:

@@ -17,12 +17,13 @@ Glossary: WAL SQLite write-ahead log; DSN a PostgreSQL connection string.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,11 @@ class Backend:
     def lock(self, key: str) -> None:
         """Inside a transaction: hold a lock named ``key`` until it ends (serialises e.g. two runners
         reading and taking one campaign's lease)."""
+
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        """Statements sent without waiting for each answer, where the driver can (one round trip per
+        group commit on PostgreSQL instead of one per statement); a no-op for SQLite (in-process)."""
+        return contextlib.nullcontext()
 
     def _execute(self, sql: str, args: Sequence[Any]) -> Any:
         raise NotImplementedError
@@ -276,6 +282,19 @@ class PostgresBackend(Backend):
 
     def lock(self, key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(key.encode()),))
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """psycopg's pipeline mode: an error surfaces at the next result read or at the end, where it
+        is the same one :class:`StoreError` (and the transaction is rolled back)."""
+        try:
+            with self._db.pipeline():
+                yield
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(self._psycopg.Error):
+                if self.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise StoreError(f"{self.name}: {_one_line(exc)}") from exc
 
     @property
     def in_transaction(self) -> bool:
