@@ -75,7 +75,13 @@ class Sampler(threading.Thread):
         while not self._halt.is_set():
             now = time.time()
             self.samples.append(
-                (now, {g: sum(self._cpu(p, g == "postgres") for p in pids) for g, pids in list(self.groups.items())})
+                (
+                    now,
+                    {
+                        g: sum(self._cpu(p, g == "postgres") for p in pids)
+                        for g, pids in list(self.groups.items())
+                    },
+                )
             )
             self._halt.wait(0.05)
 
@@ -115,8 +121,10 @@ def _start_network(tmp: Path, cards: int, sampler: Sampler) -> tuple[subprocess.
     )
     ready = tmp / "handset.port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handset.cli", "--log-level", "ERROR", "serve", "--config", str(handset)]
-        + ["--port", "0", "--ready-file", str(ready)],
+        [
+            *(sys.executable, "-m", "handset.cli", "--log-level", "ERROR", "serve", "--config", str(handset)),
+            *("--port", "0", "--ready-file", str(ready)),
+        ],
         stdout=subprocess.DEVNULL,
         cwd=ROOT,
     )
@@ -132,7 +140,9 @@ def _start_network(tmp: Path, cards: int, sampler: Sampler) -> tuple[subprocess.
 
 def _campaign(tmp: Path, binds: int) -> Path:
     text = CAMPAIGN.format(handset=(tmp / "handset.toml").as_posix(), window=64, spi="1639") + ACTION
-    text = text.replace("window = 64\n", "").replace("[targets]", f"[pacing]\nbinds = {binds}\nwindow = 64\n[targets]")
+    text = text.replace("window = 64\n", "").replace(
+        "[targets]", f"[pacing]\nbinds = {binds}\nwindow = 64\n[targets]"
+    )
     text = text.replace('name = "bench"', 'name = "bench"\nconcurrency = 512')
     path = tmp / "c.toml"
     path.write_text(text)
@@ -152,7 +162,9 @@ def _flow(db: str) -> tuple[int, float]:
     return confirmed, float(span[1] - span[0]) if span[0] is not None else 0.0
 
 
-def one_run(label: str, tmp: Path, cards: int, binds: int, db: str, workers: int, pg_pid: int | None) -> Result:
+def one_run(
+    label: str, tmp: Path, cards: int, binds: int, db: str, workers: int, pg_pid: int | None
+) -> Result:
     tmp.mkdir(parents=True, exist_ok=True)
     sampler = Sampler()
     if pg_pid is not None:
@@ -162,7 +174,7 @@ def one_run(label: str, tmp: Path, cards: int, binds: int, db: str, workers: int
     sampler.start()
     procs = []
     try:
-        for i in range(max(1, workers)):
+        for _ in range(max(1, workers)):
             args = [sys.executable, "-m", "ota_server.cli", "campaign", "run", str(campaign)]
             args += ["--smsc", f"127.0.0.1:{port}", "--db", db, "--log-level", "ERROR"]
             if workers:
@@ -206,7 +218,9 @@ def _first_at(db: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.workers", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.workers", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--cards", type=int, default=4000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--binds", type=int, default=4, help="[pacing] binds of every run (default 4)")
@@ -225,15 +239,28 @@ def main(argv: list[str] | None = None) -> int:
         cluster_gen = start_cluster()
         cluster = next(cluster_gen)
         try:
-            print(f"{args.cards} cards, 1 action each, [pacing] binds = {args.binds}, {os.cpu_count()} cores", flush=True)
+            print(
+                f"{args.cards} cards, 1 action each, [pacing] binds = {args.binds}, {os.cpu_count()} cores",
+                flush=True,
+            )
             results.append(
-                one_run("SQLite, 1 process", tmp / "sqlite", args.cards, args.binds, str(tmp / "ota.sqlite"), 0, None)
+                one_run(
+                    "SQLite, 1 process",
+                    tmp / "sqlite",
+                    args.cards,
+                    args.binds,
+                    str(tmp / "ota.sqlite"),
+                    0,
+                    None,
+                )
             )
             print(f"  done: {results[-1].label}", flush=True)
             for n in args.workers:
                 url = cluster.new_database()
                 label = f"PostgreSQL, {n} worker{'s' if n > 1 else ''}"
-                results.append(one_run(label, tmp / f"pg{n}", args.cards, args.binds, url, n, cluster.postmaster_pid()))
+                results.append(
+                    one_run(label, tmp / f"pg{n}", args.cards, args.binds, url, n, cluster.postmaster_pid())
+                )
                 print(f"  done: {label}", flush=True)
                 with psycopg.connect(cluster.url(), autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]}")
@@ -242,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             with_exit()
     base = results[0].tps or 1.0
     print()
-    print(f"{'run':<24} {'tx':>6} {'flow s':>7} {'tx/s':>8} {'ratio':>6} {'server µs/tx':>13} {'db µs/tx':>9} {'network µs/tx':>14}")
+    print(
+        f"{'run':<24} {'tx':>6} {'flow s':>7} {'tx/s':>8} {'ratio':>6} "
+        f"{'server µs/tx':>13} {'db µs/tx':>9} {'network µs/tx':>14}"
+    )
     for r in results:
         print(
             f"{r.label:<24} {r.transactions:>6} {r.flow_s:>7.2f} {r.tps:>8.0f} {r.tps / base:>6.2f} "

@@ -284,7 +284,9 @@ def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
         raise UsageError("--shards: at least 1")
     if args.shards > 1 and (lab.transport is not Transport.VIRTUAL or args.workdir or args.plot):
         raise UsageError("--shards: needs the virtual transport, without --workdir and --plot")
-    if args.db is not None and (lab.transport is Transport.VIRTUAL or not args.db.startswith("postgresql://")):
+    if args.db is not None and (
+        lab.transport is Transport.VIRTUAL or not args.db.startswith("postgresql://")
+    ):
         raise UsageError("--db: a postgresql:// URL, with the smpp transport")
     workdir = Path(args.workdir) if args.workdir else None
     result = run_lab(lab, args.seed, workdir=workdir, shards=args.shards, db=args.db)

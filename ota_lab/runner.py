@@ -256,4 +256,6 @@ def run_lab(
         workdir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(run_lab_async(lab, seed, workdir, keep_network_report=keep_network_report, db=db))
     with tempfile.TemporaryDirectory(prefix="ota-lab-") as tmp:
-        return asyncio.run(run_lab_async(lab, seed, Path(tmp), keep_network_report=keep_network_report, db=db))
+        return asyncio.run(
+            run_lab_async(lab, seed, Path(tmp), keep_network_report=keep_network_report, db=db)
+        )

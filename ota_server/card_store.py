@@ -15,9 +15,10 @@ and the few dialect differences are in ota_server/store/.
 
 Durability: SQLite: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
 commit that reserves a CNTR does too (docs/campaigns.md §6.5; ``NORMAL`` would only survive a
-process crash); PostgreSQL: ``fsync`` and ``synchronous_commit`` as it ships. Group commit keeps that affordable: the engine gathers a loop iteration's worth of
-reservations, job updates and history rows into one :class:`~ota_server.engine.records.Commit`,
-written in one transaction (:meth:`CardStore.commit`) before any of its messages leaves. Key
+process crash); PostgreSQL: ``fsync`` and ``synchronous_commit`` as it ships. Group commit keeps
+that affordable: the engine gathers a loop iteration's worth of reservations, job updates and
+history rows into one :class:`~ota_server.engine.records.Commit`, written in one transaction
+(:meth:`CardStore.commit`) before any of its messages leaves. Key
 material is stored but never logged or reported.
 """
 
@@ -335,10 +336,14 @@ class CardStore:
         }
         mo = {
             (i, t): int(c)
-            for i, t, c in self._db.execute(f"SELECT iccid, tar, cntr FROM mo_counters WHERE {member}", (arg,))
+            for i, t, c in self._db.execute(
+                f"SELECT iccid, tar, cntr FROM mo_counters WHERE {member}", (arg,)
+            )
         }
         jobs = self.load_step_jobs(campaign, iccids)
-        return StoreSnapshot(cntrs=cntrs, confirmed=confirmed, mo_cntrs=mo, jobs=jobs, campaign=self.campaign(campaign))
+        return StoreSnapshot(
+            cntrs=cntrs, confirmed=confirmed, mo_cntrs=mo, jobs=jobs, campaign=self.campaign(campaign)
+        )
 
     def commit(self, commit: Commit, *, fence: Callable[[Commit], None] | None = None) -> None:
         """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
@@ -426,7 +431,8 @@ class CardStore:
                 # Never lower: the replay rule needs the highest MO CNTR ever accepted.
                 self._db.executemany(
                     "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
-                    f"ON CONFLICT(iccid, tar) DO UPDATE SET cntr = {self._db.greatest}(mo_counters.cntr, excluded.cntr), "
+                    "ON CONFLICT(iccid, tar) DO UPDATE SET "
+                    f"cntr = {self._db.greatest}(mo_counters.cntr, excluded.cntr), "
                     "updated_at = excluded.updated_at",
                     [(iccid, tar, value, at) for iccid, tar, value in commit.mo_counters],
                 )
@@ -449,9 +455,12 @@ class CardStore:
             if not decision.granted:
                 return decision
             workers = self._db.execute(
-                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {self._db.now_sql}", (name,)
+                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {self._db.now_sql}",
+                (name,),
             ).fetchone()[0]
-            if workers:  # docs/campaigns.md §6.7: workers hold it; a single runner would run their cards twice
+            if (
+                workers
+            ):  # docs/campaigns.md §6.7: workers hold it; a single runner would run their cards twice
                 return LeaseDecision(False, holder=f"{workers} live worker(s)")
             # ``run`` (re)starts the campaign: a paused or interrupted one continues; a cancelled one
             # stays cancelled (its open jobs are closed without sending).

@@ -361,7 +361,9 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(store, args.campaign)
         if report is None:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
-            print(f"ota-server: {store.path}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr)
+            print(
+                f"ota-server: {store.path}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr
+            )
             return EXIT_USAGE
         if args.audit is not None:
             lines = audit_lines(store, args.campaign, args.audit)
@@ -544,7 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
         "waits as a standby)",
     )
     run.add_argument(
-        "--batch", type=_positive_int, default=0, metavar="N", help="--worker: cards per claim (default: concurrency)"
+        "--batch",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="--worker: cards per claim (default: concurrency)",
     )
     run.add_argument(
         "--worker-ttl",

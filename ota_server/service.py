@@ -176,8 +176,9 @@ class CampaignRunner:
                 # would report every earlier action as lost.
                 raise ConfigError(
                     "--db",
-                    f"{store.path} holds card state from an earlier run, but the embedded network starts fresh "
-                    "cards every run: use a new --db (or none), or a network that keeps its cards (--smsc)",
+                    f"{store.path} holds card state from an earlier run, but the embedded network starts "
+                    "fresh cards every run: use a new --db (or none), or a network that keeps its cards "
+                    "(--smsc)",
                 )
             cards, issued = self._targets(store, inventory)
             lease = store.acquire_lease(

@@ -114,7 +114,9 @@ class WorkerRunner(CampaignRunner):
             refusal = ws.register(host=self._host, pid=os.getpid(), source=str(cfg.source))
             if refusal is not None:
                 raise ConfigError("campaign", refusal)
-            log.info("campaign %s: worker %s joined (%d cards in the campaign)", name, self.worker_id, len(targets))
+            log.info(
+                "campaign %s: worker %s joined (%d cards in the campaign)", name, self.worker_id, len(targets)
+            )
             engine: CampaignEngine | None = None
             ticker: Ticker | None = None
             try:
@@ -207,7 +209,11 @@ class WorkerRunner(CampaignRunner):
                 engine.release_cards(settled)
             inbox = ws.take_inbox()
             # Paused: nothing new. Cancelled: claimed and cancelled at once, so every card gets its row.
-            if engine.intake and engine.state != "paused" and engine.backlog < self.config.campaign.concurrency:
+            if (
+                engine.intake
+                and engine.state != "paused"
+                and engine.backlog < self.config.campaign.concurrency
+            ):
                 iccids = ws.claim(self.batch)
                 if iccids:
                     added = [self._targets_by_iccid[i] for i in iccids if i in self._targets_by_iccid]

@@ -121,7 +121,9 @@ class DeliveryRouter:
             # docs/campaigns.md §6.7: a card of another worker (the SMSC gives an ESME's deliver_sm to
             # any of its binds): its owner handles it, raw (segments too: the owner reassembles).
             self.engine.forward(
-                Forwarded(msisdn, event.esm_class, event.user_data, event.receipted_message_id, event.message_state)
+                Forwarded(
+                    msisdn, event.esm_class, event.user_data, event.receipted_message_id, event.message_state
+                )
             )
             return
         if kind is DeliverKind.CARD_MESSAGE:

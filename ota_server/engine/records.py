@@ -131,7 +131,12 @@ class Commit:
 
     def __bool__(self) -> bool:
         return bool(
-            self.reservations or self.jobs or self.counters or self.mo_counters or self.history or self.forwarded
+            self.reservations
+            or self.jobs
+            or self.counters
+            or self.mo_counters
+            or self.history
+            or self.forwarded
         )
 
 

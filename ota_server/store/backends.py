@@ -249,13 +249,17 @@ class PostgresBackend(Backend):
         try:
             import psycopg
         except ImportError as exc:
-            raise StoreError(f"{self.name}: PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')") from exc
+            raise StoreError(
+                f"{self.name}: PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')"
+            ) from exc
         self._psycopg = psycopg
         self._errors = (psycopg.Error,)
         self._sql: dict[str, str] = {}
         try:
             # lock_timeout: as SQLite's busy timeout, a write lock held elsewhere for longer is an error.
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10, options="-c lock_timeout=5000")
+            self._db = psycopg.connect(
+                url, autocommit=True, connect_timeout=10, options="-c lock_timeout=5000"
+            )
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot open the card store: {_one_line(exc)}") from exc
         self._migrate()

@@ -122,7 +122,8 @@ class WorkerStore:
         db = self.db
         with db.transaction():
             cursor = db.execute(
-                f"UPDATE workers SET expires_at = {db.now_sql} + ? WHERE id = ? AND expires_at > {db.now_sql}",
+                f"UPDATE workers SET expires_at = {db.now_sql} + ? "
+                f"WHERE id = ? AND expires_at > {db.now_sql}",
                 (self.ttl_s, self.worker),
             )
             if cursor.rowcount != 1:
@@ -137,15 +138,21 @@ class WorkerStore:
             dead = [
                 str(r[0])
                 for r in db.execute(
-                    f"SELECT id FROM workers WHERE campaign = ? AND expires_at <= {db.now_sql} {db.skip_locked}",
+                    "SELECT id FROM workers "
+                    f"WHERE campaign = ? AND expires_at <= {db.now_sql} {db.skip_locked}",
                     (self.campaign,),
                 )
             ]
             if not dead:
                 return 0
             member, arg = db.member("worker", dead)
-            db.execute(f"UPDATE campaign_cards SET worker = NULL WHERE campaign = ? AND {member}", (self.campaign, arg))
-            db.execute(f"UPDATE bind_slots SET worker = NULL WHERE campaign = ? AND {member}", (self.campaign, arg))
+            db.execute(
+                f"UPDATE campaign_cards SET worker = NULL WHERE campaign = ? AND {member}",
+                (self.campaign, arg),
+            )
+            db.execute(
+                f"UPDATE bind_slots SET worker = NULL WHERE campaign = ? AND {member}", (self.campaign, arg)
+            )
             member, arg = db.member("id", dead)
             db.execute(f"DELETE FROM workers WHERE {member}", (arg,))
         return len(dead)
@@ -162,14 +169,16 @@ class WorkerStore:
                 (self.campaign, self.worker),
             )
             db.execute(
-                "UPDATE bind_slots SET worker = NULL WHERE campaign = ? AND worker = ?", (self.campaign, self.worker)
+                "UPDATE bind_slots SET worker = NULL WHERE campaign = ? AND worker = ?",
+                (self.campaign, self.worker),
             )
             db.execute("DELETE FROM workers WHERE id = ?", (self.worker,))
             open_cards = db.execute(
                 "SELECT COUNT(*) FROM campaign_cards WHERE campaign = ? AND done = 0", (self.campaign,)
             ).fetchone()[0]
             live = db.execute(
-                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {db.now_sql}", (self.campaign,)
+                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {db.now_sql}",
+                (self.campaign,),
             ).fetchone()[0]
             if open_cards == 0 and live == 0:
                 db.execute(
@@ -202,7 +211,8 @@ class WorkerStore:
             held = [
                 int(r[0])
                 for r in db.execute(
-                    "SELECT slot FROM bind_slots WHERE campaign = ? AND worker = ?", (self.campaign, self.worker)
+                    "SELECT slot FROM bind_slots WHERE campaign = ? AND worker = ?",
+                    (self.campaign, self.worker),
                 )
             ]
             need = want - len(held)

@@ -286,7 +286,11 @@ async def test_4b_an_unreachable_smsc_fails_the_run_not_the_cards(tmp_path: Path
         code, stderr = await finish(await start_runner(tmp_path, closed_port))
         assert code == 1, stderr
         assert f"SMSC 127.0.0.1:{closed_port}: connection refused" in stderr.strip().splitlines()[-1]
-        assert set(job_states(str(tmp_path / "ota.sqlite"))) <= {"new", "sending", "waiting"}  # no card failed
+        assert set(job_states(str(tmp_path / "ota.sqlite"))) <= {
+            "new",
+            "sending",
+            "waiting",
+        }  # no card failed
         code, stderr = await finish(await start_runner(tmp_path, port))
         assert code == 0, stderr[-2000:]
         report = proof(tmp_path, service)

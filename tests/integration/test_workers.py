@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ota_server.card_store import CardStore
 from ota_server.campaign_report import build_report
+from ota_server.card_store import CardStore
 from ota_server.config import load_campaign
 from ota_server.engine.job_model import Job
 from ota_server.model import Card
@@ -98,9 +98,11 @@ async def handset_serve(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
     report = tmp / "handset-report.json"
     ready = tmp / "handset.port"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "handset.cli", "--log-level", "WARNING", "serve", "--config", str(tmp / "handset.toml"),
-        "--port", "0", "--ready-file", str(ready), "--report-file", str(report), "--exit-with-parent",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp),
+        sys.executable, "-m", "handset.cli", "--log-level", "WARNING", "serve",
+        "--config", str(tmp / "handset.toml"), "--port", "0", "--ready-file", str(ready),
+        "--report-file", str(report), "--exit-with-parent",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(tmp),
     )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -137,7 +139,8 @@ def in_the_air(db: str, pid: int) -> int:
     """Jobs of the worker with this pid whose script may be on its way (a PoR awaited)."""
     found = rows(
         db,
-        "SELECT COUNT(*) FROM jobs j JOIN campaign_cards cc ON cc.campaign = j.campaign AND cc.iccid = j.iccid "
+        "SELECT COUNT(*) FROM jobs j "
+        "JOIN campaign_cards cc ON cc.campaign = j.campaign AND cc.iccid = j.iccid "
         f"JOIN workers w ON w.id = cc.worker WHERE w.pid = {pid} AND j.state = 'waiting'",
     )
     return int(found[0][0]) if found else 0
@@ -150,7 +153,9 @@ async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: 
     async with handset_serve(tmp_path) as (port, handset_report):
         workers = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(3)]
         victim = workers[0]
-        await until(lambda: job_states(pg_url).get("done", 0) >= CARDS // 5 and in_the_air(pg_url, victim.pid) > 0, 90)
+        await until(
+            lambda: job_states(pg_url).get("done", 0) >= CARDS // 5 and in_the_air(pg_url, victim.pid) > 0, 90
+        )
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
         assert victim.returncode == -signal.SIGKILL
@@ -184,7 +189,9 @@ async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: 
     assert len(jobs) == CARDS
     check = verify_jobs(jobs, network)
     assert check["cards_missing_from_network_report"] == 0
-    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), check
+    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), (
+        check
+    )
     assert {c["state"] for c in report["cards"]} == {"confirmed"}
     # The victim's cards with a script in the air were resumed by a status query (the fence), and the
     # late worker ran: it took the dead worker's bind slot over.
@@ -253,5 +260,9 @@ async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_pr
         for c in report["cards"]
     ]
     check = verify_jobs(jobs, network)
-    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), check
-    assert cli("campaign", "status", "fleet-update", "--db", pg_url).stdout.startswith("campaign fleet-update: cancelled")
+    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), (
+        check
+    )
+    assert cli("campaign", "status", "fleet-update", "--db", pg_url).stdout.startswith(
+        "campaign fleet-update: cancelled"
+    )

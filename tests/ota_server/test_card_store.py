@@ -68,7 +68,11 @@ def test_an_unwritable_database_is_one_store_error(db_url: str) -> None:
     path = db_url
     store = _store(path)
     # The disk refuses writes from here on.
-    read_only = "PRAGMA query_only = ON" if store._db.dialect == "sqlite" else "SET default_transaction_read_only = on"
+    read_only = (
+        "PRAGMA query_only = ON"
+        if store._db.dialect == "sqlite"
+        else "SET default_transaction_read_only = on"
+    )
     store._db.execute(read_only)
     with pytest.raises(StoreError, match=re.escape(store.path)):
         store.commit(_reserve(1))

@@ -61,7 +61,10 @@ KEYSET = Keyset(
 
 def _targets(n: int) -> list[TargetCard]:
     return [
-        TargetCard(Card(iccid=f"89882110000000{i:05d}", imsi=f"00101{i:010d}", msisdn=f"4917{i:08d}", index=i), {1: KEYSET})
+        TargetCard(
+            Card(iccid=f"89882110000000{i:05d}", imsi=f"00101{i:010d}", msisdn=f"4917{i:08d}", index=i),
+            {1: KEYSET},
+        )
         for i in range(n)
     ]
 
@@ -108,7 +111,9 @@ class Lab:
             DeliverArrived(None, f.msisdn, f.esm_class, f.user_data, relayed=True) for f in commit.forwarded
         ]
 
-    def run_turn(self, engine: CampaignEngine, *, deliver_to: CampaignEngine | None, lose_mt: bool = False) -> int:
+    def run_turn(
+        self, engine: CampaignEngine, *, deliver_to: CampaignEngine | None, lose_mt: bool = False
+    ) -> int:
         """Perform the engine's effects; each PoR goes to ``deliver_to``. Returns the SMS sent."""
         sent = 0
         while effects := engine.effects():

@@ -3,10 +3,11 @@
 The network is an in-process handset service (loopback, port 0) holding sim_emulator cards; the
 server is ``ota-server campaign run --smsc`` in a child process, on either store (a SQLite file or
 a PostgreSQL database). The test polls the server's database read-only (bounded loop with a
-deadline) until some jobs are done and some have a script in the air, SIGKILLs it, restarts it, and checks the cards' own journals (HandsetService.report() and
-ota_server.service.verification): every action exactly once, server counters == card counters, no
-job left open. The campaign is a purse campaign (TAR bfff01, purse_reload), and the subscribers
-pay meanwhile, so transaction requests (claim 8) arrive in both runs.
+deadline) until some jobs are done and some have a script in the air, SIGKILLs it, restarts it,
+and checks the cards' own journals (HandsetService.report() and ota_server.service.verification):
+every action exactly once, server counters == card counters, no job left open. The campaign is a
+purse campaign (TAR bfff01, purse_reload), and the subscribers pay meanwhile, so transaction
+requests (claim 8) arrive in both runs.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ async def run_server(tmp: Path, port: int, report: Path, db: str) -> asyncio.sub
 
 
 @pytest.mark.asyncio
-async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(tmp_path: Path, db_url: str) -> None:
+async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(
+    tmp_path: Path, db_url: str
+) -> None:
     (tmp_path / "handset.toml").write_text(HANDSET)
     (tmp_path / "c.toml").write_text(CAMPAIGN)
     service = HandsetService(load_config(tmp_path / "handset.toml"))

@@ -8,12 +8,14 @@ import pytest
 
 from ota_server.card_store import CardStore, JobRow, LeaseLost
 from ota_server.engine.records import Commit, Forwarded, Reservation
+from ota_server.model import Card
 from ota_server.store.workers import WorkerStore
 from tests.ota_server.test_card_store import KEYSET
 
-from ota_server.model import Card
-
-CARDS = [Card(iccid=f"89882110000000{i:05d}", imsi=f"00101{i:010d}", msisdn=f"4917{i:08d}", index=i) for i in range(10)]
+CARDS = [
+    Card(iccid=f"89882110000000{i:05d}", imsi=f"00101{i:010d}", msisdn=f"4917{i:08d}", index=i)
+    for i in range(10)
+]
 
 
 def _open(db: str, worker: str, *, ttl_s: float = 30.0) -> WorkerStore:
@@ -86,9 +88,13 @@ def test_the_inbox_reaches_the_cards_owner_and_the_last_worker_finishes_the_camp
 
 def test_a_single_runner_and_workers_exclude_each_other(db_url: str) -> None:
     a = _open(db_url, "a")
-    refused = a.store.acquire_lease("c", token="t", pid=2, host="h", at=a.now(), source="f", alive=lambda p: True)
+    refused = a.store.acquire_lease(
+        "c", token="t", pid=2, host="h", at=a.now(), source="f", alive=lambda p: True
+    )
     assert not refused.granted and "1 live worker" in refused.refusal
     a.leave([])
-    assert a.store.acquire_lease("c", token="t", pid=2, host="h", at=a.now(), source="f", alive=lambda p: True).granted
+    assert a.store.acquire_lease(
+        "c", token="t", pid=2, host="h", at=a.now(), source="f", alive=lambda p: True
+    ).granted
     late = WorkerStore(a.store, "c", "late")
     assert "single runner excludes workers" in (late.register(host="h", pid=3, source="f") or "")

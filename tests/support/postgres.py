@@ -115,7 +115,9 @@ def _serve(base: Path) -> Iterator[Cluster]:
         try:
             entry = pwd.getpwnam(user)
         except KeyError:
-            require("PostgreSQL", False, "running as root needs the 'postgres' user the Debian package creates")
+            require(
+                "PostgreSQL", False, "running as root needs the 'postgres' user the Debian package creates"
+            )
             raise
         os.chown(base, entry.pw_uid, entry.pw_gid)
     datadir = base / "data"
@@ -123,10 +125,14 @@ def _serve(base: Path) -> Iterator[Cluster]:
     log.touch()
     if user is not None:
         os.chown(log, pwd.getpwnam(user).pw_uid, -1)
-    _run([str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8"], user, log)
+    _run(
+        [str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8"], user, log
+    )
     port = _free_port()
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=on -c max_connections=100"
-    _run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(log), "-w", "-o", options, "start"], user, log)
+    _run(
+        [str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(log), "-w", "-o", options, "start"], user, log
+    )
     cluster = Cluster(port, datadir, bindir, user)
     pid = cluster.postmaster_pid()
     try:

@@ -30,4 +30,6 @@ def rows(db: str | Path, sql: str) -> list[tuple[Any, ...]]:
 
 def job_states(db: str | Path) -> dict[str, int]:
     """Jobs by stored state (new, sending, waiting, done, ...)."""
-    return {str(state): int(count) for state, count in rows(db, "SELECT state, count(*) FROM jobs GROUP BY state")}
+    return {
+        str(state): int(count) for state, count in rows(db, "SELECT state, count(*) FROM jobs GROUP BY state")
+    }
