@@ -29,10 +29,8 @@ import pytest
 
 from handset.config import load_config
 from handset.service import HandsetService
-from ota_server.engine.job_model import Job
-from ota_server.model import Card
-from ota_server.report import verify_jobs
-from tests.support.stores import job_states
+from tests.support.journals import check_journals
+from tests.support.stores import job_states, until
 
 pytestmark = pytest.mark.integration
 
@@ -137,33 +135,12 @@ async def finish(process: asyncio.subprocess.Process, timeout_s: float = 90.0) -
     return process.returncode, stderr.decode(errors="replace")
 
 
-async def until(predicate: Any, timeout_s: float = 60.0) -> None:
-    """Bounded polling of an outside process's state (its database), never a sleep as synchronisation."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def proof(tmp: Path, service: HandsetService, report_name: str = "report.json") -> dict[str, Any]:
     """The server's final record of every card against the card's own journal."""
     report = json.loads((tmp / report_name).read_text())
     from ota_server.config import load_campaign
 
-    actions = load_campaign(tmp / "c.toml").actions
-    jobs = [
-        (
-            Card(iccid=c["iccid"], imsi="", msisdn=c["msisdn"]),
-            Job(n=c["actions"], applied=c["executed"], confirmed=c["confirmed_counter"], start_counter=0),
-            actions,
-            c["tar"],
-        )
-        for c in report["cards"]
-    ]
-    check = verify_jobs(jobs, service.report())
-    assert check["cards_missing_from_network_report"] == 0
-    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), (
-        check
-    )
+    check_journals(report["cards"], load_campaign(tmp / "c.toml").actions, service.report())
     states = {c["state"] for c in report["cards"]}
     assert states <= {"confirmed", "partial"}, [
         c for c in report["cards"] if c["state"] not in ("confirmed",)

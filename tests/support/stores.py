@@ -3,7 +3,9 @@ bounded polling of another process's progress, read-only, errors read as "nothin
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,13 @@ def rows(db: str | Path, sql: str) -> list[tuple[Any, ...]]:
             return conn.execute(sql).fetchall()
     except sqlite3.Error:
         return []
+
+
+async def until(predicate: Callable[[], object], timeout_s: float = 60.0) -> None:
+    """Bounded polling of an outside process's state (its database), never a sleep as synchronisation."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 def job_states(db: str | Path) -> dict[str, int]:
