@@ -119,7 +119,7 @@ async def handset_serve(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
 async def start_worker(tmp: Path, port: int, db: str, name: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ota_server.cli", "campaign", "run", str(tmp / "c.toml"), "--worker",
-        "--smsc", f"127.0.0.1:{port}", "--db", db, "--worker-ttl", "2", "--report", str(tmp / f"{name}.json"),
+        "--smsc", f"127.0.0.1:{port}", "--db", db, "--worker-ttl", "3", "--report", str(tmp / f"{name}.json"),
         "--log-level", "WARNING",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         cwd=str(tmp),
