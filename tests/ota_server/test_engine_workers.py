@@ -158,6 +158,7 @@ def test_cards_added_while_running_end_through_the_other_workers_inbox(tmp_path:
     for card in lab.cards.values():
         assert [ac for ac, _ in card.journal] == [1, 2]  # each action once, in order
     assert a.stats.por_received == 3 and b.stats.por_received == 3
+    assert not any(engine.holds(t.card.msisdn) for engine in (a, b) for t in lab.targets)  # all released
     assert not a.finished
     a.close_intake(lab.now)
     b.close_intake(lab.now)
@@ -191,3 +192,16 @@ def test_a_dead_workers_card_is_resumed_with_a_status_query_not_a_resend(tmp_pat
     assert row.state == "done" and row.applied == 2 and row.counter_path == "query"
     assert [ac for ac, _ in card.journal] == [1, 2]
     assert b.settled_cards() == [lab.targets[0].card.iccid]
+
+
+def test_a_relayed_deliver_for_a_card_not_held_is_never_forwarded_again(tmp_path: Path) -> None:
+    lab = Lab(tmp_path, 1)
+    a, _ = lab.engines
+    msisdn = lab.targets[0].card.msisdn
+    a.handle(DeliverArrived(("inbox", 1), msisdn, 0x40, b"\x02\x71\x00" + bytes(20), relayed=True), lab.now)
+    commits = [e for e in a.effects() if isinstance(e, Commit)]
+    assert all(not c.forwarded for c in commits)
+    assert a.stats.por_unmatched + a.stats.por_rejected == 1
+    a.handle(DeliverArrived(("smsc", 2), msisdn, 0x40, b"\x02\x71\x00" + bytes(20)), lab.now)
+    (commit,) = [e for e in a.effects() if isinstance(e, Commit)]
+    assert [f.msisdn for f in commit.forwarded] == [msisdn]  # straight from the SMSC: to its owner
