@@ -84,6 +84,7 @@ class WorkerRunner(CampaignRunner):
         self._ws: WorkerStore | None = None
         self._targets_by_iccid: dict[str, TargetCard] = {}
         self._tars: set[str] = set()
+        self._renewed_at = 0.0  # event-loop time the lease was last proven live (heartbeat or commit)
 
     async def run(self) -> dict[str, Any]:
         self._loop = loop = asyncio.get_running_loop()
@@ -167,6 +168,7 @@ class WorkerRunner(CampaignRunner):
         total = max(1, self.config.pacing.binds)
         while True:
             ws.heartbeat()
+            self._renewed_at = asyncio.get_running_loop().time()
             ws.reap()
             held = ws.take_bind_slots(total, self.want_binds)
             if held:
@@ -180,8 +182,23 @@ class WorkerRunner(CampaignRunner):
     # ------------------------------------------------------------------ hooks of the SMPP shell
 
     def _commit(self, store: CardStore, commit: Commit) -> None:
-        assert self._ws is not None
+        assert self._ws is not None and self._loop is not None
         store.commit(commit, fence=self._ws.fence)
+        self._renewed_at = self._loop.time()
+
+    def _flush(self, submits: dict[int, Any], acks: dict[Any, list[object]], send: bool) -> None:
+        """Submits leave only while the lease is known live: one not proven within half its TTL (the
+        process stalled, say) is checked first, and a lost one sends nothing more (LeaseLost)."""
+        assert self._loop is not None and self._ws is not None
+        if send and submits and self._loop.time() - self._renewed_at > self.ttl_s / 2:
+            try:
+                self._ws.heartbeat()
+            except StoreError:
+                submits.clear()
+                acks.clear()
+                raise
+            self._renewed_at = self._loop.time()
+        super()._flush(submits, acks, send)
 
     def _acknowledge(self, bind: Any, handles: list[object]) -> None:
         if bind == INBOX:
@@ -202,6 +219,7 @@ class WorkerRunner(CampaignRunner):
         close = False
         try:
             wanted = ws.heartbeat()
+            self._renewed_at = loop.time()
             ws.reap()
             settled = engine.settled_cards()
             if settled:

@@ -230,3 +230,62 @@ async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_pr
     assert cli("campaign", "status", "fleet-update", "--db", pg_url).stdout.startswith(
         "campaign fleet-update: cancelled"
     )
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_worker_wakes_fenced_off_while_another_holds_its_cards(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # A SIGSTOPped worker is a zombie: its lease expires, the other worker takes its cards over; woken
+    # up while they are being worked on, its first heartbeat, commit or send finds the lease gone.
+    cards = 1500
+    (tmp_path / "handset.toml").write_text(handset_toml(cards))
+    paced = CAMPAIGN.replace("binds = 3", "binds = 2\nmessages_per_second = 150.0").replace(
+        "concurrency = 400", "concurrency = 100"
+    )
+    (tmp_path / "c.toml").write_text(paced)
+    async with handset_serve(tmp_path) as (port, handset_report):
+        zombie, other = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(2)]
+        await until(
+            lambda: job_states(pg_url).get("done", 0) >= 100 and in_the_air(pg_url, zombie.pid) > 0, 60
+        )
+        zombie.send_signal(signal.SIGSTOP)
+        try:
+            held = {
+                r[0]
+                for r in rows(
+                    pg_url,
+                    "SELECT cc.iccid FROM campaign_cards cc JOIN workers w ON w.id = cc.worker "
+                    f"WHERE w.pid = {zombie.pid} AND cc.done = 0",
+                )
+            }
+            assert held
+
+            def taken_over() -> bool:
+                found = rows(
+                    pg_url,
+                    "SELECT cc.iccid FROM campaign_cards cc JOIN workers w ON w.id = cc.worker "
+                    f"WHERE w.pid = {other.pid}",
+                )
+                return bool(held & {r[0] for r in found})
+
+            await until(taken_over, 60)
+        finally:
+            zombie.send_signal(signal.SIGCONT)
+        async with asyncio.timeout(60):
+            _, zombie_err = await zombie.communicate()
+        assert zombie.returncode == 1, zombie_err.decode(errors="replace")[-2000:]
+        last = zombie_err.decode(errors="replace").strip().splitlines()[-1]
+        assert last.startswith("ota-server: ") and "lost its cards" in last and "Traceback" not in last, last
+        async with asyncio.timeout(90):
+            _, other_err = await other.communicate()
+        assert other.returncode == 0, other_err.decode(errors="replace")[-2000:]
+    network = json.loads(handset_report.read_text())
+    store = CardStore(pg_url)
+    try:
+        report = build_report(store, "fleet-update")
+    finally:
+        store.close()
+    assert report is not None and len(report["cards"]) == cards
+    assert {c["state"] for c in report["cards"]} == {"confirmed"}
+    check_journals(report["cards"], load_campaign(tmp_path / "c.toml").actions, network)
