@@ -227,6 +227,9 @@ async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_pr
     states = {c["state"] for c in report["cards"]}
     assert states <= {"confirmed", "cancelled"} and "cancelled" in states and len(report["cards"]) == cards
     check_journals(report["cards"], load_campaign(tmp_path / "c.toml").actions, network)
+    exported = cli("report", "fleet-update", "--db", pg_url, "--json", str(tmp_path / "report.json"))
+    assert exported.returncode == 0, exported.stderr
+    assert len(json.loads((tmp_path / "report.json").read_text())["cards"]) == cards
     assert cli("campaign", "status", "fleet-update", "--db", pg_url).stdout.startswith(
         "campaign fleet-update: cancelled"
     )
