@@ -2,7 +2,7 @@
 
     handset serve --config configs/handset.toml [--host H] [--port P]
                   [--ready-file F] [--report-file F] [--log-level LEVEL]
-                  [--pcap FILE] [--exit-with-parent]
+                  [--pcap FILE] [--exit-with-parent] [--metrics HOST:PORT]
     handset --version
 
 ``--log-level DEBUG|INFO|WARNING|ERROR`` (before or after ``serve``; default
@@ -18,6 +18,9 @@ closed, down for ``[smsc] restart_outage_s``, then listening on the same port;
 phones, cards and the store-and-forward queues survive).
 ``--pcap FILE``: write every SMPP exchange (TCP/IPv4) and every SIM APDU exchange
 (GSMTAP-SIM, UDP 4729) to FILE for Wireshark, flushed on exit (capture_writer.py).
+``--metrics HOST:PORT``: Prometheus text format at ``http://HOST:PORT/metrics`` (submit_sm by
+command_status, deliver_sm, MT queue depth, binds; handset/metrics.py), printed as
+``handset: metrics on http://HOST:PORT/metrics`` after the listening line.
 ``--exit-with-parent``: stop as on SIGTERM when stdin reaches end of file.  A parent
 that gives the child a pipe as stdin (the OTA server's embedded network does) holds
 its write end; when the parent dies, even by SIGKILL, the kernel closes it and the
@@ -30,14 +33,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from handset.config import load_config
 from handset.service import HandsetService
@@ -74,12 +80,61 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--report-file", help="write the JSON report here on shutdown")
     serve.add_argument("--pcap", metavar="FILE", help="write SMPP and SIM APDU traffic to this pcap file")
     serve.add_argument(
+        "--metrics",
+        type=_metrics_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0 = any free one, printed)",
+    )
+    serve.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="exit (as on SIGTERM) when stdin reaches end of file: give the child a pipe as stdin",
     )
     _log_level_option(serve, default=None)
     return parser
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 = any free one), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+async def _serve_metrics(
+    service: HandsetService, host: str, port: int
+) -> tuple[Any, asyncio.Task[None], int]:
+    """uvicorn in this loop on a socket bound here (so port 0 is known before the line is printed),
+    bounded for unauthenticated peers: connections, keep-alive, header size."""
+    import uvicorn
+
+    from handset.metrics import metrics_app
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("--metrics", f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(16)
+    sock.setblocking(False)
+    config = uvicorn.Config(
+        metrics_app(service),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=16,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=8 * 1024,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # SIGTERM / SIGINT are the service's (they stop it, then this server): uvicorn leaves them alone.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    return server, task, sock.getsockname()[1]
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -143,8 +198,15 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.ready_file:  # before the line, so a reader of either sees both
         _write_atomically(args.ready_file, f"{port}\n")
     print(f"handset: SMSC listening on {host}:{port} ({service.phone_count} phones)", flush=True)
+    metrics = None
+    if args.metrics is not None:
+        metrics = await _serve_metrics(service, *args.metrics)
+        print(f"handset: metrics on http://{args.metrics[0]}:{metrics[2]}/metrics", flush=True)
     await stop.wait()
     log.info("stopping")
+    if metrics is not None:
+        metrics[0].should_exit = True
+        await metrics[1]
     await service.stop()
     if args.report_file:
         _write_atomically(args.report_file, json.dumps(service.report(), indent=1, default=str) + "\n")

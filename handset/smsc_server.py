@@ -78,7 +78,7 @@ import logging
 import resource
 import socket
 import struct
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -316,6 +316,7 @@ class SmscServer:
             forget_after_s=config.bind_failure_memory_s,
         )
         self._warnings = smsc_limits.WarningGate(config.warning_interval_s)
+        self.submit_status: Counter[int] = Counter()  # submit_sm_resp command_status -> count (metrics)
         self.counters = {
             "connections": 0,
             "connections_refused": 0,
@@ -903,6 +904,7 @@ class SmscServer:
 
     def _refuse_submit(self, conn: _Connection, pdu: SubmitSm, status: int, why: str) -> None:
         self.counters["submits_rejected"] += 1
+        self.submit_status[status] += 1
         if log.isEnabledFor(_DEBUG):
             log.debug("<- submit_sm_resp seq=%d status=%#x (%s)", pdu.sequence_number, status, why)
         assert self._loop is not None
@@ -953,6 +955,7 @@ class SmscServer:
             self._refuse_submit(conn, pdu, exc.command_status, str(exc))
             return
         message_id = self._new_message_id()
+        self.submit_status[CommandStatus.ESME_ROK] += 1
         conn.session.send(SubmitSmResp(sequence_number=pdu.sequence_number, message_id=message_id), now)
         if log.isEnabledFor(_DEBUG):
             log.debug("<- submit_sm_resp seq=%d message_id=%s", pdu.sequence_number, message_id)

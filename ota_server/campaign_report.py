@@ -186,20 +186,33 @@ def print_report(report: dict[str, Any], file: Any = None) -> None:
         console.print(f"  {count} x {reason}")
 
 
-def audit_lines(store: CardStore, name: str, iccid: str) -> list[str]:
-    """One card's trail: every message sent and received, with time, direction, kind, CNTR, status."""
+def audit_rows(store: CardStore, name: str | None, iccid: str) -> list[dict[str, Any]]:
+    """One card's trail (in one campaign, or all with ``name=None``): every message sent and
+    received, with time (UTC), campaign, direction, kind, CNTR (10 hex digits), status and detail."""
     from datetime import UTC, datetime
 
-    out = []
-    for h in store.history(iccid):
-        if h.campaign != name:
-            continue
-        at = datetime.fromtimestamp(h.at, UTC).isoformat(timespec="milliseconds")
-        cntr = f"{h.cntr:010X}" if h.cntr is not None else "-"
-        out.append(
-            f"{at} {h.direction:4} {h.kind:12} cntr={cntr} {h.status or '-'} {h.detail or ''}".rstrip()
-        )
-    return out
+    return [
+        {
+            "at": datetime.fromtimestamp(h.at, UTC).isoformat(timespec="milliseconds"),
+            "campaign": h.campaign,
+            "direction": h.direction,
+            "kind": h.kind,
+            "cntr": f"{h.cntr:010X}" if h.cntr is not None else None,
+            "status": h.status,
+            "detail": h.detail,
+        }
+        for h in store.history(iccid)
+        if name is None or h.campaign == name
+    ]
+
+
+def audit_lines(store: CardStore, name: str, iccid: str) -> list[str]:
+    """``report --audit``: :func:`audit_rows` as text, one line per message."""
+    return [
+        f"{r['at']} {r['direction']:4} {r['kind']:12} cntr={r['cntr'] or '-'} {r['status'] or '-'} "
+        f"{r['detail'] or ''}".rstrip()
+        for r in audit_rows(store, name, iccid)
+    ]
 
 
 def check_output_path(path: str | Path, *, option: str) -> Path:
@@ -426,3 +439,39 @@ def campaign_status(
     if row.state == "paused":
         return CampaignStatus("paused", f"paused; {why}; continue with: {command}", runner, command)
     return CampaignStatus("interrupted", f"interrupted: {why}; continue with: {command}", runner, command)
+
+
+# --------------------------------------------------------------------------- lifecycle and status
+
+# ``campaign pause|resume|cancel`` and the HTTP API's POST /api/campaigns/NAME/{command}: the state
+# each writes into the campaigns row, which the runner polls (docs/campaigns.md §1.1).
+LIFECYCLE = {"pause": "paused", "resume": "running", "cancel": "cancelled"}
+CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
+
+
+def lifecycle_refusal(row: CampaignRow, command: str) -> str | None:
+    """Why ``command`` cannot apply to the campaign (an ended one stays ended), or None."""
+    wanted = LIFECYCLE[command]
+    if row.state in ("cancelled", "finished") and wanted != row.state:
+        return f"campaign {row.name} is {row.state}: cannot {command}"
+    return None
+
+
+def status_document(store: CardStore, row: CampaignRow, status: CampaignStatus) -> dict[str, Any]:
+    """``campaign status --json`` and ``GET /api/campaigns/NAME``: state, lease and counts."""
+    report = build_report(store, row.name)
+    assert report is not None
+    s = report["summary"]
+    return {
+        "campaign": row.name,
+        "state": row.state,
+        "status": status.status,
+        "text": status.text,
+        "runner": status.runner.as_json() if status.runner is not None else None,
+        "workers": store.live_workers(row.name),
+        "lease_ttl_s": LEASE_TTL_S,
+        "continue_with": status.continue_with,
+        "source": row.source,
+        "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
+        "jobs": dict(sorted(store.job_counts(row.name).items())),
+    }

@@ -16,6 +16,9 @@
   that continues it; ``status --json`` prints the same as JSON.
 * ``ota-server cards import FILE.csv [--db PATH]`` (all or nothing) and ``ota-server cards export
   [--db PATH] [--with-keys]`` (inventory.py).
+* ``ota-server serve [--db PATH] [--http HOST:PORT] [--smsc HOST:PORT | --network HANDSET.toml]
+  [--token-file PATH] [--max-body BYTES] [--campaign-dir DIR]``: the platform as a service, its
+  HTTP JSON API, /metrics and dashboard (ota_server/http/, docs/http-api.md).
 * ``ota-server report CAMPAIGN [--db PATH] [--json PATH] [--csv PATH] [--plot PNG] [--audit ICCID]``
   (campaign_report.py); every output and the plot format are checked before the report prints.
 
@@ -46,7 +49,6 @@ from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_LOG_LEVEL = "WARNING"
-CARD_STATES = ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")
 FAIL_ON_STATES = ("failed", "partial")  # a card's overall state, as the summary counts it
 DEFAULT_DB = Path("ota-server.sqlite")
 
@@ -240,8 +242,14 @@ def _pid_runs(pid: int) -> bool:
 
 
 def _campaign_control(args: argparse.Namespace) -> int:
-    from ota_server.campaign_report import build_report, campaign_status, runner_liveness
-    from ota_server.engine.lease import LEASE_TTL_S
+    from ota_server.campaign_report import (
+        CARD_STATES,
+        LIFECYCLE,
+        campaign_status,
+        lifecycle_refusal,
+        runner_liveness,
+        status_document,
+    )
 
     store = _open_store(args.db)
     try:
@@ -256,9 +264,10 @@ def _campaign_control(args: argparse.Namespace) -> int:
         status = campaign_status(row, runner, db=store.path, workers=workers)
         command = args.campaign_command
         if command != "status":
-            wanted = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[command]
-            if row.state in ("cancelled", "finished") and wanted != row.state:
-                print(f"ota-server: campaign {args.name} is {row.state}: cannot {command}", file=sys.stderr)
+            wanted = LIFECYCLE[command]
+            refusal = lifecycle_refusal(row, command)
+            if refusal is not None:
+                print(f"ota-server: {refusal}", file=sys.stderr)
                 return EXIT_USAGE
             store.set_campaign_state(args.name, wanted, at=now)
             if workers:
@@ -272,30 +281,15 @@ def _campaign_control(args: argparse.Namespace) -> int:
                     updated = store.campaign(args.name) or row
                     print(f"continue it with: {campaign_status(updated, None, db=store.path).continue_with}")
             return EXIT_OK
-        report = build_report(store, args.name)
-        assert report is not None
-        s = report["summary"]
-        jobs = store.job_counts(args.name)
+        out = status_document(store, row, status)
         if args.json:
-            out = {
-                "campaign": args.name,
-                "state": row.state,
-                "status": status.status,
-                "text": status.text,
-                "runner": status.runner.as_json() if status.runner is not None else None,
-                "workers": workers,
-                "lease_ttl_s": LEASE_TTL_S,
-                "continue_with": status.continue_with,
-                "source": row.source,
-                "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
-                "jobs": dict(sorted(jobs.items())),
-            }
             json.dump(out, sys.stdout, indent=2)
             sys.stdout.write("\n")
             return EXIT_OK
         print(f"campaign {args.name}: {status.text}")
+        s = out["cards"]
         counts = ", ".join(f"{k} {s[k]}" for k in CARD_STATES)
-        by_state = ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"
+        by_state = ", ".join(f"{k} {v}" for k, v in out["jobs"].items()) or "none"
         print(f"  cards {s['cards']}: {counts}; jobs by state: {by_state}")
         return EXIT_OK
     finally:
@@ -306,18 +300,12 @@ def _campaign_control(args: argparse.Namespace) -> int:
 
 
 def _cards_import(args: argparse.Namespace) -> int:
-    from ota_server.inventory import parse_inventory
+    from ota_server.inventory import import_inventory, parse_inventory
 
     cards = parse_inventory(args.file)  # every row checked before anything is written
     store = _open_store(args.db, must_exist=False)
     try:
-        owners = store.msisdn_owners()
-        for card, _ in cards:
-            owner = owners.get(card.msisdn)
-            if owner is not None and owner != card.iccid:
-                raise ConfigError("", f"MSISDN {card.msisdn} belongs to card {owner} in {args.db}",
-                                  source=f"{args.file}:msisdn")  # fmt: skip
-        added, updated = store.upsert_inventory(cards)
+        added, updated = import_inventory(store, cards, str(args.file))
     finally:
         store.close()
     print(f"{args.file}: {added} cards added, {updated} updated ({args.db})")
@@ -389,6 +377,39 @@ def _report(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _http_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 = any free one), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ota_server.http.serve import ServeOptions, read_token, run
+
+    if args.smsc is not None and args.network is not None:
+        print("ota-server: serve: --smsc or --network, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.max_body < 1:
+        raise ConfigError("--max-body", f"expected a positive number of bytes, got {args.max_body}")
+    if str(args.db).startswith(("postgresql:", "postgres:")):
+        raise ConfigError("--db", "this build has the SQLite card store only: give a file path")
+    options = ServeOptions(
+        db=args.db,
+        http=args.http,
+        smsc=args.smsc,
+        network=args.network,
+        token=read_token(args.token_file),
+        max_body=args.max_body,
+        seed=args.seed,
+        campaign_dir=args.campaign_dir,
+    )
+    return run(options)
 
 
 # --------------------------------------------------------------------------- parser
@@ -631,6 +652,51 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--audit", metavar="ICCID", help="print this card's messages instead")
     _common_options(report)
     report.set_defaults(handler=_report)
+    serve = sub.add_parser(
+        "serve",
+        help="run the OTA platform as a service: HTTP JSON API, /metrics and a live dashboard",
+        description="Run campaigns submitted over HTTP (docs/http-api.md) through the same engine and store "
+        "as 'campaign run', in one event loop with the HTTP server. POST routes need the bearer token of "
+        "--token-file or $OTA_SERVER_TOKEN; without one the server is read only. Exit 0 on SIGTERM/SIGINT "
+        "(runners stopped, leases released), 2 bad arguments.",
+    )
+    _db_option(serve)
+    serve.add_argument(
+        "--http",
+        type=_http_address,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="listen address (default 127.0.0.1:8080: loopback only; port 0 = any free one, printed)",
+    )
+    serve.add_argument(
+        "--smsc", type=_smsc_address, metavar="HOST:PORT", help="the SMSC every campaign binds to"
+    )
+    serve.add_argument(
+        "--network",
+        type=Path,
+        metavar="HANDSET.toml",
+        help="instead of --smsc: start one embedded network (handset serve) for the server's lifetime",
+    )
+    serve.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="bearer token for POST routes (first line)"
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest request body accepted (default 1048576; larger: 413)",
+    )
+    serve.add_argument(
+        "--campaign-dir",
+        type=Path,
+        metavar="DIR",
+        help="relative paths in posted campaigns (handset_config, targets csv) start here "
+        "(default: the current directory)",
+    )
+    serve.add_argument("--seed", type=int, default=1, help="seed of the concatenation references (default 1)")
+    _common_options(serve)
+    serve.set_defaults(handler=_serve)
     _name_choices(sub)
     return parser
 

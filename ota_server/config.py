@@ -273,6 +273,13 @@ def _datetime(t: _Table, name: str) -> datetime | None:
     value = t._get(name, None)
     if value is None:
         return None
+    if isinstance(value, str):  # the JSON form of a campaign has no date-time type
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise t.error(
+                name, f"expected a TOML date-time or an RFC 3339 string (2026-05-01T02:00:00Z), got {value!r}"
+            ) from None
     if not isinstance(value, datetime):
         raise t.error(name, f"expected a TOML date-time (2026-05-01T02:00:00Z), got {value!r}")
     return value if value.tzinfo is not None else value.astimezone()  # no offset: local time
@@ -464,15 +471,28 @@ def _step(source: str, t: _Table, index: int | None, targets: TargetsSection, to
 def load_campaign(path: Path | str) -> CampaignConfig:
     """Read and check a campaign file; every problem is a ConfigError naming file and key."""
     path = Path(path)
-    source = str(path)
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("", f"cannot read campaign file: {exc.strerror}", source=source) from None
+        raise ConfigError("", f"cannot read campaign file: {exc.strerror}", source=str(path)) from None
+    return campaign_from_toml(text, path)
+
+
+def campaign_from_toml(text: bytes | str, path: Path) -> CampaignConfig:
+    """A campaign from TOML text; ``path`` names it in errors and anchors its relative paths
+    (``[network].handset_config``, ``[targets].csv``)."""
     try:
-        raw = tomllib.loads(text.decode("utf-8"))
+        raw = tomllib.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"not valid TOML: {exc}", source=source) from None
+        raise ConfigError("", f"not valid TOML: {exc}", source=str(path)) from None
+    return campaign_from_mapping(raw, path)
+
+
+def campaign_from_mapping(raw: object, path: Path) -> CampaignConfig:
+    """The one campaign loader: a TOML document's tables, or the same structure as JSON (the HTTP
+    API's ``POST /api/campaigns``); date-times may then be RFC 3339 strings."""
+    path = Path(path)
+    source = str(path)
     top = _Table(source, "", raw)
 
     c = top.table("campaign")

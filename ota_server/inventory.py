@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ota_protocols.errors import ConfigError
 from ota_protocols.fleet import FleetSpec, derive_card, luhn_digit
@@ -78,8 +79,12 @@ def _key(value: str, algorithm: CipherAlgorithm | IntegrityAlgorithm) -> tuple[b
 
 def parse_inventory(path: Path) -> list[tuple[Card, list[Keyset]]]:
     """Read and check the whole file; the first problem raises ``FILE:LINE:COLUMN: problem``."""
-    source = str(path)
-    text = read_text_file(path)
+    return parse_inventory_text(read_text_file(path), str(path))
+
+
+def parse_inventory_text(text: str, source: str) -> list[tuple[Card, list[Keyset]]]:
+    """Check a whole inventory CSV (``cards import``, ``POST /api/cards``); errors name
+    ``SOURCE:LINE:COLUMN``."""
 
     def fail(line: int, column: str | None, problem: str) -> ConfigError:
         where = f"{source}:{line}" + (f":{column}" if column else "")
@@ -157,6 +162,21 @@ def parse_inventory(path: Path) -> list[tuple[Card, list[Keyset]]]:
     if header is None:
         raise ConfigError("", f"empty file: expected the header {','.join(COLUMNS)}", source=source)
     return [(card, keysets) for card, keysets, _ in cards.values()]
+
+
+def import_inventory(
+    store: Any, cards: Sequence[tuple[Card, Sequence[Keyset]]], source: str
+) -> tuple[int, int]:
+    """Add or update ``cards`` in ``store`` in one transaction (all or nothing), after checking that
+    no MSISDN belongs to another card of the store. Returns (cards added, cards updated)."""
+    owners = store.msisdn_owners()
+    for card, _ in cards:
+        owner = owners.get(card.msisdn)
+        if owner is not None and owner != card.iccid:
+            raise ConfigError("", f"MSISDN {card.msisdn} belongs to card {owner} in {store.path}",
+                              source=f"{source}:msisdn")  # fmt: skip
+    added, updated = store.upsert_inventory(cards)
+    return int(added), int(updated)
 
 
 def export_rows(cards: Iterable[Card], keysets: dict[str, dict[int, Keyset]], *, with_keys: bool) -> str:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ota_protocols.prometheus import Histogram
 from ota_server.engine.job_model import Job, Phase
 from ota_server.model import Action, Card
 
@@ -73,6 +74,9 @@ def card_state(states: Sequence[str]) -> str:
     return next((s for s in states if s != "confirmed"), "confirmed")
 
 
+POR_LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 @dataclass(slots=True)
 class Stats:
     messages_sent: int = 0  # SMS segments handed to the SMSC
@@ -91,6 +95,12 @@ class Stats:
     mo_replayed: int = 0  # MO CNTR not above the last accepted: a copy, never processed twice
     mo_unmatched: int = 0  # unknown MSISDN, or a TAR without a job of this campaign
     replies_sent: int = 0  # TRANSACTION REPLY commands sent (message 2)
+    # For ``ota-server serve``'s /metrics (counted by the engine, read at scrape time):
+    submits: int = 0  # submit_sm released to a link (segments; a throttled one counts again)
+    submit_status: Counter[int] = field(default_factory=Counter)  # submit_sm_resp command_status
+    por_status: Counter[int] = field(default_factory=Counter)  # matched PoRs by response status
+    # SMSC acceptance of a job's latest message (its PoR timer's start) -> its PoR, in seconds.
+    por_latency: Histogram = field(default_factory=lambda: Histogram(POR_LATENCY_BUCKETS_S))
 
 
 def stats_summary(stats: Stats, resent_actions: int) -> dict[str, int]:

@@ -52,7 +52,8 @@ from ota_server.engine.events import (
     SubmitUnanswered,
 )
 from ota_server.engine.job_model import Job
-from ota_server.engine.records import Commit, TargetCard
+from ota_server.engine.job_slots import build_slots
+from ota_server.engine.records import Commit, StoreSnapshot, TargetCard
 from ota_server.inventory import fleet_cards as inventory_fleet_cards
 from ota_server.model import Action, Card
 from ota_server.progress import BINDING, STARTING_NETWORK, Ticker, print_summary
@@ -107,6 +108,7 @@ class CampaignRunner:
         self.tar_hex = config.security.tar.hex()
         self.actions: tuple[Action, ...] = config.actions
         self.state_changed = asyncio.Event()  # set on every pause / resume / cancel the engine applies
+        self.ready = asyncio.Event()  # set once the checks passed, the lease is held and the engine exists
         self.engine: CampaignEngine | None = None
         self._store: CardStore | None = None
         self._links: list[EsmeLink] = []
@@ -181,6 +183,10 @@ class CampaignRunner:
                     "(--smsc)",
                 )
             cards, issued = self._targets(store, inventory)
+            # Before the lease: a campaign that targets nothing must not leave a campaigns row behind
+            # (ota-server serve would show it running, its runner being the live server).
+            if next(build_slots(cfg, cards, StoreSnapshot(), issued_counter=issued), None) is None:
+                raise ConfigError("targets", "no card of the inventory matches", source=str(cfg.source))
             lease = store.acquire_lease(
                 cfg.campaign.name,
                 token=self._token,
@@ -210,6 +216,7 @@ class CampaignRunner:
             if not engine.slots:
                 raise ConfigError("targets", "no card of the inventory matches", source=str(cfg.source))
             self.engine = engine
+            self.ready.set()
             log.info(
                 "campaign %s: %d cards, %d step(s), %d jobs",
                 cfg.campaign.name,

@@ -87,6 +87,14 @@ class CommandId(IntEnum):
     DATA_SM_RESP = 0x80000103
 
 
+def status_name(command_status: int) -> str:
+    """The spec's name (``ESME_RTHROTTLED``), or ``unknown`` for a value it does not define."""
+    try:
+        return CommandStatus(command_status).name
+    except ValueError:
+        return "unknown"
+
+
 def command_name(command_id: int) -> str:
     """The spec's lower-case name (``submit_sm_resp``), or hex for an unknown id."""
     try:

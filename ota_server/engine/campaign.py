@@ -592,6 +592,10 @@ class CampaignEngine:
     def resent_actions(self) -> int:
         return sum(s.job.resent_actions for s in self.slots)
 
+    def links_bound(self) -> list[bool]:
+        """Per bind (``[pacing] binds``): whether its link is bound now."""
+        return [self._out.bound(bind) for bind in range(len(self._out.pacers))]
+
     def jobs_done(self) -> int:
         return sum(1 for s in self.slots if s.ended)
 

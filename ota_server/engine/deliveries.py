@@ -170,6 +170,10 @@ class DeliveryRouter:
         slot = engine.slots[chosen.job]
         report = chosen.report
         engine.stats.por_received += 1
+        engine.stats.por_status[report.status] += 1
+        if slot.job.deadline is not None:  # the PoR timer runs from the SMSC's acceptance
+            accepted_at = slot.job.deadline - engine.policy.por_timeout_s
+            engine.stats.por_latency.observe(max(0.0, now - accepted_at))
         if engine.audit:
             counter = f" AC {report.counter.before}->{report.counter.after}" if report.counter else ""
             sw = f" SW {report.sw:04X}" if report.sw is not None else ""

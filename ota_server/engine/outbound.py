@@ -173,6 +173,7 @@ class Outbound:
                     continue
                 self._pending[token] = pdu
                 out.append(Submit(bind, token, pdu))
+        self.engine.stats.submits += len(out)
         return out
 
     def _wanted(self, slot: JobSlot, cntr: int) -> bool:
@@ -197,6 +198,7 @@ class Outbound:
         slot = engine.slots[index]
         pacer = self.pacers[slot.bind]
         pacer.answered()
+        engine.stats.submit_status[event.status] += 1
         if event.status in THROTTLE_STATUSES:
             # SMPP 3.4 §5.1.3: not taken; first in line again after the bind's pause.
             engine.stats.throttled += 1

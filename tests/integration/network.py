@@ -6,6 +6,7 @@ This module and ota_lab are the only places that wire the three applications tog
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ RFM_SELECT_SPN = {
     "offset": 0,
     "data": "014f54412044656d6f204e6574776f726b",
 }
+
+# SPN, then EF.CBMI (absent on cards whose fleet index % 10 == 7: 6A82, the card ends partial), then
+# EF.HPPLMN.
+RFM_THREE_ACTIONS: list[dict[str, Any]] = [
+    RFM_SELECT_SPN,
+    {"type": "update_binary", "path": "3F00/7F20/6F50", "offset": 0, "data": "0032ffffffffffffffff"},
+    {"type": "update_binary", "path": "3F00/7F20/6F31", "offset": 0, "data": "01"},
+]
 
 
 def handset_toml(*, count: int = 12, seed: str = "it-fleet", radio: str = "", extra: str = "") -> str:
@@ -155,6 +164,22 @@ async def run_campaign(
         runner.outcomes(), runner.actions, runner.tar_hex, network.service.report()
     )
     return report
+
+
+def stop_after(network: Network, submits: int) -> asyncio.Event:
+    """An event set when the SMSC has received ``submits`` submit_sm (a hook, not a sleep)."""
+    server = network.service.server
+    assert server is not None
+    reached = asyncio.Event()
+    original = server._on_submit
+
+    def hooked(conn: Any, pdu: Any) -> None:
+        original(conn, pdu)
+        if server.counters["submits"] >= submits:
+            reached.set()
+
+    server._on_submit = hooked  # type: ignore[method-assign]
+    return reached
 
 
 def card_application(card_report: dict[str, Any], tar: str) -> dict[str, Any]:

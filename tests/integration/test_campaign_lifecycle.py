@@ -19,46 +19,22 @@ from ota_server.config import load_campaign
 from ota_server.service import CampaignRunner, verification
 from tests.integration.network import (
     RFM_SELECT_SPN,
+    RFM_THREE_ACTIONS,
     ROOT,
-    Network,
     campaign_toml,
     handset_toml,
     running_network,
+    stop_after,
 )
 
 pytestmark = pytest.mark.integration
 
-ACTIONS: list[dict[str, Any]] = [
-    RFM_SELECT_SPN,
-    {
-        "type": "update_binary",
-        "path": "3F00/7F20/6F50",
-        "offset": 0,
-        "data": "0032ffffffffffffffff",
-    },  # 6A82 on 7
-    {"type": "update_binary", "path": "3F00/7F20/6F31", "offset": 0, "data": "01"},
-]
+ACTIONS = RFM_THREE_ACTIONS
 CARDS = 40
 
 
 def outcome(report: dict[str, Any]) -> list[tuple[Any, ...]]:
     return sorted((c["iccid"], c["state"], c["executed"], c["confirmed_counter"]) for c in report["cards"])
-
-
-def stop_after(network: Network, submits: int) -> asyncio.Event:
-    """An event set when the SMSC has received ``submits`` submit_sm (a hook, not a sleep)."""
-    server = network.service.server
-    assert server is not None
-    reached = asyncio.Event()
-    original = server._on_submit
-
-    def hooked(conn: Any, pdu: Any) -> None:
-        original(conn, pdu)
-        if server.counters["submits"] >= submits:
-            reached.set()
-
-    server._on_submit = hooked  # type: ignore[method-assign]
-    return reached
 
 
 async def baseline(tmp: Path) -> dict[str, Any]:

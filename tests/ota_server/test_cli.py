@@ -195,7 +195,7 @@ def test_fail_on_takes_only_card_end_states() -> None:
 @pytest.mark.parametrize(
     ("argv", "choices"),
     [
-        ((), "{packet,campaign,cards,report}"),
+        ((), "{packet,campaign,cards,report,serve}"),
         (("campaign",), "{run,check,pause,resume,cancel,status}"),
         (("cards",), "{import,export}"),
         (("packet",), "{encode-command,decode-command,encode-response,decode-response}"),
@@ -233,7 +233,7 @@ def leaf_commands() -> list[list[str]]:
 
 def test_log_level_before_or_after_every_subcommand() -> None:
     commands = leaf_commands()
-    assert len(commands) == 13  # 4 packet, 6 campaign, 2 cards, report
+    assert len(commands) == 14  # 4 packet, 6 campaign, 2 cards, report, serve
     for argv in commands:
         parser = build_parser()
         assert parser.parse_args(argv).log_level == "WARNING", argv
