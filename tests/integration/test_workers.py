@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,17 @@ async def start_worker(tmp: Path, port: int, db: str, name: str) -> asyncio.subp
     )  # fmt: skip
 
 
+def stored_report(db: str) -> dict[str, Any]:
+    """The campaign's report as any host reads it from the shared store."""
+    store = CardStore(db)
+    try:
+        report = build_report(store, "fleet-update")
+    finally:
+        store.close()
+    assert report is not None
+    return report
+
+
 def in_the_air(db: str, pid: int) -> int:
     """Jobs of the worker with this pid whose script may be on its way (a PoR awaited)."""
     found = rows(
@@ -159,14 +171,8 @@ async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: 
         assert [code for code, _ in results] == [0, 0, 0], results
     network = json.loads(handset_report.read_text())
 
-    store = CardStore(pg_url)
-    try:
-        report = build_report(store, "fleet-update")
-        campaign = store.campaign("fleet-update")
-    finally:
-        store.close()
-    assert report is not None and campaign is not None
-    assert campaign.state == "finished"
+    report = stored_report(pg_url)
+    assert rows(pg_url, "SELECT state FROM campaigns") == [("finished",)]
     assert len(report["cards"]) == CARDS
     check_journals(report["cards"], load_campaign(tmp_path / "c.toml").actions, network)
     assert {c["state"] for c in report["cards"]} == {"confirmed"}
@@ -185,17 +191,19 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def write_paced(tmp: Path, cards: int, *, rate: float, concurrency: int) -> None:
+    """The network of ``cards`` and the campaign on two binds at ``rate`` SMS/s each."""
+    (tmp / "handset.toml").write_text(handset_toml(cards))
+    paced = CAMPAIGN.replace("binds = 3", f"binds = 2\nmessages_per_second = {rate}")
+    (tmp / "c.toml").write_text(paced.replace("concurrency = 400", f"concurrency = {concurrency}"))
+
+
 @pytest.mark.asyncio
 async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_process(
     tmp_path: Path, pg_url: str
 ) -> None:
     cards = 600
-    (tmp_path / "handset.toml").write_text(handset_toml(cards))
-    # 20 open jobs per worker: most cards are still unclaimed when the cancel comes.
-    paced = CAMPAIGN.replace("binds = 3", "binds = 2\nmessages_per_second = 60.0").replace(
-        "concurrency = 400", "concurrency = 20"
-    )
-    (tmp_path / "c.toml").write_text(paced)
+    write_paced(tmp_path, cards, rate=60.0, concurrency=20)  # most cards unclaimed when the cancel comes
     async with handset_serve(tmp_path) as (port, handset_report):
         workers = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(2)]
         await until(lambda: job_states(pg_url).get("done", 0) >= 30, 60)
@@ -215,15 +223,10 @@ async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_pr
                 _, stderr = await process.communicate()
             assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
     network = json.loads(handset_report.read_text())
-    store = CardStore(pg_url)
-    try:
-        report = build_report(store, "fleet-update")
-        campaign = store.campaign("fleet-update")
-        history = [h.status for h in store.campaign_history("fleet-update") if h.kind == "campaign"]
-    finally:
-        store.close()
-    assert report is not None and campaign is not None and campaign.state == "cancelled"
-    assert {"paused", "running", "cancelled"} <= set(history)
+    report = stored_report(pg_url)
+    assert rows(pg_url, "SELECT state FROM campaigns") == [("cancelled",)]
+    history = {r[0] for r in rows(pg_url, "SELECT status FROM history WHERE kind = 'campaign'")}
+    assert {"paused", "running", "cancelled"} <= history
     states = {c["state"] for c in report["cards"]}
     assert states <= {"confirmed", "cancelled"} and "cancelled" in states and len(report["cards"]) == cards
     check_journals(report["cards"], load_campaign(tmp_path / "c.toml").actions, network)
@@ -242,11 +245,7 @@ async def test_a_stalled_worker_wakes_fenced_off_while_another_holds_its_cards(
     # A SIGSTOPped worker is a zombie: its lease expires, the other worker takes its cards over; woken
     # up while they are being worked on, its first heartbeat, commit or send finds the lease gone.
     cards = 1500
-    (tmp_path / "handset.toml").write_text(handset_toml(cards))
-    paced = CAMPAIGN.replace("binds = 3", "binds = 2\nmessages_per_second = 150.0").replace(
-        "concurrency = 400", "concurrency = 100"
-    )
-    (tmp_path / "c.toml").write_text(paced)
+    write_paced(tmp_path, cards, rate=150.0, concurrency=100)
     async with handset_serve(tmp_path) as (port, handset_report):
         zombie, other = [await start_worker(tmp_path, port, pg_url, f"w{i}") for i in range(2)]
         await until(
@@ -284,11 +283,7 @@ async def test_a_stalled_worker_wakes_fenced_off_while_another_holds_its_cards(
             _, other_err = await other.communicate()
         assert other.returncode == 0, other_err.decode(errors="replace")[-2000:]
     network = json.loads(handset_report.read_text())
-    store = CardStore(pg_url)
-    try:
-        report = build_report(store, "fleet-update")
-    finally:
-        store.close()
-    assert report is not None and len(report["cards"]) == cards
+    report = stored_report(pg_url)
+    assert len(report["cards"]) == cards
     assert {c["state"] for c in report["cards"]} == {"confirmed"}
     check_journals(report["cards"], load_campaign(tmp_path / "c.toml").actions, network)
