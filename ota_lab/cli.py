@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         "no suffix: PNG; needs matplotlib)",
     )
     run.add_argument("--workdir", help="keep the generated handset/campaign files and the SQLite store here")
+    run.add_argument(
+        "--db",
+        metavar="URL",
+        help="SMPP only: the OTA server's store is this empty PostgreSQL database (postgresql://...), "
+        "its faults (write lock held past the lock timeout) included",
+    )
     transports = [t.value for t in Transport]
     run.add_argument("--transport", choices=transports, help="override the lab's [lab] transport")
     run.add_argument(
@@ -278,8 +284,12 @@ def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
         raise UsageError("--shards: at least 1")
     if args.shards > 1 and (lab.transport is not Transport.VIRTUAL or args.workdir or args.plot):
         raise UsageError("--shards: needs the virtual transport, without --workdir and --plot")
+    if args.db is not None and (
+        lab.transport is Transport.VIRTUAL or not args.db.startswith("postgresql://")
+    ):
+        raise UsageError("--db: a postgresql:// URL, with the smpp transport")
     workdir = Path(args.workdir) if args.workdir else None
-    result = run_lab(lab, args.seed, workdir=workdir, shards=args.shards)
+    result = run_lab(lab, args.seed, workdir=workdir, shards=args.shards, db=args.db)
     out.run_table(result)
     if args.report:
         Path(args.report).write_text(report_text(result.to_dict(timings=False)))

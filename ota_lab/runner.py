@@ -37,6 +37,7 @@ from ota_protocols.errors import ConfigError, OtaSimError, StoreError
 from ota_server.config import load_campaign
 from ota_server.report import verify_jobs
 from ota_server.service import CampaignFailed, CampaignRunner
+from ota_server.store.backends import is_url
 
 __all__ = ["run_lab", "run_lab_async"]
 
@@ -44,9 +45,10 @@ log = logging.getLogger(__name__)
 
 
 async def run_lab_async(
-    lab: LabConfig, seed: int, workdir: Path, *, keep_network_report: bool = False
+    lab: LabConfig, seed: int, workdir: Path, *, keep_network_report: bool = False, db: str | None = None
 ) -> LabResult:
-    """One seed in the running event loop; config files and the server's SQLite go to ``workdir``.
+    """One seed in the running event loop; config files and the server's SQLite go to ``workdir``
+    (``db``: a ``postgresql://`` URL of an empty database instead of that file).
     ``keep_network_report``: keep the handset's whole report (every card's journal) in the result.
 
     The seed's infrastructure events (``[infra]``) happen for real here: an SMSC restart or a link
@@ -64,7 +66,7 @@ async def run_lab_async(
     started = time.monotonic()
     service = HandsetService(handset_config)
     port = await service.start(host="127.0.0.1", port=0)
-    db = workdir / "ota-server.sqlite"
+    db: Path | str = db if db is not None else workdir / "ota-server.sqlite"
     timers: list[asyncio.TimerHandle] = []
     background: list[asyncio.Task[Any]] = []
     stopped = asyncio.Event()  # the current runner stopped (crash, database): a new one is due
@@ -95,6 +97,17 @@ async def run_lab_async(
 
     async def lock_database(at: float, hold: float) -> None:
         result.events.append(f"database write failure at {at:g}s")
+        if is_url(db):
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(str(db), autocommit=True) as conn:
+                await conn.execute("BEGIN")
+                await conn.execute("LOCK TABLE keysets, jobs, history IN ACCESS EXCLUSIVE MODE")
+                try:
+                    await asyncio.sleep(hold)  # a fault's duration, not synchronisation
+                finally:
+                    await conn.execute("ROLLBACK")
+            return
         blocker = sqlite3.connect(db, timeout=10.0, isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")
@@ -194,10 +207,24 @@ _RESTART_DELAY_S = 0.5
 _LOCK_PAST_BUSY_S = 5.5  # the card store's busy timeout is 5 s: a shorter lock only delays a commit
 
 
-async def _age_lease(db: Path, campaign: str) -> None:
+async def _age_lease(db: Path | str, campaign: str) -> None:
     """A stopped runner's lease as another host sees it after the TTL: its heartbeat long past (the
     runner ran in this process, so "is its pid alive" cannot tell; docs/campaigns.md §6.4). The
     database may still be locked by a database fault: bounded retries, the loop kept free."""
+    if is_url(db):
+        import psycopg
+
+        for _ in range(100):
+            try:
+                async with await psycopg.AsyncConnection.connect(str(db), autocommit=True) as conn:
+                    await conn.execute("SET lock_timeout = 50")
+                    await conn.execute(
+                        "UPDATE campaigns SET heartbeat_at = heartbeat_at - 3600 WHERE name = %s", (campaign,)
+                    )
+                return
+            except psycopg.errors.LockNotAvailable:
+                await asyncio.sleep(0.1)  # a bounded wait for the fault's lock to go
+        return
     for _ in range(100):
         try:
             with contextlib.closing(sqlite3.connect(db, timeout=0.05)) as conn, conn:
@@ -216,6 +243,7 @@ def run_lab(
     workdir: Path | None = None,
     keep_network_report: bool = False,
     shards: int = 1,
+    db: str | None = None,
 ) -> LabResult:
     """One seed from start to end over the lab's transport: on the virtual clock
     (:func:`ota_lab.virtual.run_virtual`), or over SMPP in a fresh event loop (and a temporary
@@ -226,6 +254,8 @@ def run_lab(
         return run_virtual(lab, seed, workdir=workdir, keep_network_report=keep_network_report, shards=shards)
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(run_lab_async(lab, seed, workdir, keep_network_report=keep_network_report))
+        return asyncio.run(run_lab_async(lab, seed, workdir, keep_network_report=keep_network_report, db=db))
     with tempfile.TemporaryDirectory(prefix="ota-lab-") as tmp:
-        return asyncio.run(run_lab_async(lab, seed, Path(tmp), keep_network_report=keep_network_report))
+        return asyncio.run(
+            run_lab_async(lab, seed, Path(tmp), keep_network_report=keep_network_report, db=db)
+        )

@@ -406,17 +406,23 @@ class CampaignStatus:
     continue_with: str | None = None
 
 
-def continue_command(row: CampaignRow, db: Path) -> str:
+def continue_command(row: CampaignRow, db: Path | str) -> str:
     """``campaign run`` on the same file and database. ``--smsc`` because the campaign's jobs are in
     the database: the embedded network starts fresh cards and refuses it (docs/campaigns.md §1.1)."""
     source = shlex.quote(row.source) if row.source else "CAMPAIGN.toml"
     return f"ota-server campaign run {source} --db {shlex.quote(str(db))} --smsc HOST:PORT"
 
 
-def campaign_status(row: CampaignRow, runner: RunnerLiveness | None, *, db: Path) -> CampaignStatus:
+def campaign_status(
+    row: CampaignRow, runner: RunnerLiveness | None, *, db: Path | str, workers: Sequence[str] = ()
+) -> CampaignStatus:
+    """``workers``: the live workers of the campaign (docs/campaigns.md §6.7), each described."""
     alive = runner is not None and runner.alive
     if row.state == "finished":
         return CampaignStatus("finished", "finished", runner)
+    if workers:
+        status = {"cancelled": "cancelling", "paused": "paused"}.get(row.state, "running")
+        return CampaignStatus(status, f"{status} ({len(workers)} worker(s): {', '.join(workers)})", runner)
     if row.state == "cancelled":
         if alive:
             assert runner is not None
@@ -462,6 +468,7 @@ def status_document(store: CardStore, row: CampaignRow, status: CampaignStatus) 
         "status": status.status,
         "text": status.text,
         "runner": status.runner.as_json() if status.runner is not None else None,
+        "workers": store.live_workers(row.name),
         "lease_ttl_s": LEASE_TTL_S,
         "continue_with": status.continue_with,
         "source": row.source,

@@ -1,4 +1,5 @@
-"""The platform's persistent state in SQLite: inventory, key sets with their CNTR, jobs, history.
+"""The platform's persistent state: inventory, key sets with their CNTR, jobs, history; in SQLite (the
+embedded default, a file) or PostgreSQL (a ``postgresql://`` URL: the shared store of many workers).
 
 Clauses: TS 102 225 §5.1.1 (CNTR must grow for counter modes 10/11: a value is never
 used twice), house-style §2 (write-ahead: reserving a CNTR, i.e. incrementing it and
@@ -9,11 +10,15 @@ action counter CA).
 Glossary: CNTR 03.48 replay counter (per key set), KVN key version number, TAR toolkit
 application reference, CA confirmed action counter, WAL SQLite write-ahead log.
 
-Durability: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
+The queries are written once here (and in ota_server/store/workers.py); the schema, its versions
+and the few dialect differences are in ota_server/store/.
+
+Durability: SQLite: WAL with ``synchronous=FULL``: a committed transaction survives power loss, so the
 commit that reserves a CNTR does too (docs/campaigns.md §6.5; ``NORMAL`` would only survive a
-process crash). Group commit keeps that affordable: the engine gathers a loop iteration's worth of
-reservations, job updates and history rows into one :class:`~ota_server.engine.records.Commit`,
-written in one transaction (:meth:`CardStore.commit`) before any of its messages leaves. Key
+process crash); PostgreSQL: ``fsync`` and ``synchronous_commit`` as it ships. Group commit keeps
+that affordable: the engine gathers a loop iteration's worth of reservations, job updates and
+history rows into one :class:`~ota_server.engine.records.Commit`, written in one transaction
+(:meth:`CardStore.commit`) before any of its messages leaves. Key
 material is stored but never logged or reported.
 """
 
@@ -21,8 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,104 +42,22 @@ from ota_server.engine.records import (
     StoreSnapshot,
 )
 from ota_server.model import Card, Keyset
+from ota_server.store.backends import Backend, open_backend
 
 __all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobRow", "LeaseLost"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS cards (
-    iccid TEXT PRIMARY KEY,
-    imsi TEXT NOT NULL,
-    msisdn TEXT NOT NULL UNIQUE,
-    tags TEXT NOT NULL DEFAULT '[]',
-    fleet_index INTEGER
-);
-CREATE TABLE IF NOT EXISTS keysets (
-    iccid TEXT NOT NULL REFERENCES cards(iccid),
-    kvn INTEGER NOT NULL,
-    kic_algorithm TEXT NOT NULL,
-    kid_algorithm TEXT NOT NULL,
-    kic BLOB NOT NULL,
-    kid BLOB NOT NULL,
-    cntr INTEGER NOT NULL DEFAULT 0,      -- last CNTR reserved (sent or burnt)
-    PRIMARY KEY (iccid, kvn)
-);
-CREATE TABLE IF NOT EXISTS action_counters (
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    confirmed INTEGER NOT NULL,           -- CA: last action counter the card proved
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (iccid, tar)
-);
-CREATE TABLE IF NOT EXISTS mo_counters (
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    cntr INTEGER NOT NULL,                -- last MO CNTR accepted from the card (replay rule)
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (iccid, tar)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    campaign TEXT NOT NULL,
-    iccid TEXT NOT NULL,
-    tar TEXT NOT NULL,
-    state TEXT NOT NULL,
-    pending TEXT NOT NULL,                -- JSON: the actions not yet confirmed, hex APDUs
-    n INTEGER NOT NULL,
-    applied INTEGER NOT NULL,
-    base INTEGER,                         -- CA the unresolved script was sent against
-    start_counter INTEGER,
-    attempts INTEGER NOT NULL,
-    queries INTEGER NOT NULL,
-    resent_actions INTEGER NOT NULL,
-    outstanding TEXT NOT NULL DEFAULT '[]', -- JSON: CNTRs of unresolved messages
-    result TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    counter_path TEXT,
-    statuses TEXT NOT NULL DEFAULT '[]',
-    updated_at REAL NOT NULL,
-    extra TEXT NOT NULL DEFAULT '{}',     -- JSON: script_cntr, replies owed, card reports, ...
-    step INTEGER NOT NULL DEFAULT 0,      -- the campaign's [[steps]] index: one job per (card, step)
-    PRIMARY KEY (campaign, iccid, tar, step)
-);
-CREATE TABLE IF NOT EXISTS campaigns (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,                  -- running, paused, cancelled, finished
-    source TEXT NOT NULL DEFAULT '',      -- the campaign file
-    started_at REAL,                      -- wall clock of the first run
-    updated_at REAL NOT NULL,
-    runner_pid INTEGER,                   -- the lease: the process running it, NULL when none
-    heartbeat_at REAL,                    -- the runner's last poll (it polls every 0.2 s)
-    runner_host TEXT,                     -- the lease: the host of that process
-    runner_token TEXT                     -- the lease: changes on every take-over
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    campaign TEXT,
-    iccid TEXT,
-    direction TEXT NOT NULL,              -- 'mt', 'mo', 'note'
-    kind TEXT NOT NULL,                   -- script, query, por, receipt, submit_resp, ...
-    cntr INTEGER,
-    status TEXT,
-    detail TEXT
-);
-"""
-
-
-_ADD_STEP = (
-    """
-BEGIN IMMEDIATE;
-ALTER TABLE jobs RENAME TO jobs_before_steps;
-CREATE TABLE jobs ("""
-    + SCHEMA.split("CREATE TABLE IF NOT EXISTS jobs (")[1].split(");")[0]
-    + """);
-INSERT INTO jobs SELECT *, 0 FROM jobs_before_steps;
-DROP TABLE jobs_before_steps;
-COMMIT;
-"""
+_JOB_COLUMNS = (
+    "campaign", "iccid", "tar", "state", "pending", "n", "applied", "base", "start_counter", "attempts",
+    "queries", "resent_actions", "outstanding", "result", "reason", "counter_path", "statuses",
+    "updated_at", "extra", "step",
+)  # fmt: skip
+_UPSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({','.join('?' * len(_JOB_COLUMNS))}) "
+    "ON CONFLICT (campaign, iccid, tar, step) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _JOB_COLUMNS[3:])
 )
-
 
 _CAMPAIGN_COLUMNS = (
     "name, state, source, started_at, updated_at, runner_pid, heartbeat_at, runner_host, runner_token"
@@ -147,29 +69,19 @@ class LeaseLost(StoreError):
 
 
 class CardStore:
-    """One SQLite database; use from one thread at a time."""
+    """One database (SQLite or PostgreSQL); use from one thread at a time (the
+    campaign runner's commit writer, ota_server/commit_writer.py, writes from its own thread under
+    its lock)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        try:
-            # One thread at a time, not always the same one: the campaign runner's commit writer
-            # (ota_server.commit_writer) writes from its own thread under its lock.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")  # a CLI lifecycle command may hold a write
-            self._db.executescript(SCHEMA)
-            campaign_columns = {r[1] for r in self._db.execute("PRAGMA table_info(campaigns)")}
-            for column in ("runner_host", "runner_token"):  # a store written before the lease
-                if column not in campaign_columns:
-                    self._db.execute(f"ALTER TABLE campaigns ADD COLUMN {column} TEXT")
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-            if "extra" not in columns:  # a store written before card messages existed
-                self._db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
-            if "step" not in columns:  # a store written before [[steps]]: the key gains the step
-                self._db.executescript(_ADD_STEP)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the card store: {exc}") from exc
+    def __init__(self, db: Path | str) -> None:
+        """``db``: a SQLite file path, or a ``postgresql://`` URL (ota_server/store/backends.py)."""
+        self._db = open_backend(db)
+        self.path = self._db.name  # what messages call it: the path, or the URL without password
+        self.forward_to = ""  # the campaign whose inbox a Commit's forwarded deliver_sm go to
+
+    @property
+    def backend(self) -> Backend:
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -187,15 +99,16 @@ class CardStore:
                     (card.iccid, ks.kvn, ks.kic_algorithm.value, ks.kid_algorithm.value, ks.kic, ks.kid)
                 )
         with self._transaction():
-            before = self._db.total_changes
+            before = self._db.execute("SELECT COUNT(*) FROM cards").fetchone()[0]
             self._db.executemany(
-                "INSERT OR IGNORE INTO cards (iccid, imsi, msisdn, tags, fleet_index) VALUES (?,?,?,?,?)",
+                "INSERT INTO cards (iccid, imsi, msisdn, tags, fleet_index) VALUES (?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
                 card_rows,
             )
-            added = self._db.total_changes - before
+            added = self._db.execute("SELECT COUNT(*) FROM cards").fetchone()[0] - before
             self._db.executemany(
-                "INSERT OR IGNORE INTO keysets (iccid, kvn, kic_algorithm, kid_algorithm, kic, kid) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO keysets (iccid, kvn, kic_algorithm, kid_algorithm, kic, kid) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 key_rows,
             )
         return added
@@ -265,6 +178,18 @@ class CardStore:
                     "UPDATE campaigns SET runner_pid = ?, heartbeat_at = ? WHERE name = ?",
                     (runner_pid, at if runner_pid is not None else None, name),
                 )
+
+    def live_workers(self, name: str) -> list[str]:
+        """The campaign's workers whose lease is live (docs/campaigns.md §6.7), described."""
+        db = self._db
+        return [
+            f"pid {pid} on host {host}, lease {left:.1f} s left"
+            for pid, host, left in db.execute(
+                f"SELECT pid, host, expires_at - {db.now_sql} FROM workers "
+                f"WHERE campaign = ? AND expires_at > {db.now_sql} ORDER BY started_at",
+                (name,),
+            )
+        ]
 
     def heartbeat(self, name: str, *, at: float) -> str | None:
         """The runner's poll: note it is alive, return the state the operator asked for."""
@@ -339,14 +264,21 @@ class CardStore:
         """The first step's jobs by (ICCID, TAR)."""
         return {(k[0], k[1]): row for k, row in self.load_step_jobs(campaign).items() if k[2] == 0}
 
-    def load_step_jobs(self, campaign: str) -> dict[tuple[str, str, int], JobRow]:
-        """Every job of the campaign by (ICCID, TAR, step)."""
+    def load_step_jobs(
+        self, campaign: str, iccids: Sequence[str] | None = None
+    ) -> dict[tuple[str, str, int], JobRow]:
+        """Every job of the campaign by (ICCID, TAR, step) (of those cards only, given ``iccids``)."""
         out = {}
+        where, args = "campaign = ?", [campaign]
+        if iccids is not None:
+            member, arg = self._db.member("iccid", iccids)
+            where += f" AND {member}"
+            args.append(arg)
         for r in self._db.execute(
             "SELECT campaign, iccid, tar, state, pending, n, applied, base, start_counter, attempts, "
             "queries, resent_actions, outstanding, result, reason, counter_path, statuses, updated_at, "
-            "extra, step FROM jobs WHERE campaign = ?",
-            (campaign,),
+            f"extra, step FROM jobs WHERE {where}",
+            args,
         ):
             row = JobRow(
                 r[0],
@@ -375,8 +307,11 @@ class CardStore:
 
     # ------------------------------------------------------------------ group commit
 
-    def snapshot(self, campaign: str, tars: set[str]) -> StoreSnapshot:
-        """What the engine reads at start (:class:`~ota_server.engine.records.StoreSnapshot`)."""
+    def snapshot(self, campaign: str, tars: set[str], iccids: Sequence[str] | None = None) -> StoreSnapshot:
+        """What the engine reads at start (:class:`~ota_server.engine.records.StoreSnapshot`); with
+        ``iccids``, only what concerns those cards (a worker's claimed batch)."""
+        if iccids is not None:
+            return self._cards_snapshot(campaign, tars, iccids)
         confirmed: dict[tuple[str, str], int] = {}
         for tar in tars:
             confirmed.update(((iccid, tar), value) for iccid, value in self.confirmed_counters(tar).items())
@@ -388,25 +323,56 @@ class CardStore:
             campaign=self.campaign(campaign),
         )
 
-    def commit(self, commit: Commit) -> None:
-        """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
-        counters, accepted MO CNTRs and history. On return it is durable, so the caller may send:
-        a crash from here on burns these CNTR values, never reuses them (house-style §2)."""
-        self.commit_all((commit,))
+    def _cards_snapshot(self, campaign: str, tars: set[str], iccids: Sequence[str]) -> StoreSnapshot:
+        member, arg = self._db.member("iccid", iccids)
+        cntrs = {
+            (i, int(k)): int(c)
+            for i, k, c in self._db.execute(f"SELECT iccid, kvn, cntr FROM keysets WHERE {member}", (arg,))
+        }
+        confirmed = {
+            (i, t): int(v)
+            for i, t, v in self._db.execute(
+                f"SELECT iccid, tar, confirmed FROM action_counters WHERE {member}", (arg,)
+            )
+            if t in tars
+        }
+        mo = {
+            (i, t): int(c)
+            for i, t, c in self._db.execute(
+                f"SELECT iccid, tar, cntr FROM mo_counters WHERE {member}", (arg,)
+            )
+        }
+        jobs = self.load_step_jobs(campaign, iccids)
+        return StoreSnapshot(
+            cntrs=cntrs, confirmed=confirmed, mo_cntrs=mo, jobs=jobs, campaign=self.campaign(campaign)
+        )
 
-    def commit_all(self, commits: Sequence[Commit]) -> None:
+    def commit(self, commit: Commit, *, fence: Callable[[Commit], None] | None = None) -> None:
+        """One transaction: the reserved CNTRs (and those messages as sent), jobs, confirmed
+        counters, accepted MO CNTRs, history and forwarded deliver_sm. On return it is durable, so
+        the caller may send: a crash from here on burns these CNTR values, never reuses them
+        (house-style §2). ``fence`` runs first in the same transaction and raises to refuse it (a
+        worker that no longer holds its lease or its cards: docs/campaigns.md §6.7)."""
+        self.commit_all((commit,), fence=fence)
+
+    def commit_all(
+        self, commits: Sequence[Commit], *, fence: Callable[[Commit], None] | None = None
+    ) -> None:
         """Several Commits, in order, in ONE transaction (group commit): the rows as the same
         Commits one after another would leave them (a later job row or counter wins, CNTRs and MO
-        CNTRs never go down, history in order), with one wait for the disk."""
+        CNTRs never go down, history in order), with one wait for the disk. ``fence`` runs for
+        each Commit inside that transaction, before anything is written."""
+        commits = [c for c in commits if c]
+        if not commits:
+            return
         history_rows: list[tuple[object, ...]] = []
         jobs: dict[tuple[str, str, str, int], Any] = {}  # the last record of each job wins
         counter_rows: list[tuple[str, str, int, float]] = []
         mo_rows: list[tuple[str, str, int, float]] = []
+        forwarded_rows: list[tuple[object, ...]] = []
         highest: dict[tuple[str, int], int] = {}
         dumps = json.dumps
         for commit in commits:
-            if not commit:
-                continue
             at = commit.at
             for r in commit.reservations:
                 history_rows.append((at, r.campaign, r.iccid, "mt", r.kind, r.cntr, "reserved", r.detail))
@@ -420,6 +386,11 @@ class CardStore:
                 jobs[(record.campaign, *record.key)] = record
             counter_rows.extend((iccid, tar, value, at) for iccid, tar, value in commit.counters)
             mo_rows.extend((iccid, tar, value, at) for iccid, tar, value in commit.mo_counters)
+            forwarded_rows.extend(
+                (self.forward_to, f.msisdn, f.esm_class, f.user_data, f.receipted_message_id,
+                 f.message_state, at)
+                for f in commit.forwarded
+            )  # fmt: skip
         job_rows = [
             (
                 j.campaign,
@@ -445,9 +416,16 @@ class CardStore:
             )
             for j in (record.row() for record in jobs.values())
         ]
-        if not (history_rows or job_rows or counter_rows or mo_rows or highest):
-            return
-        with self._transaction():
+        with self._db.batched(), self._transaction():
+            if fence is not None:
+                for commit in commits:
+                    fence(commit)
+            if forwarded_rows:
+                self._db.executemany(
+                    "INSERT INTO inbox (campaign, msisdn, esm_class, user_data, receipted_message_id, "
+                    "message_state, at) VALUES (?,?,?,?,?,?,?)",
+                    forwarded_rows,
+                )
             if highest:
                 # TS 102 225 §5.1.1: never lower a CNTR (a value is used once, burnt or not).
                 self._db.executemany(
@@ -462,10 +440,7 @@ class CardStore:
                 )
             if job_rows:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO jobs (campaign, iccid, tar, state, pending, n, applied, "
-                    "base, start_counter, attempts, queries, resent_actions, outstanding, result, "
-                    "reason, counter_path, statuses, updated_at, extra, step) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _UPSERT_JOB,
                     job_rows,
                 )
             if counter_rows:
@@ -479,7 +454,8 @@ class CardStore:
                 # Never lower: the replay rule needs the highest MO CNTR ever accepted.
                 self._db.executemany(
                     "INSERT INTO mo_counters (iccid, tar, cntr, updated_at) VALUES (?,?,?,?) "
-                    "ON CONFLICT(iccid, tar) DO UPDATE SET cntr = MAX(cntr, excluded.cntr), "
+                    "ON CONFLICT(iccid, tar) DO UPDATE SET "
+                    f"cntr = {self._db.greatest}(mo_counters.cntr, excluded.cntr), "
                     "updated_at = excluded.updated_at",
                     mo_rows,
                 )
@@ -493,6 +469,7 @@ class CardStore:
         two runners starting together cannot both win. ``alive(pid) -> bool`` checks a holder on
         this host. On success the campaign is ``running`` unless it was cancelled."""
         with self._transaction():
+            self._db.lock(f"campaign {name}")
             row = self.campaign(name)
             holder_alive = None
             if row is not None and row.runner_pid is not None and row.runner_host == host:
@@ -500,6 +477,14 @@ class CardStore:
             decision = decide_lease(row, token=token, host=host, now=at, holder_alive=holder_alive)
             if not decision.granted:
                 return decision
+            workers = self._db.execute(
+                f"SELECT COUNT(*) FROM workers WHERE campaign = ? AND expires_at > {self._db.now_sql}",
+                (name,),
+            ).fetchone()[0]
+            if (
+                workers
+            ):  # docs/campaigns.md §6.7: workers hold it; a single runner would run their cards twice
+                return LeaseDecision(False, holder=f"{workers} live worker(s)")
             # ``run`` (re)starts the campaign: a paused or interrupted one continues; a cancelled one
             # stays cancelled (its open jobs are closed without sending).
             state = "cancelled" if row is not None and row.state == "cancelled" else "running"
@@ -547,41 +532,5 @@ class CardStore:
             args = (iccid,)
         return [HistoryRow(*r) for r in self._db.execute(query + " ORDER BY id", args)]
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self.path)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT; every sqlite3 error on the way becomes one :class:`StoreError`
-    naming the database (docs/campaigns.md §6.5: the run stops on it, exit 1, nothing acknowledged)."""
-
-    __slots__ = ("_db", "_path")
-
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
-        self._db = db
-        self._path = path
-
-    def __enter__(self) -> None:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            raise StoreError(f"{self._path}: cannot start a transaction: {error}") from error
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self._rollback()
-                raise StoreError(f"{self._path}: commit failed: {error}") from error
-        self._rollback()
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"{self._path}: {exc}") from exc
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.debug("rollback failed on %s", self._path)
+    def _transaction(self) -> Any:
+        return self._db.transaction()

@@ -124,7 +124,28 @@ def _campaign_run(args: argparse.Namespace) -> int:
     if args.pcap is not None:
         check_output_path(args.pcap, option="--pcap")
     config = load_campaign(args.campaign)
-    runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
+    runner: CampaignRunner
+    if args.worker:
+        from ota_server.store.workers import WORKER_TTL_S
+        from ota_server.worker import WorkerRunner
+
+        if args.pcap is not None:
+            print("ota-server: --pcap captures the embedded network only; not with --worker", file=sys.stderr)
+            return EXIT_USAGE
+        runner = WorkerRunner(
+            config,
+            smsc=args.smsc,
+            db_path=args.db,
+            seed=args.seed,
+            binds=args.binds,
+            batch=args.batch,
+            ttl_s=args.worker_ttl or WORKER_TTL_S,
+        )
+    else:
+        if args.binds != 1 or args.batch or args.worker_ttl is not None:
+            print("ota-server: --binds, --batch and --worker-ttl go with --worker", file=sys.stderr)
+            return EXIT_USAGE
+        runner = CampaignRunner(config, smsc=args.smsc, db_path=args.db, seed=args.seed, pcap=args.pcap)
     report = asyncio.run(runner.run())
     print_summary(report)
     if args.report is not None:
@@ -197,10 +218,10 @@ def _campaign_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_store(path: Path, *, must_exist: bool = True) -> Any:
+def _open_store(path: Path | str, *, must_exist: bool = True) -> Any:
     from ota_server.card_store import CardStore
 
-    if must_exist and not path.exists():
+    if must_exist and isinstance(path, Path) and not path.exists():
         raise ConfigError("--db", f"{path}: no such database (give --db PATH of the campaign run)")
     return CardStore(path)
 
@@ -235,11 +256,12 @@ def _campaign_control(args: argparse.Namespace) -> int:
         row = store.campaign(args.name)
         if row is None:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
-            print(f"ota-server: {args.db}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
+            print(f"ota-server: {store.path}: no campaign {args.name!r} (known: {known})", file=sys.stderr)
             return EXIT_USAGE
         now = time.time()
         runner = runner_liveness(row, now=now, host=socket.gethostname(), pid_alive=_pid_runs)
-        status = campaign_status(row, runner, db=args.db)
+        workers = store.live_workers(args.name)
+        status = campaign_status(row, runner, db=store.path, workers=workers)
         command = args.campaign_command
         if command != "status":
             wanted = LIFECYCLE[command]
@@ -248,14 +270,16 @@ def _campaign_control(args: argparse.Namespace) -> int:
                 print(f"ota-server: {refusal}", file=sys.stderr)
                 return EXIT_USAGE
             store.set_campaign_state(args.name, wanted, at=now)
-            if runner is not None and runner.alive:
+            if workers:
+                print(f"campaign {args.name}: {wanted} ({len(workers)} worker(s) read it within a poll)")
+            elif runner is not None and runner.alive:
                 print(f"campaign {args.name}: {wanted} (runner {runner.describe()})")
             else:
                 why = runner.describe() if runner is not None else "no runner"
                 print(f"campaign {args.name}: {wanted} ({why})")
                 if command == "resume":
                     updated = store.campaign(args.name) or row
-                    print(f"continue it with: {campaign_status(updated, None, db=args.db).continue_with}")
+                    print(f"continue it with: {campaign_status(updated, None, db=store.path).continue_with}")
             return EXIT_OK
         out = status_document(store, row, status)
         if args.json:
@@ -325,7 +349,9 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(store, args.campaign)
         if report is None:
             known = ", ".join(r.name for r in store.campaigns()) or "none"
-            print(f"ota-server: {args.db}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr)
+            print(
+                f"ota-server: {store.path}: no campaign {args.campaign!r} (known: {known})", file=sys.stderr
+            )
             return EXIT_USAGE
         if args.audit is not None:
             lines = audit_lines(store, args.campaign, args.audit)
@@ -371,8 +397,6 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.max_body < 1:
         raise ConfigError("--max-body", f"expected a positive number of bytes, got {args.max_body}")
-    if str(args.db).startswith(("postgresql:", "postgres:")):
-        raise ConfigError("--db", "this build has the SQLite card store only: give a file path")
     options = ServeOptions(
         db=args.db,
         http=args.http,
@@ -414,13 +438,40 @@ def _name_choices(action: Any) -> None:
     action.metavar = "{" + ",".join(action.choices) + "}"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
+
+
+def _db_value(text: str) -> Path | str:
+    """``--db``: a SQLite file path, or a ``postgresql://`` URL (the shared store of many workers)."""
+    from ota_server.store.backends import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _db_option(parser: argparse.ArgumentParser, *, default: Path | None = DEFAULT_DB, text: str = "") -> None:
     parser.add_argument(
         "--db",
-        type=Path,
+        type=_db_value,
         default=default,
-        metavar="PATH",
-        help=text or f"SQLite card store (default {default})",
+        metavar="PATH|URL",
+        help=(text or f"SQLite card store (default {default})") + "; or postgresql://USER@HOST:PORT/DB",
     )
 
 
@@ -498,6 +549,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE[,STATE]",
         help="exit 1 (after the summary and --report) when any card ended in one of these states: "
         f"{', '.join(FAIL_ON_STATES)}; a comma list or repeated (for CI)",
+    )
+    run.add_argument(
+        "--worker",
+        action="store_true",
+        help="one of many workers of the campaign (any host, same --db and --smsc): claims cards in "
+        "batches, takes over a dead worker's cards (docs/campaigns.md §6.7); the report is this worker's",
+    )
+    run.add_argument(
+        "--binds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="--worker: hold at most N of the campaign's [pacing] binds (default 1; a worker holding none "
+        "waits as a standby)",
+    )
+    run.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="--worker: cards per claim (default: concurrency)",
+    )
+    run.add_argument(
+        "--worker-ttl",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="--worker: a worker silent this long loses its cards to the others (default 10)",
     )
     _common_options(run)
     run.set_defaults(handler=_campaign_run)

@@ -99,12 +99,17 @@ def _pid_alive(pid: int) -> bool:
 class CampaignRunner:
     """Runs one campaign to its end over SMPP and returns the report (a JSON-ready dict)."""
 
+    # Commits written by the commit writer's thread (ota_server/commit_writer.py). A worker
+    # (ota_server/worker.py) commits on the loop's thread instead: its polls share the store's
+    # connection with its fenced commits.
+    group_commit = True
+
     def __init__(
         self,
         config: CampaignConfig,
         *,
         smsc: tuple[str, int] | None = None,
-        db_path: Path | None = None,
+        db_path: Path | str | None = None,
         seed: int = 1,
         progress: bool | None = None,
         pcap: Path | None = None,
@@ -199,8 +204,9 @@ class CampaignRunner:
                 # would report every earlier action as lost.
                 raise ConfigError(
                     "--db",
-                    f"{db_path} holds card state from an earlier run, but the embedded network starts fresh "
-                    "cards every run: use a new --db (or none), or a network that keeps its cards (--smsc)",
+                    f"{store.path} holds card state from an earlier run, but the embedded network starts "
+                    "fresh cards every run: use a new --db (or none), or a network that keeps its cards "
+                    "(--smsc)",
                 )
             cards, issued = self._targets(store, inventory)
             # Before the lease: a campaign that targets nothing must not leave a campaigns row behind
@@ -336,7 +342,8 @@ class CampaignRunner:
         engine.start(loop.time())
         self._after()  # the first Commit (every target's row) on this thread, before any link runs
         assert self._store is not None
-        self._writer = CommitWriter(self._store, loop, lambda reason: self._fail(reason))
+        if self.group_commit:
+            self._writer = CommitWriter(self._store, loop, lambda reason: self._fail(reason))
         for link in self._links:
             link.start()
         self._poll_handle = loop.call_later(self.poll_s, self._poll)
@@ -390,14 +397,14 @@ class CampaignRunner:
         assert store is not None
         writer = self._writer
         submits: dict[int, list[SubmitRequest]] = {}
-        acks: dict[int, list[object]] = {}
+        acks: dict[Any, list[object]] = {}
         for effect in effects:
             if isinstance(effect, Commit):
                 self._flush(submits, acks, send)
                 if writer is not None:
                     writer.commit(effect)
                 else:
-                    store.commit(effect)
+                    self._commit(store, effect)
             elif isinstance(effect, Submit):
                 submits.setdefault(effect.bind, []).append(SubmitRequest(effect.token, effect.pdu))
             elif isinstance(effect, Acknowledge):
@@ -406,19 +413,31 @@ class CampaignRunner:
                     acks.setdefault(bind, []).append(link_handle)
         self._flush(submits, acks, send)
 
+    def _commit(self, store: CardStore, commit: Commit) -> None:
+        store.commit(commit)
+
     def _flush(
-        self, submits: dict[int, list[SubmitRequest]], acks: dict[int, list[object]], send: bool
+        self, submits: dict[int, list[SubmitRequest]], acks: dict[Any, list[object]], send: bool
     ) -> None:
         if send and (submits or acks):
             links = self._links
             batch: list[_Sends] = [(links[bind], requests, None) for bind, requests in submits.items()]
-            batch += [(links[bind], None, handles) for bind, handles in acks.items()]
+            sends = [lambda: _send(batch)] if batch else []
+            sends += [
+                lambda bind=bind, handles=handles: self._acknowledge(bind, handles)
+                for bind, handles in acks.items()
+            ]
             if self._writer is not None:
-                self._writer.send(lambda: _send(batch))
+                for perform in sends:
+                    self._writer.send(perform)
             else:
-                _send(batch)
+                for perform in sends:
+                    perform()
         submits.clear()
         acks.clear()
+
+    def _acknowledge(self, bind: Any, handles: list[object]) -> None:
+        self._links[bind].acknowledge(handles)
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -507,6 +526,7 @@ class CampaignRunner:
         self._loop.call_soon_threadsafe(self._apply_wanted, wanted)
 
     def _apply_wanted(self, wanted: str) -> None:
+        """The state ``campaign pause|resume|cancel`` wrote, as an engine event."""
         engine = self.engine
         assert engine is not None
         if self._failure is not None or self._closing:

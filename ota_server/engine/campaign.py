@@ -67,7 +67,7 @@ from ota_server.engine.job_model import (
 )
 from ota_server.engine.job_slots import REPORT_STATES, JobRecord, JobSlot, build_slots
 from ota_server.engine.outbound import Outbound
-from ota_server.engine.records import Commit, HistoryRow, StoreSnapshot, TargetCard
+from ota_server.engine.records import Commit, Forwarded, HistoryRow, StoreSnapshot, TargetCard
 from ota_server.model import Action
 from ota_server.report import Stats, card_state
 
@@ -93,6 +93,7 @@ class CampaignEngine:
         wall_offset: float = 0.0,
         deadline_s: float | None = None,
         audit: bool = True,
+        worker: bool = False,
     ) -> None:
         self.config = config
         self.name = config.campaign.name
@@ -101,6 +102,12 @@ class CampaignEngine:
         # The audit trail (history rows: every message, answer and note). A lab that keeps no audit
         # trail turns it off; no decision reads it.
         self.audit = audit
+        # A worker (docs/campaigns.md §6.7): cards arrive while it runs (add_cards) and leave when
+        # they end (release_cards); it ends only once told no more will come (close_intake); a
+        # deliver_sm for a card it does not hold is forwarded to the shared store's inbox.
+        self.forwards = worker
+        self.intake = worker
+        self._forwarded: list[Forwarded] = []
         self.deadline_s = config.campaign.deadline_s if deadline_s is None else deadline_s
         self.policy = Policy(
             por_timeout_s=config.retry.por_timeout_s,
@@ -109,12 +116,15 @@ class CampaignEngine:
             max_backoff_s=config.retry.max_backoff_s,
         )
         self.stats = Stats()
+        self.issued_counter = issued_counter
         self.slots: list[JobSlot] = list(build_slots(config, cards, snapshot, issued_counter=issued_counter))
         self.by_msisdn: dict[str, list[JobSlot]] = {}
         for slot in self.slots:
             self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
         self._ca: dict[tuple[str, str], int] = {}  # (ICCID, TAR) -> CA as this run proved it
-        self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self.by_msisdn)
+        # The cards whose deliver_sm this engine handles: every card, or a worker's held ones.
+        self._held = dict(self.by_msisdn) if worker else self.by_msisdn
+        self._router = DeliveryRouter(self, dict(snapshot.mo_cntrs), self._held)
         self._out = Outbound(self, dict(snapshot.cntrs))
         self._open: dict[int, JobSlot] = {}
         self._waiting: list[JobSlot] = []
@@ -247,6 +257,82 @@ class CampaignEngine:
         self._last_now = now
         self._turn_at = now
 
+    # ------------------------------------------------------------------ a worker's cards
+
+    def add_cards(self, cards: Iterable[TargetCard], snapshot: StoreSnapshot, now: float) -> int:
+        """Cards a worker claimed while running, with what the store holds for them (their CNTRs,
+        CAs, MO CNTRs and jobs: a card another worker held resumes as after a crash, so a script that
+        may be in the air is settled by a status query first, the fence rule of docs/campaigns.md
+        §6.3). They queue behind the cards already waiting. Returns the jobs added."""
+        added = list(
+            build_slots(
+                self.config, cards, snapshot, issued_counter=self.issued_counter, first_index=len(self.slots)
+            )
+        )
+        if not added:
+            return 0
+        self._out.learn_cntrs(snapshot.cntrs)
+        self._router.learn_mo_cntrs(snapshot.mo_cntrs)
+        self.slots.extend(added)
+        for slot in added:
+            self.by_msisdn.setdefault(slot.card.msisdn, []).append(slot)
+            if self._held is not self.by_msisdn:
+                self._held.setdefault(slot.card.msisdn, []).append(slot)
+        self._dirty.update((s.index, s) for s in added)  # every target has a row from the start
+        queued = []
+        for slot in added:
+            if self.cancelling and not slot.ended:
+                self._cancel_slot(slot, offline=True, now=now)
+                continue
+            if slot.ended or slot.previous is not None:
+                continue
+            queued.append(slot)
+        self._waiting[:0] = reversed(queued)  # behind the waiting ones: pop() takes from the end
+        self._admit(now)
+        self._check_finished(now)
+        self._pending_turn(now)
+        return len(added)
+
+    @property
+    def backlog(self) -> int:
+        """Jobs open or waiting for a place (a worker claims more cards below ``concurrency``)."""
+        return len(self._open) + len(self._waiting)
+
+    def settled_cards(self) -> list[str]:
+        """ICCIDs of cards held whose every job ended with nothing left to learn (no script whose
+        outcome a late PoR could still settle): the worker marks them done once this is durable,
+        then :meth:`release_cards`."""
+        return [
+            slots[0].card.iccid
+            for slots in self._held.values()
+            if all(s.ended and (s.override is not None or s.job.script_cntr is None) for s in slots)
+        ]
+
+    def ended_cards(self) -> list[str]:
+        """ICCIDs of cards held whose every job ended (a worker leaving marks them done)."""
+        return [slots[0].card.iccid for slots in self._held.values() if all(s.ended for s in slots)]
+
+    def holds(self, msisdn: str) -> bool:
+        return msisdn in self._held
+
+    def release_cards(self, iccids: Iterable[str]) -> None:
+        """Forget ended cards (their slots stay for the report): what still arrives for them is
+        another worker's or nobody's."""
+        wanted = set(iccids)
+        for msisdn in [m for m, slots in self._held.items() if slots[0].card.iccid in wanted]:
+            for slot in self._held.pop(msisdn):
+                self._close(slot)
+
+    def close_intake(self, now: float) -> None:
+        """No more cards will come: the run ends when the held ones have."""
+        if self.intake:
+            self.intake = False
+            self._check_finished(now)
+            self._pending_turn(now)
+
+    def forward(self, item: Forwarded) -> None:
+        self._forwarded.append(item)
+
     # ------------------------------------------------------------------ lifecycle
 
     def pause(self, now: float) -> None:
@@ -313,7 +399,7 @@ class CampaignEngine:
         self.ended_at = now
 
     def _check_finished(self, now: float) -> None:
-        if not self._open and not self._waiting and not self.finished:
+        if not self._open and not self._waiting and not self.finished and not self.intake:
             self._finish_run(now)
 
     # ------------------------------------------------------------------ admission
@@ -451,7 +537,14 @@ class CampaignEngine:
     def _commit(self, now: float) -> None:
         wall = now + self.wall_offset
         reservations = self._out.take_reservations()
-        if self._dirty or reservations or self._counters or self._history or self._router.dirty_mo:
+        if (
+            self._dirty
+            or reservations
+            or self._counters
+            or self._history
+            or self._router.dirty_mo
+            or self._forwarded
+        ):
             commit = Commit(
                 reservations=reservations,
                 jobs=tuple(JobRecord(self.name, slot, wall) for slot in self._dirty.values()),
@@ -459,7 +552,9 @@ class CampaignEngine:
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),
                 at=wall,
+                forwarded=tuple(self._forwarded),
             )
+            self._forwarded.clear()
             self._dirty.clear()
             self._counters.clear()
             self._history.clear()

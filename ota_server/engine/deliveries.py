@@ -11,6 +11,7 @@ replay counter; CA confirmed action counter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ota_protocols.errors import OtaSimError
@@ -28,7 +29,7 @@ from ota_server.engine.por_matcher import (
     classify_deliver,
 )
 from ota_server.engine.por_verification import PorReport, RejectedPor, por_tar, verify_por
-from ota_server.engine.records import HistoryRow
+from ota_server.engine.records import Forwarded, HistoryRow
 
 if TYPE_CHECKING:
     from ota_server.engine.campaign import CampaignEngine
@@ -59,6 +60,11 @@ class DeliveryRouter:
 
     def unregister(self, slot: JobSlot) -> None:
         self._index.unregister(slot.card.msisdn, slot.tar, slot.index)
+
+    def learn_mo_cntrs(self, mo_cntrs: Mapping[tuple[str, str], int]) -> None:
+        """MO CNTRs the store holds for cards added while running (the replay rule never goes back)."""
+        for key, value in mo_cntrs.items():
+            self._mo_cntrs[key] = max(self._mo_cntrs.get(key, 0), value)
 
     @property
     def dirty_mo(self) -> bool:
@@ -110,6 +116,15 @@ class DeliveryRouter:
             return
         if kind is DeliverKind.OTHER:
             self._note(now, None, "other", None, None, msisdn)
+            return
+        if self.engine.forwards and msisdn not in self.by_msisdn and not event.relayed:
+            # docs/campaigns.md §6.7: a card of another worker (the SMSC gives an ESME's deliver_sm to
+            # any of its binds): its owner handles it, raw (segments too: the owner reassembles).
+            self.engine.forward(
+                Forwarded(
+                    msisdn, event.esm_class, event.user_data, event.receipted_message_id, event.message_state
+                )
+            )
             return
         if kind is DeliverKind.CARD_MESSAGE:
             self._card_message(msisdn, event.user_data, now)

@@ -70,6 +70,7 @@ class DeliverArrived:
     user_data: bytes
     receipted_message_id: str | None = None
     message_state: int | None = None
+    relayed: bool = False  # from the shared store's inbox (another worker received it): never forwarded again
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,11 +126,13 @@ def build_slots(
     snapshot: StoreSnapshot,
     *,
     issued_counter: int | None,
+    first_index: int = 0,
 ) -> Iterator[JobSlot]:
-    """Every targeted card's chain of step jobs, in card order (targets narrowed here: docs §2)."""
+    """Every targeted card's chain of step jobs, in card order (targets narrowed here: docs §2);
+    ``first_index``: the engine's slot count when cards are added to a running engine (a worker)."""
     targets = config.targets
     csv_key = targets.csv.key if targets.csv else None
-    index = 0
+    index = first_index
     binds = max(1, config.pacing.binds)
     for target in cards:
         card = target.card

@@ -11,7 +11,7 @@ the TRANSACTION REPLY (claim 8).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ota_protocols.apdu import card_commands
@@ -68,6 +68,11 @@ class Outbound:
         self._replies: set[tuple[int, int]] = set()  # (slot, CNTR) of message-2-alone packets
 
     # ------------------------------------------------------------------ reserve and build
+
+    def learn_cntrs(self, cntrs: Mapping[tuple[str, int], int]) -> None:
+        """CNTRs the store holds for cards added while running: never below what is known here."""
+        for key, value in cntrs.items():
+            self._cntr[key] = max(self._cntr.get(key, 0), value)
 
     def take_reservations(self) -> tuple[Reservation, ...]:
         out = tuple(self._reservations)

@@ -21,6 +21,7 @@ __all__ = [
     "CAMPAIGN_STATES",
     "CampaignRow",
     "Commit",
+    "Forwarded",
     "HistoryRow",
     "JobRow",
     "Reservation",
@@ -104,6 +105,18 @@ class HistoryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A deliver_sm for a card another worker owns (docs/campaigns.md §6.7): kept in the shared
+    store's inbox by the Commit before its acknowledgement, handled by the card's owner."""
+
+    msisdn: str
+    esm_class: int
+    user_data: bytes
+    receipted_message_id: str | None = None
+    message_state: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """One durable write (an effect): everything in it commits atomically, and the effects after it
     (submits, deliver_sm acknowledgements) are performed only once it has."""
@@ -114,9 +127,17 @@ class Commit:
     mo_counters: tuple[tuple[str, str, int], ...] = ()  # (ICCID, TAR hex, last MO CNTR accepted)
     history: tuple[HistoryRow, ...] = ()
     at: float = 0.0  # wall clock
+    forwarded: tuple[Forwarded, ...] = ()  # deliver_sm for another worker's cards (the inbox)
 
     def __bool__(self) -> bool:
-        return bool(self.reservations or self.jobs or self.counters or self.mo_counters or self.history)
+        return bool(
+            self.reservations
+            or self.jobs
+            or self.counters
+            or self.mo_counters
+            or self.history
+            or self.forwarded
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,9 +58,9 @@ class Conflict(OtaSimError):
     """The request contradicts the campaign's state (HTTP 409)."""
 
 
-def open_store(db: Path) -> CardStore:
-    """The serve process's one way to open its ``--db`` (the runners open theirs as campaign run
-    does): where another store backend plugs in."""
+def open_store(db: Path | str) -> CardStore:
+    """The serve process's one way to open its ``--db``, a SQLite path or a ``postgresql://`` URL
+    (the runners open theirs as campaign run does)."""
     return CardStore(db)
 
 
@@ -105,7 +105,7 @@ class Platform:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         *,
         smsc: tuple[str, int] | None,
         seed: int = 1,
@@ -234,7 +234,8 @@ class Platform:
     def status(self, name: str) -> dict[str, Any]:
         row = self._row(name)
         runner = runner_liveness(row, now=time.time(), host=self._host, pid_alive=_pid_alive)
-        out = status_document(self.store, row, campaign_status(row, runner, db=self.db))
+        workers = self.store.live_workers(row.name)
+        out = status_document(self.store, row, campaign_status(row, runner, db=self.db, workers=workers))
         out["live"] = self.live(name)
         return out
 

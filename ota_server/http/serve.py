@@ -38,7 +38,7 @@ TOKEN_ENV = "OTA_SERVER_TOKEN"
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    db: Path
+    db: Path | str
     http: tuple[str, int]
     smsc: tuple[str, int] | None = None
     network: Path | None = None

@@ -43,9 +43,11 @@ ACTIONS = RFM_THREE_ACTIONS
 
 
 @contextlib.asynccontextmanager
-async def api(tmp: Path, network: Network) -> AsyncIterator[tuple[Platform, httpx.AsyncClient]]:
+async def api(
+    tmp: Path, network: Network, db: Path | str | None = None
+) -> AsyncIterator[tuple[Platform, httpx.AsyncClient]]:
     """The app in this loop through httpx's ASGI transport (the lifespan is ours to run)."""
-    platform = Platform(tmp / "ota.sqlite", smsc=("127.0.0.1", network.port), poll_s=0.01)
+    platform = Platform(db or tmp / "ota.sqlite", smsc=("127.0.0.1", network.port), poll_s=0.01)
     app = build_app(platform, token=TOKEN)
     platform.start()
     try:
@@ -65,10 +67,13 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.asyncio
-async def test_campaign_created_paused_resumed_and_finished_through_the_api_verifies(tmp_path: Path) -> None:
+async def test_campaign_created_paused_resumed_and_finished_through_the_api_verifies(
+    tmp_path: Path, db_url: str
+) -> None:
+    """On both stores: a SQLite file, and PostgreSQL (the serve process of many hosts' operators)."""
     async with (
         running_network(tmp_path, handset_toml(count=24)) as network,
-        api(tmp_path, network) as (
+        api(tmp_path, network, db_url) as (
             platform,
             client,
         ),

@@ -21,7 +21,7 @@ import json
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,8 @@ import pytest
 
 from handset.config import load_config
 from handset.service import HandsetService
-from ota_server.engine.job_model import Job
-from ota_server.model import Card
-from ota_server.report import verify_jobs
+from tests.support.journals import check_journals
+from tests.support.stores import job_states, until
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +113,10 @@ async def network(tmp: Path, cards: int) -> AsyncIterator[tuple[HandsetService, 
 
 
 async def start_runner(tmp: Path, port: int, *, report: str = "report.json", db: str | None = "ota.sqlite"):  # type: ignore[no-untyped-def]
+    """``db``: a file name in ``tmp``, or a postgresql:// URL."""
     args = ["-m", "ota_server.cli", "campaign", "run", str(tmp / "c.toml"), "--smsc", f"127.0.0.1:{port}"]
     if db is not None:
-        args += ["--db", str(tmp / db)]
+        args += ["--db", db if db.startswith("postgresql://") else str(tmp / db)]
     args += ["--report", str(tmp / report), "--log-level", "WARNING"]
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -135,43 +135,12 @@ async def finish(process: asyncio.subprocess.Process, timeout_s: float = 90.0) -
     return process.returncode, stderr.decode(errors="replace")
 
 
-def job_states(db: Path) -> dict[str, int]:
-    if not db.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as conn:
-            return dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
-    except sqlite3.Error:
-        return {}
-
-
-async def until(predicate: Any, timeout_s: float = 60.0) -> None:
-    """Bounded polling of an outside process's state (its database), never a sleep as synchronisation."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def proof(tmp: Path, service: HandsetService, report_name: str = "report.json") -> dict[str, Any]:
     """The server's final record of every card against the card's own journal."""
     report = json.loads((tmp / report_name).read_text())
     from ota_server.config import load_campaign
 
-    actions = load_campaign(tmp / "c.toml").actions
-    jobs = [
-        (
-            Card(iccid=c["iccid"], imsi="", msisdn=c["msisdn"]),
-            Job(n=c["actions"], applied=c["executed"], confirmed=c["confirmed_counter"], start_counter=0),
-            actions,
-            c["tar"],
-        )
-        for c in report["cards"]
-    ]
-    check = verify_jobs(jobs, service.report())
-    assert check["cards_missing_from_network_report"] == 0
-    assert (check["lost_actions"], check["duplicated_actions"], check["counter_mismatches"]) == (0, 0, 0), (
-        check
-    )
+    check_journals(report["cards"], load_campaign(tmp / "c.toml").actions, service.report())
     states = {c["state"] for c in report["cards"]}
     assert states <= {"confirmed", "partial"}, [
         c for c in report["cards"] if c["state"] not in ("confirmed",)
@@ -180,12 +149,12 @@ def proof(tmp: Path, service: HandsetService, report_name: str = "report.json") 
 
 
 @pytest.mark.asyncio
-async def test_1_a_second_runner_on_the_same_database_is_refused(tmp_path: Path) -> None:
+async def test_1_a_second_runner_on_the_same_database_is_refused(tmp_path: Path, db_url: str) -> None:
     (tmp_path / "c.toml").write_text(campaign_toml(rate=40.0))
     async with network(tmp_path, 40) as (service, port):
-        first = await start_runner(tmp_path, port)
-        await until(lambda: job_states(tmp_path / "ota.sqlite").get("done", 0) >= 2)
-        second = await start_runner(tmp_path, port, report="second.json")
+        first = await start_runner(tmp_path, port, db=db_url)
+        await until(lambda: job_states(db_url).get("done", 0) >= 2)
+        second = await start_runner(tmp_path, port, report="second.json", db=db_url)
         code, stderr = await finish(second)
         assert code == 2, stderr
         line = stderr.strip().splitlines()[-1]
@@ -198,12 +167,12 @@ async def test_1_a_second_runner_on_the_same_database_is_refused(tmp_path: Path)
 
 
 @pytest.mark.asyncio
-async def test_2_smsc_restarts_cost_no_job_and_no_action(tmp_path: Path) -> None:
+async def test_2_smsc_restarts_cost_no_job_and_no_action(tmp_path: Path, db_url: str) -> None:
     (tmp_path / "c.toml").write_text(campaign_toml(rate=30.0, por_timeout_s=1.0))
     async with network(tmp_path, 60) as (service, port):
-        runner = await start_runner(tmp_path, port)
+        runner = await start_runner(tmp_path, port, db=db_url)
         for done in (5, 20, 35):
-            await until(lambda done=done: job_states(tmp_path / "ota.sqlite").get("done", 0) >= done)
+            await until(lambda done=done: job_states(db_url).get("done", 0) >= done)
             await service.restart_smsc(outage_s=1.5)  # longer than the PoR timeout: timers must hold
         code, stderr = await finish(runner)
         assert code == 0, stderr[-2000:]
@@ -213,45 +182,65 @@ async def test_2_smsc_restarts_cost_no_job_and_no_action(tmp_path: Path) -> None
 
 @pytest.mark.asyncio
 async def test_3_a_database_that_refuses_writes_stops_the_run_and_the_next_run_finishes(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
     (tmp_path / "c.toml").write_text(campaign_toml(rate=40.0))
-    db = tmp_path / "ota.sqlite"
+    db = db_url
     async with network(tmp_path, 40) as (service, port):
-        runner = await start_runner(tmp_path, port)
+        runner = await start_runner(tmp_path, port, db=db)
         await until(lambda: job_states(db).get("done", 0) >= 3)
-        # Another process takes the write lock and keeps it past the runner's 5 s busy timeout: every
-        # commit of the runner fails, as on a full disk or a read-only remount.
-        blocker = sqlite3.connect(db, timeout=10.0, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")
-        try:
+        # Another process takes the write lock and keeps it past the runner's 5 s busy (SQLite) or
+        # lock (PostgreSQL) timeout: every commit of the runner fails, as on a full disk or a
+        # read-only remount.
+        with write_lock_held(db):
             code, stderr = await finish(runner, timeout_s=60.0)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert code == 1, stderr[-2000:]
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("ota-server: database: ") and str(db) in last and "Traceback" not in stderr
-        again = await start_runner(tmp_path, port)
+        again = await start_runner(tmp_path, port, db=db)
         code, stderr = await finish(again)
         assert code == 0, stderr[-2000:]
         report = proof(tmp_path, service)
     assert report["summary"]["confirmed"] == 40
 
 
+@contextlib.contextmanager
+def write_lock_held(db: str) -> Iterator[None]:
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE keysets, jobs, history IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                blocker.execute("ROLLBACK")
+        return
+    sqlite_blocker = sqlite3.connect(db, timeout=10.0, isolation_level=None)
+    sqlite_blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        sqlite_blocker.execute("ROLLBACK")
+        sqlite_blocker.close()
+
+
 @pytest.mark.asyncio
-async def test_4_sigkill_four_times_then_resume_fails_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+async def test_4_sigkill_four_times_then_resume_fails_nothing_and_repeats_nothing(
+    tmp_path: Path, db_url: str
+) -> None:
     (tmp_path / "c.toml").write_text(campaign_toml(rate=25.0, por_timeout_s=1.0))
-    db = tmp_path / "ota.sqlite"
+    db = db_url
     async with network(tmp_path, 60) as (service, port):
         for kill in range(4):
-            runner = await start_runner(tmp_path, port)
+            runner = await start_runner(tmp_path, port, db=db)
             target = 6 * (kill + 1)
             await until(lambda target=target: job_states(db).get("done", 0) >= target)
             runner.send_signal(signal.SIGKILL)
             await runner.wait()
             assert runner.returncode == -signal.SIGKILL
-        last = await start_runner(tmp_path, port)  # the killed runners' leases are taken over at once
+        last = await start_runner(tmp_path, port, db=db)  # the killed runners' leases are taken over at once
         code, stderr = await finish(last)
         assert code == 0, stderr[-2000:]
         report = proof(tmp_path, service)
@@ -274,7 +263,11 @@ async def test_4b_an_unreachable_smsc_fails_the_run_not_the_cards(tmp_path: Path
         code, stderr = await finish(await start_runner(tmp_path, closed_port))
         assert code == 1, stderr
         assert f"SMSC 127.0.0.1:{closed_port}: connection refused" in stderr.strip().splitlines()[-1]
-        assert set(job_states(tmp_path / "ota.sqlite")) <= {"new", "sending", "waiting"}  # no card failed
+        assert set(job_states(str(tmp_path / "ota.sqlite"))) <= {
+            "new",
+            "sending",
+            "waiting",
+        }  # no card failed
         code, stderr = await finish(await start_runner(tmp_path, port))
         assert code == 0, stderr[-2000:]
         report = proof(tmp_path, service)

@@ -40,11 +40,13 @@ def test_a_virtual_infra_sweep_slice_loses_and_repeats_nothing(tmp_path: Path) -
 
 
 @pytest.mark.integration
-def test_a_seed_of_the_tcp_infra_lab_survives_every_fault_for_real(tmp_path: Path) -> None:
-    # Seed 4 draws two SMSC restarts, two link drops, a server crash and a database failure.
+def test_a_seed_of_the_tcp_infra_lab_survives_every_fault_for_real(tmp_path: Path, db_url: str) -> None:
+    # Seed 4 draws two SMSC restarts, two link drops, a server crash and a database failure; on the
+    # SQLite store and on PostgreSQL (--db URL: the lock held past the lock timeout there).
     report = tmp_path / "seed4.json"
+    db = ["--db", db_url] if db_url.startswith("postgresql://") else []
     done = ota_lab(
-        "run", "configs/labs/infra-smpp.toml", "--seed", "4", "--report", str(report), timeout_s=300
+        "run", "configs/labs/infra-smpp.toml", "--seed", "4", "--report", str(report), *db, timeout_s=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(report.read_text())

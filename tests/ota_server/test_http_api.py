@@ -300,10 +300,6 @@ def test_cards_import_is_all_or_nothing_and_keys_need_token_and_asking(client: T
             "ota-server: serve: --smsc or --network, not both",
         ),
         (
-            ["--db", "postgresql://x/y", "--smsc", "127.0.0.1:1"],
-            "ota-server: --db: this build has the SQLite",
-        ),
-        (
             ["--smsc", "127.0.0.1:1", "--token-file", "short"],
             "ota-server: --token-file: short: expected a token",
         ),

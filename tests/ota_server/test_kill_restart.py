@@ -1,12 +1,13 @@
 """SIGKILL the campaign server mid-run and start it again on the same DB: nothing lost, nothing twice.
 
 The network is an in-process handset service (loopback, port 0) holding sim_emulator cards; the
-server is ``ota-server campaign run --smsc`` in a child process. The test polls the server's SQLite
-file read-only (bounded loop with a deadline) until some jobs are done and some have a script in
-the air, SIGKILLs it, restarts it, and checks the cards' own journals (HandsetService.report() and
-ota_server.service.verification): every action exactly once, server counters == card counters, no
-job left open. The campaign is a purse campaign (TAR bfff01, purse_reload), and the subscribers
-pay meanwhile, so transaction requests (claim 8) arrive in both runs.
+server is ``ota-server campaign run --smsc`` in a child process, on either store (a SQLite file or
+a PostgreSQL database). The test polls the server's database read-only (bounded loop with a
+deadline) until some jobs are done and some have a script in the air, SIGKILLs it, restarts it,
+and checks the cards' own journals (HandsetService.report() and ota_server.service.verification):
+every action exactly once, server counters == card counters, no job left open. The campaign is a
+purse campaign (TAR bfff01, purse_reload), and the subscribers pay meanwhile, so transaction
+requests (claim 8) arrive in both runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ota_server.config import load_campaign
 from ota_server.engine.job_model import Job
 from ota_server.model import Card
 from ota_server.service import verification
+from tests.support.stores import job_states
 
 pytestmark = pytest.mark.integration
 
@@ -79,18 +80,7 @@ amount = 250
 """
 
 
-def job_states(db: Path) -> dict[str, int]:
-    if not db.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as conn:
-            rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-    except sqlite3.Error:
-        return {}
-    return {state: count for state, count in rows}
-
-
-async def run_server(tmp: Path, port: int, report: Path) -> asyncio.subprocess.Process:
+async def run_server(tmp: Path, port: int, report: Path, db: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -101,7 +91,7 @@ async def run_server(tmp: Path, port: int, report: Path) -> asyncio.subprocess.P
         "--smsc",
         f"127.0.0.1:{port}",
         "--db",
-        str(tmp / "ota.sqlite"),
+        db,
         "--report",
         str(report),
         "--log-level",
@@ -114,7 +104,9 @@ async def run_server(tmp: Path, port: int, report: Path) -> asyncio.subprocess.P
 
 
 @pytest.mark.asyncio
-async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(tmp_path: Path) -> None:
+async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(
+    tmp_path: Path, db_url: str
+) -> None:
     (tmp_path / "handset.toml").write_text(HANDSET)
     (tmp_path / "c.toml").write_text(CAMPAIGN)
     service = HandsetService(load_config(tmp_path / "handset.toml"))
@@ -122,11 +114,11 @@ async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(tmp_p
     assert service.network is not None
     msisdns = [phone for phone in service.network.phones][:CARDS]
     try:
-        first = await run_server(tmp_path, port, tmp_path / "first.json")
+        first = await run_server(tmp_path, port, tmp_path / "first.json", db_url)
         killed_at: dict[str, int] = {}
         async with asyncio.timeout(60):
             while True:  # bounded polling of the child's DB (read-only)
-                states = job_states(tmp_path / "ota.sqlite")
+                states = job_states(db_url)
                 if states.get("done", 0) >= 3 and states.get("waiting", 0) >= 1:
                     killed_at = states
                     break
@@ -139,7 +131,7 @@ async def test_sigkill_mid_campaign_then_restart_loses_and_repeats_nothing(tmp_p
         assert first.returncode == -signal.SIGKILL
         assert killed_at.get("done", 0) < CARDS
 
-        second = await run_server(tmp_path, port, tmp_path / "second.json")
+        second = await run_server(tmp_path, port, tmp_path / "second.json", db_url)
         for msisdn in msisdns[1::5]:
             service.network.start_transaction(msisdn)  # and while it runs again
         async with asyncio.timeout(90):
