@@ -96,13 +96,15 @@ async def handset_serve(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
     """``handset serve`` in a child process; yields its port and, after the block, its report."""
     report = tmp / "handset-report.json"
     ready = tmp / "handset.port"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "handset.cli", "--log-level", "WARNING", "serve",
-        "--config", str(tmp / "handset.toml"), "--port", "0", "--ready-file", str(ready),
-        "--report-file", str(report), "--exit-with-parent",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(tmp),
-    )  # fmt: skip
+    # Its log into a file: a pipe read only at the end fills up (a stalled worker's deliver_sm
+    # warnings) and would block the SMSC.
+    with (tmp / "handset.err").open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "handset.cli", "--log-level", "WARNING", "serve",
+            "--config", str(tmp / "handset.toml"), "--port", "0", "--ready-file", str(ready),
+            "--report-file", str(report), "--exit-with-parent",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err, cwd=str(tmp),
+        )  # fmt: skip
     try:
         assert process.stdout is not None
         async with asyncio.timeout(60):
@@ -113,18 +115,26 @@ async def handset_serve(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
-            _, stderr = await process.communicate()
-        assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+            await process.communicate()
+        assert process.returncode == 0, (tmp / "handset.err").read_text(errors="replace")[-2000:]
 
 
 async def start_worker(tmp: Path, port: int, db: str, name: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ota_server.cli", "campaign", "run", str(tmp / "c.toml"), "--worker",
-        "--smsc", f"127.0.0.1:{port}", "--db", db, "--worker-ttl", "3", "--report", str(tmp / f"{name}.json"),
-        "--log-level", "WARNING",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        cwd=str(tmp),
-    )  # fmt: skip
+    # stderr into a file, not a pipe nobody reads until the end: a full pipe would block the worker.
+    with (tmp / f"{name}.err").open("wb") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ota_server.cli", "campaign", "run", str(tmp / "c.toml"), "--worker",
+            "--smsc", f"127.0.0.1:{port}", "--db", db, "--worker-ttl", "3",
+            "--report", str(tmp / f"{name}.json"), "--log-level", "WARNING",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd=str(tmp),
+        )  # fmt: skip
+
+
+async def finish(process: asyncio.subprocess.Process, tmp: Path, name: str, timeout_s: float) -> str:
+    """Wait (bounded) for a worker to end; its stderr."""
+    async with asyncio.timeout(timeout_s):
+        await process.wait()
+    return (tmp / f"{name}.err").read_text(errors="replace")
 
 
 def stored_report(db: str) -> dict[str, Any]:
@@ -164,10 +174,9 @@ async def test_three_workers_one_killed_a_fourth_late_every_card_once(tmp_path: 
         assert victim.returncode == -signal.SIGKILL
         late = await start_worker(tmp_path, port, pg_url, "w3")
         results = []
-        for process in (*workers[1:], late):
-            async with asyncio.timeout(120):
-                _, stderr = await process.communicate()
-            results.append((process.returncode, stderr.decode(errors="replace")[-2000:]))
+        for process, name in zip((*workers[1:], late), ("w1", "w2", "w3"), strict=True):
+            stderr = await finish(process, tmp_path, name, 120)
+            results.append((process.returncode, stderr[-2000:]))
         assert [code for code, _ in results] == [0, 0, 0], results
     network = json.loads(handset_report.read_text())
 
@@ -218,10 +227,9 @@ async def test_pause_resume_cancel_and_status_reach_every_worker_from_another_pr
         await until(lambda: job_states(pg_url).get("done", 0) >= 120, 60)
         cancelled = cli("campaign", "cancel", "fleet-update", "--db", pg_url)
         assert cancelled.returncode == 0, cancelled
-        for process in workers:
-            async with asyncio.timeout(60):
-                _, stderr = await process.communicate()
-            assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+        for i, process in enumerate(workers):
+            stderr = await finish(process, tmp_path, f"w{i}", 60)
+            assert process.returncode == 0, stderr[-2000:]
     network = json.loads(handset_report.read_text())
     report = stored_report(pg_url)
     assert rows(pg_url, "SELECT state FROM campaigns") == [("cancelled",)]
@@ -274,14 +282,12 @@ async def test_a_stalled_worker_wakes_fenced_off_while_another_holds_its_cards(
             await until(taken_over, 60)
         finally:
             zombie.send_signal(signal.SIGCONT)
-        async with asyncio.timeout(60):
-            _, zombie_err = await zombie.communicate()
-        assert zombie.returncode == 1, zombie_err.decode(errors="replace")[-2000:]
-        last = zombie_err.decode(errors="replace").strip().splitlines()[-1]
+        zombie_err = await finish(zombie, tmp_path, "w0", 60)
+        assert zombie.returncode == 1, zombie_err[-2000:]
+        last = zombie_err.strip().splitlines()[-1]
         assert last.startswith("ota-server: ") and "lost its cards" in last and "Traceback" not in last, last
-        async with asyncio.timeout(90):
-            _, other_err = await other.communicate()
-        assert other.returncode == 0, other_err.decode(errors="replace")[-2000:]
+        other_err = await finish(other, tmp_path, "w1", 90)
+        assert other.returncode == 0, other_err[-2000:]
     network = json.loads(handset_report.read_text())
     report = stored_report(pg_url)
     assert len(report["cards"]) == cards
