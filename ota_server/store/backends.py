@@ -259,8 +259,15 @@ class PostgresBackend(Backend):
         self._sql: dict[str, str] = {}
         try:
             # lock_timeout: as SQLite's busy timeout, a write lock held elsewhere for longer is an error.
+            # idle_in_transaction_session_timeout: a process stopped inside a transaction (SIGSTOP, a
+            # stall, a lost network) has the server end its session after 5 s, so its row locks (a
+            # worker's lease row, its claims) cannot keep the others from reaping it and taking its
+            # cards over (docs/campaigns.md §6.7); our transactions never wait on the client that long.
             self._db = psycopg.connect(
-                url, autocommit=True, connect_timeout=10, options="-c lock_timeout=5000"
+                url,
+                autocommit=True,
+                connect_timeout=10,
+                options="-c lock_timeout=5000 -c idle_in_transaction_session_timeout=5000",
             )
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot open the card store: {_one_line(exc)}") from exc
