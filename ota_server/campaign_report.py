@@ -133,7 +133,7 @@ def campaign_summary(store: CardStore, name: str, campaign_state: str) -> dict[s
     by_status: Counter[str] = Counter()
     by_sw: Counter[str] = Counter()
     jobs = resent = 0
-    for group in store.job_groups(name):
+    for group in store.job_groups(name, ended=_ENDED_CONFIRMED):
         state = job_state(group.state, campaign_state)
         reason = "" if _in_flight_unknown(state, group.state, group.script_in_flight) else group.sw_reason
         _count_failure(by_status, by_sw, state, group.statuses, _sw_text(group.last_sw, reason), group.jobs)

@@ -221,19 +221,23 @@ class CardStore:
     # ota_server/campaign_report.py turns into the report's summary and failure tables without
     # reading every job row into Python. ``build_report`` computes the same from the rows.
 
-    def job_groups(self, name: str) -> list[JobGroup]:
+    def job_groups(self, name: str, *, ended: str = "done") -> list[JobGroup]:
         """The campaign's jobs grouped by what the report's failure tables read: stored state, PoR
         statuses, last SW, the reason when it may name an SW and no last SW is stored, and whether a
-        script CNTR is in flight."""
+        script CNTR is in flight. Jobs in state ``ended`` (confirmed: never a failure) form one
+        group per state, their JSON unread."""
         db = self._db
         last_sw = db.json_int("extra", "last_sw")
         script_cntr = db.json_int("extra", "script_cntr")
         rows = db.execute(
-            f"SELECT state, statuses, {last_sw}, "
-            f"CASE WHEN {last_sw} IS NULL AND reason LIKE '%SW %' THEN reason ELSE '' END, "
-            f"CASE WHEN {script_cntr} IS NULL THEN 0 ELSE 1 END, COUNT(*), SUM(resent_actions) "
-            "FROM jobs WHERE campaign = ? GROUP BY 1, 2, 3, 4, 5",
-            (name,),
+            "SELECT state, statuses, last_sw, sw_reason, in_flight, COUNT(*), SUM(resent_actions) FROM ("
+            f"SELECT state, resent_actions, CASE WHEN state = ? THEN '[]' ELSE statuses END AS statuses, "
+            f"CASE WHEN state = ? THEN NULL ELSE {last_sw} END AS last_sw, "
+            "CASE WHEN state = ? THEN '' WHEN reason LIKE '%SW %' "
+            f"AND {last_sw} IS NULL THEN reason ELSE '' END AS sw_reason, "
+            f"CASE WHEN state = ? OR {script_cntr} IS NULL THEN 0 ELSE 1 END AS in_flight "
+            "FROM jobs WHERE campaign = ?) AS alike GROUP BY state, statuses, last_sw, sw_reason, in_flight",
+            (ended, ended, ended, ended, name),
         )
         return [
             JobGroup(state, json.loads(statuses), sw, reason, bool(in_flight), int(n), int(resent))
