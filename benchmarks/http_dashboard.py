@@ -54,7 +54,9 @@ def fill(db: str, cards: int, seed: int) -> None:
                     kic=bytes(16),
                     kid=bytes(16),
                 )
-                inventory.append((Card(iccid=iccid, imsi=f"00101{i:010d}", msisdn=f"49{i:010d}", index=i), [keyset]))
+                inventory.append(
+                    (Card(iccid=iccid, imsi=f"00101{i:010d}", msisdn=f"49{i:010d}", index=i), [keyset])
+                )
                 state, statuses, sw = rng.choices(
                     (
                         ("done", ["00 PoR OK"], 0x9000),
@@ -65,7 +67,7 @@ def fill(db: str, cards: int, seed: int) -> None:
                     ),
                     weights=(80, 5, 5, 2, 8),
                 )[0]
-                extra = {"finished_at": 2.0 + i / 1000, "last_sw": sw}
+                extra: dict[str, object] = {"finished_at": 2.0 + i / 1000, "last_sw": sw}
                 jobs.append(
                     JobRow(CAMPAIGN, iccid, "b00010", state, [], 1, 1 if state == "done" else 0, None, None,
                            1, 0, rng.randint(0, 1), statuses=statuses, updated_at=2.0, extra=extra)
@@ -122,10 +124,14 @@ def _stable(doc: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m benchmarks.http_dashboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python3 -m benchmarks.http_dashboard", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--cards", type=int, default=100_000, help="job rows (one card, one step each)")
     parser.add_argument("--polls", type=int, default=5, help="timed GETs per route and path (median)")
-    parser.add_argument("--db", help="a postgresql:// URL of an empty database (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--db", help="a postgresql:// URL of an empty database (default: a temporary SQLite file)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.cards < 1 or args.polls < 1:
@@ -136,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         db = args.db or str(Path(tmp) / "bench.sqlite")
         t0 = time.perf_counter()
         fill(db, args.cards, args.seed)
-        print(f"store: {args.cards} cards, jobs and {3 * args.cards} history rows in {time.perf_counter() - t0:.1f} s")
+        filled_s = time.perf_counter() - t0
+        print(f"store: {args.cards} cards, jobs and {3 * args.cards} history rows in {filled_s:.1f} s")
         aggregate = platform_module.campaign_summary
         results: dict[str, dict[str, tuple[float, Any]]] = {}
-        paths: dict[str, Callable[..., dict[str, Any]]] = {"full report": full_report_summary, "aggregates": aggregate}
+        paths: dict[str, Callable[..., dict[str, Any]]] = {
+            "full report": full_report_summary,
+            "aggregates": aggregate,
+        }
         for label, summary in paths.items():
             platform_module.campaign_summary = summary  # type: ignore[assignment]
             try:

@@ -167,7 +167,12 @@ def _sw_text(last_sw: object, reason: str) -> str:
 
 
 def _count_failure(
-    by_status: Counter[str], by_sw: Counter[str], state: str, statuses: Sequence[str], sw_text: str, n: int = 1
+    by_status: Counter[str],
+    by_sw: Counter[str],
+    state: str,
+    statuses: Sequence[str],
+    sw_text: str,
+    n: int = 1,
 ) -> None:
     """Count ``n`` jobs alike in the failure tables (jobs neither confirmed nor pending)."""
     if state in ("confirmed", "pending"):

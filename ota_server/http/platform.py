@@ -12,12 +12,12 @@ Theory of operation. :meth:`Platform.create` takes a checked :class:`CampaignCon
 loader, ``config.campaign_from_mapping``) and starts its runner as a task of this loop; the HTTP
 handlers and the runners share the loop and the database file (each runner has its own
 connection, as a second ``campaign run`` would). What the API reads comes from the store, so a
-campaign of an earlier process reads the same as one running here: status and dashboard from its
-aggregates (:func:`~ota_server.campaign_report.campaign_summary`, cost independent of the job rows'
-contents), the report and the card pages from every job row
-(:func:`~ota_server.campaign_report.build_report`); live figures (rates, links, latency) come from the hosted
-runner's engine. A sampler timer records, once a second, each hosted engine's accepted submits and
-PoRs for the dashboard's rates; it keeps ``history_s`` of them.
+campaign of an earlier process reads the same as one running here: the status routes and the
+dashboard from its aggregates (:func:`~ota_server.campaign_report.campaign_summary`: GROUP BY in the
+database, no job row read into Python, polled every second), the report and the card pages from
+every row (:func:`~ota_server.campaign_report.build_report`); live figures (rates, links, latency)
+come from the hosted runner's engine. A sampler timer records, once a second, each hosted engine's
+accepted submits and PoRs for the dashboard's rates; it keeps ``history_s`` of them.
 """
 
 from __future__ import annotations

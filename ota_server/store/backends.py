@@ -7,10 +7,11 @@ traceback), §6.7 (many workers: row locks, SKIP LOCKED).
 The queries themselves are written once (ota_server/card_store.py, ota_server/store/workers.py) in
 the SQL both engines speak (``INSERT ... ON CONFLICT ... DO UPDATE SET x = excluded.x``); a backend
 supplies the rest: the parameter style (``?`` is rewritten to ``%s`` for psycopg), the name of the
-two-argument maximum, an integer read out of a JSON column, the database clock, row locking (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL;
-nothing on SQLite, whose ``BEGIN IMMEDIATE`` already serialises every writer), a transaction-scoped
-named lock, and opening: pragmas, the migrations of ota_server/store/schema.py under a lock, and for
-SQLite files written before versioning their in-place upgrades to version 1.
+two-argument maximum, an integer read out of a JSON column, the database clock, row locking
+(``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; nothing on SQLite, whose ``BEGIN IMMEDIATE`` already
+serialises every writer), a transaction-scoped named lock, and opening: pragmas, the migrations of
+ota_server/store/schema.py under a lock, and for SQLite files written before versioning their
+in-place upgrades to version 1.
 
 Glossary: WAL SQLite write-ahead log; DSN a PostgreSQL connection string.
 """
