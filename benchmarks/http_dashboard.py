@@ -89,7 +89,8 @@ def full_report_summary(store: CardStore, name: str, campaign_state: str) -> dic
 
     report = build_report(store, name)
     assert report is not None
-    return {"summary": report["summary"], "failures": report["failures"]}
+    jobs = store.job_counts(name)
+    return {"summary": report["summary"], "failures": report["failures"], "jobs": dict(sorted(jobs.items()))}
 
 
 def time_routes(db: str, polls: int) -> dict[str, tuple[float, Any]]:

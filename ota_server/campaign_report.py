@@ -129,11 +129,14 @@ def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
 def campaign_summary(store: CardStore, name: str, campaign_state: str) -> dict[str, Any]:
     """The report's ``summary`` and ``failures`` from the store's aggregates (GROUP BY: no job row
     is read into Python), for ``campaign status`` and the dashboard; equal to :func:`build_report`'s
-    (tests/ota_server/test_campaign_summary.py). ``campaign_state``: the campaigns row's state."""
+    (tests/ota_server/test_campaign_summary.py). ``campaign_state``: the campaigns row's state.
+    Also ``jobs``: the jobs by stored state (:meth:`CardStore.job_counts`), from the same groups."""
     by_status: Counter[str] = Counter()
     by_sw: Counter[str] = Counter()
+    by_stored: Counter[str] = Counter()
     jobs = resent = 0
     for group in store.job_groups(name, ended=_ENDED_CONFIRMED):
+        by_stored[group.state] += group.jobs
         state = job_state(group.state, campaign_state)
         reason = "" if _in_flight_unknown(state, group.state, group.script_in_flight) else group.sw_reason
         _count_failure(by_status, by_sw, state, group.statuses, _sw_text(group.last_sw, reason), group.jobs)
@@ -147,7 +150,11 @@ def campaign_summary(store: CardStore, name: str, campaign_state: str) -> dict[s
     summary = _summary(
         cards=cards, jobs=jobs, states=states, history=store.history_counts(name), resent_actions=resent
     )
-    return {"summary": summary, "failures": _failures(by_status, by_sw)}
+    return {
+        "summary": summary,
+        "failures": _failures(by_status, by_sw),
+        "jobs": dict(sorted(by_stored.items())),
+    }
 
 
 _ENDED_CONFIRMED = next(k for k, v in _FINAL.items() if v == "confirmed")  # the stored "done"
@@ -546,5 +553,5 @@ def status_document(
         "continue_with": status.continue_with,
         "source": row.source,
         "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
-        "jobs": dict(sorted(store.job_counts(row.name).items())),
+        "jobs": summary["jobs"],
     }

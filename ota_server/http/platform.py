@@ -245,7 +245,8 @@ class Platform:
         out = status_document(self.store, row, status, summary)
         out["live"] = self.live(name)
         if with_summary:
-            out.update(summary)
+            out["summary"] = summary["summary"]
+            out["failures"] = summary["failures"]
         return out
 
     def live(self, name: str) -> dict[str, Any] | None:

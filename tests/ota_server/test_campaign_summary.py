@@ -90,7 +90,8 @@ def test_the_aggregates_equal_the_full_reports_counts(db_url: str, campaign_stat
         report = build_report(store, "mixed")
         assert report is not None
         aggregate = campaign_summary(store, "mixed", campaign_state)
-        assert aggregate == {"summary": report["summary"], "failures": report["failures"]}
+        jobs = dict(sorted(store.job_counts("mixed").items()))
+        assert aggregate == {"summary": report["summary"], "failures": report["failures"], "jobs": jobs}
         # The fixture exercises what it claims to: every card state the run can show, both tables.
         summary = aggregate["summary"]
         assert summary["cards"] == 120 and summary["confirmed"] > 0 and summary["failed"] > 0
@@ -111,6 +112,7 @@ def test_an_empty_campaign_has_zero_counts(db_url: str) -> None:
         assert campaign_summary(store, "empty", "running") == {
             "summary": report["summary"],
             "failures": report["failures"],
+            "jobs": {},
         }
         assert report["summary"]["cards"] == 0
     finally:
