@@ -260,12 +260,12 @@ class CardStore:
         return int(cards), {state: int(n) for state, n in firsts}
 
     def history_counts(self, name: str) -> dict[tuple[str, str, str], int]:
-        """The campaign's history rows by (direction, kind, status)."""
+        """The campaign's history rows by (direction, kind, status); no status counts as ""."""
         return {
-            (direction, kind, status or ""): int(n)
+            (direction, kind, status): int(n)
             for direction, kind, status, n in self._db.execute(
-                "SELECT direction, kind, status, COUNT(*) FROM history WHERE campaign = ? "
-                "GROUP BY direction, kind, status",
+                "SELECT direction, kind, COALESCE(status, ''), COUNT(*) FROM history WHERE campaign = ? "
+                "GROUP BY direction, kind, COALESCE(status, '')",
                 (name,),
             )
         }

@@ -32,6 +32,8 @@ HISTORY = (
     ("mo", "por", "rejected"),
     ("mo", "por", "unmatched"),
     ("mo", "por", None),
+    ("mo", "por", ""),
+    ("mt", "submit_resp", None),
     ("mo", "receipt", "delivered"),
     ("note", "lease", None),
 )
