@@ -82,19 +82,11 @@ def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
         state = job_state(job.state, campaign_state)
         reason = job.reason
         extra = job.extra or {}
-        if state == "cancelled" and job.state not in _FINAL and extra.get("script_cntr") is not None:
+        if _in_flight_unknown(state, job.state, extra.get("script_cntr") is not None):
             reason = f"cancelled with script cntr={extra['script_cntr']} in flight: outcome unknown"
         por_status = next((s[:2] for s in reversed(job.statuses) if _POR_STATUS.match(s)), "")
-        sw = extra.get("last_sw")
-        sw_text = f"{sw:04X}" if isinstance(sw, int) else ""
-        if not sw_text:
-            match = _SW.search(reason)
-            sw_text = match.group(1) if match else ""
-        if state not in ("confirmed", "pending"):
-            failure = por_failure(job.statuses)
-            if failure is not None:
-                by_status[f"{state}: {failure}"] += 1
-            by_sw[f"{state}: SW {sw_text}" if sw_text else f"{state}: no SW"] += 1
+        sw_text = _sw_text(extra.get("last_sw"), reason)
+        _count_failure(by_status, by_sw, state, job.statuses, sw_text)
         per_card.setdefault(iccid, []).append(state)
         cards.append(
             {
@@ -116,36 +108,121 @@ def build_report(store: CardStore, name: str) -> dict[str, Any] | None:
             }
         )
     counts = Counter(_card_state(states) for states in per_card.values())
-    history = store.campaign_history(name)
-    kinds = Counter((h.direction, h.kind, h.status if h.kind == "submit_resp" else "") for h in history)
-    summary = {
-        "cards": len(per_card),
-        "jobs": len(jobs),
-        **{k: counts[k] for k in ("confirmed", "partial", "failed", "pending", "cancelled", "skipped")},
-        "packets_sent": sum(
-            v for (d, k, _), v in kinds.items() if d == "mt" and k in ("script", "query", "reply")
-        ),
-        "scripts_sent": kinds[("mt", "script", "")],
-        "queries_sent": kinds[("mt", "query", "")],
-        "messages_accepted": kinds[("mt", "submit_resp", "accepted")],
-        "submit_failed": kinds[("mt", "submit_resp", "failed")],
-        "por_received": sum(
-            1
-            for h in history
-            if h.direction == "mo" and h.kind == "por" and h.status not in ("rejected", "unmatched")
-        ),
-        "resent_actions": sum(c["resent_actions"] for c in cards),
-    }
+    history = Counter((h.direction, h.kind, h.status or "") for h in store.campaign_history(name))
+    summary = _summary(
+        cards=len(per_card),
+        jobs=len(jobs),
+        states=counts,
+        history=history,
+        resent_actions=sum(c["resent_actions"] for c in cards),
+    )
     return {
         "campaign": name,
         "state": campaign_state,
         "source": row.source if row else "",
         "summary": summary,
-        "failures": {
-            "by_por_status": dict(by_status.most_common()),
-            "by_status_word": dict(by_sw.most_common()),
-        },
+        "failures": _failures(by_status, by_sw),
         "cards": cards,
+    }
+
+
+def campaign_summary(store: CardStore, name: str, campaign_state: str) -> dict[str, Any]:
+    """The report's ``summary`` and ``failures`` from the store's aggregates (GROUP BY: no job row
+    is read into Python), for ``campaign status`` and the dashboard; equal to :func:`build_report`'s
+    (tests/ota_server/test_campaign_summary.py). ``campaign_state``: the campaigns row's state.
+    Also ``jobs``: the jobs by stored state (:meth:`CardStore.job_counts`), from the same groups."""
+    by_status: Counter[str] = Counter()
+    by_sw: Counter[str] = Counter()
+    by_stored: Counter[str] = Counter()
+    jobs = resent = 0
+    for group in store.job_groups(name, ended=_ENDED_CONFIRMED):
+        by_stored[group.state] += group.jobs
+        state = job_state(group.state, campaign_state)
+        reason = "" if _in_flight_unknown(state, group.state, group.script_in_flight) else group.sw_reason
+        _count_failure(by_status, by_sw, state, group.statuses, _sw_text(group.last_sw, reason), group.jobs)
+        jobs += group.jobs
+        resent += group.resent_actions
+    cards, firsts = store.card_firsts(name, ended=_ENDED_CONFIRMED)
+    states: Counter[str] = Counter()
+    for stored, n in firsts.items():
+        states[job_state(stored, campaign_state)] += n
+    states["confirmed"] += cards - sum(firsts.values())
+    summary = _summary(
+        cards=cards, jobs=jobs, states=states, history=store.history_counts(name), resent_actions=resent
+    )
+    return {
+        "summary": summary,
+        "failures": _failures(by_status, by_sw),
+        "jobs": dict(sorted(by_stored.items())),
+    }
+
+
+_ENDED_CONFIRMED = next(k for k, v in _FINAL.items() if v == "confirmed")  # the stored "done"
+
+
+def _in_flight_unknown(state: str, stored: str, script_in_flight: bool) -> bool:
+    """A job cancelled with its script in flight: the report says so instead of its reason."""
+    return state == "cancelled" and stored not in _FINAL and script_in_flight
+
+
+def _sw_text(last_sw: object, reason: str) -> str:
+    """The job's last status word: as the engine stored it, else the one its reason names."""
+    if isinstance(last_sw, int):
+        return f"{last_sw:04X}"
+    match = _SW.search(reason)
+    return match.group(1) if match else ""
+
+
+def _count_failure(
+    by_status: Counter[str],
+    by_sw: Counter[str],
+    state: str,
+    statuses: Sequence[str],
+    sw_text: str,
+    n: int = 1,
+) -> None:
+    """Count ``n`` jobs alike in the failure tables (jobs neither confirmed nor pending)."""
+    if state in ("confirmed", "pending"):
+        return
+    failure = por_failure(statuses)
+    if failure is not None:
+        by_status[f"{state}: {failure}"] += n
+    by_sw[f"{state}: SW {sw_text}" if sw_text else f"{state}: no SW"] += n
+
+
+def _failures(by_status: Counter[str], by_sw: Counter[str]) -> dict[str, dict[str, int]]:
+    return {"by_por_status": dict(by_status.most_common()), "by_status_word": dict(by_sw.most_common())}
+
+
+def _summary(
+    *,
+    cards: int,
+    jobs: int,
+    states: Counter[str],
+    history: Counter[tuple[str, str, str]] | dict[tuple[str, str, str], int],
+    resent_actions: int,
+) -> dict[str, int]:
+    """The report's summary; ``history``: the campaign's history rows by (direction, kind, status)."""
+    kinds: Counter[tuple[str, str]] = Counter()
+    accepted = failed = pors = 0
+    for (direction, kind, status), n in history.items():
+        kinds[(direction, kind)] += n
+        if (direction, kind) == ("mt", "submit_resp"):
+            accepted += n if status == "accepted" else 0
+            failed += n if status == "failed" else 0
+        elif (direction, kind) == ("mo", "por") and status not in ("rejected", "unmatched"):
+            pors += n
+    return {
+        "cards": cards,
+        "jobs": jobs,
+        **{k: states[k] for k in CARD_STATES},
+        "packets_sent": sum(kinds[("mt", k)] for k in ("script", "query", "reply")),
+        "scripts_sent": kinds[("mt", "script")],
+        "queries_sent": kinds[("mt", "query")],
+        "messages_accepted": accepted,
+        "submit_failed": failed,
+        "por_received": pors,
+        "resent_actions": resent_actions,
     }
 
 
@@ -457,11 +534,14 @@ def lifecycle_refusal(row: CampaignRow, command: str) -> str | None:
     return None
 
 
-def status_document(store: CardStore, row: CampaignRow, status: CampaignStatus) -> dict[str, Any]:
-    """``campaign status --json`` and ``GET /api/campaigns/NAME``: state, lease and counts."""
-    report = build_report(store, row.name)
-    assert report is not None
-    s = report["summary"]
+def status_document(
+    store: CardStore, row: CampaignRow, status: CampaignStatus, summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``campaign status --json`` and ``GET /api/campaigns/NAME``: state, lease and counts.
+    ``summary``: :func:`campaign_summary`'s, when the caller has it already."""
+    if summary is None:
+        summary = campaign_summary(store, row.name, row.state)
+    s = summary["summary"]
     return {
         "campaign": row.name,
         "state": row.state,
@@ -473,5 +553,5 @@ def status_document(store: CardStore, row: CampaignRow, status: CampaignStatus) 
         "continue_with": status.continue_with,
         "source": row.source,
         "cards": {k: s[k] for k in ("cards", *CARD_STATES)},
-        "jobs": dict(sorted(store.job_counts(row.name).items())),
+        "jobs": summary["jobs"],
     }

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from ota_server.engine.records import (
 from ota_server.model import Card, Keyset
 from ota_server.store.backends import Backend, open_backend
 
-__all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobRow", "LeaseLost"]
+__all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobGroup", "JobRow", "LeaseLost"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,19 @@ _UPSERT_JOB = (
 _CAMPAIGN_COLUMNS = (
     "name, state, source, started_at, updated_at, runner_pid, heartbeat_at, runner_host, runner_token"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class JobGroup:
+    """Jobs of one campaign alike in what the report's failure tables read (:meth:`CardStore.job_groups`)."""
+
+    state: str  # as stored: new, waiting, done, partial, failed, ...
+    statuses: list[str]
+    last_sw: int | None
+    sw_reason: str  # the reason, when no last SW is stored and it may name one; else ""
+    script_in_flight: bool  # extra.script_cntr is set
+    jobs: int
+    resent_actions: int
 
 
 class LeaseLost(StoreError):
@@ -202,6 +216,59 @@ class CardStore:
         return dict(
             self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE campaign = ? GROUP BY state", (name,))
         )
+
+    # The dashboard's and ``campaign status``'s figures as aggregates (docs/http-api.md): what
+    # ota_server/campaign_report.py turns into the report's summary and failure tables without
+    # reading every job row into Python. ``build_report`` computes the same from the rows.
+
+    def job_groups(self, name: str, *, ended: str = "done") -> list[JobGroup]:
+        """The campaign's jobs grouped by what the report's failure tables read: stored state, PoR
+        statuses, last SW, the reason when it may name an SW and no last SW is stored, and whether a
+        script CNTR is in flight. Jobs in state ``ended`` (confirmed: never a failure) form one
+        group per state, their JSON unread."""
+        db = self._db
+        last_sw = db.json_int("extra", "last_sw")
+        script_cntr = db.json_int("extra", "script_cntr")
+        rows = db.execute(
+            "SELECT state, statuses, last_sw, sw_reason, in_flight, COUNT(*), SUM(resent_actions) FROM ("
+            f"SELECT state, resent_actions, CASE WHEN state = ? THEN '[]' ELSE statuses END AS statuses, "
+            f"CASE WHEN state = ? THEN NULL ELSE {last_sw} END AS last_sw, "
+            "CASE WHEN state = ? THEN '' WHEN reason LIKE '%SW %' "
+            f"AND {last_sw} IS NULL THEN reason ELSE '' END AS sw_reason, "
+            f"CASE WHEN state = ? OR {script_cntr} IS NULL THEN 0 ELSE 1 END AS in_flight "
+            "FROM jobs WHERE campaign = ?) AS alike GROUP BY state, statuses, last_sw, sw_reason, in_flight",
+            (ended, ended, ended, ended, name),
+        )
+        return [
+            JobGroup(state, json.loads(statuses), sw, reason, bool(in_flight), int(n), int(resent))
+            for state, statuses, sw, reason, in_flight, n, resent in rows
+        ]
+
+    def card_firsts(self, name: str, *, ended: str = "done") -> tuple[int, dict[str, int]]:
+        """(cards with jobs in the campaign, {stored state: cards}) where each card counts under the
+        state of its first job (by step, then TAR) not in state ``ended``; a card whose every job is
+        ``ended`` counts in the first figure only."""
+        cards = self._db.execute(
+            "SELECT COUNT(DISTINCT iccid) FROM jobs WHERE campaign = ?", (name,)
+        ).fetchone()[0]
+        firsts = self._db.execute(
+            "SELECT state, COUNT(*) FROM (SELECT state, ROW_NUMBER() OVER "
+            "(PARTITION BY iccid ORDER BY step, tar) AS k FROM jobs WHERE campaign = ? AND state <> ?) "
+            "AS open_jobs WHERE k = 1 GROUP BY state",
+            (name, ended),
+        )
+        return int(cards), {state: int(n) for state, n in firsts}
+
+    def history_counts(self, name: str) -> dict[tuple[str, str, str], int]:
+        """The campaign's history rows by (direction, kind, status); no status counts as ""."""
+        return {
+            (direction, kind, status): int(n)
+            for direction, kind, status, n in self._db.execute(
+                "SELECT direction, kind, COALESCE(status, ''), COUNT(*) FROM history WHERE campaign = ? "
+                "GROUP BY direction, kind, COALESCE(status, '')",
+                (name,),
+            )
+        }
 
     def campaign_history(self, name: str) -> list[HistoryRow]:
         return [

@@ -246,18 +246,9 @@ class Api:
 
     async def dashboard_data(self, request: Request) -> Response:
         self.query(request)
-        campaigns = []
-        for status in self.platform.campaigns():
-            name = status["campaign"]
-            entry = dict(status)
-            try:
-                report = self.platform.report(name)
-                entry["summary"] = report["summary"]
-                entry["failures"] = report["failures"]
-            except NotFound:
-                entry["summary"] = entry["failures"] = None
+        campaigns = self.platform.campaigns(with_summary=True)
+        for entry in campaigns:
             entry["progress"] = _progress(entry)
-            campaigns.append(entry)
         return JSONResponse({"campaigns": campaigns})
 
     async def metrics(self, request: Request) -> Response:

@@ -11,11 +11,13 @@ in the store's ``campaigns`` table, which outlives any process.
 Theory of operation. :meth:`Platform.create` takes a checked :class:`CampaignConfig` (the one
 loader, ``config.campaign_from_mapping``) and starts its runner as a task of this loop; the HTTP
 handlers and the runners share the loop and the database file (each runner has its own
-connection, as a second ``campaign run`` would). What the API reads comes from the store
-(:func:`~ota_server.campaign_report.build_report` and friends), so a campaign of an earlier process
-reads the same as one running here; live figures (rates, links, latency) come from the hosted
-runner's engine. A sampler timer records, once a second, each hosted engine's accepted submits and
-PoRs for the dashboard's rates; it keeps ``history_s`` of them.
+connection, as a second ``campaign run`` would). What the API reads comes from the store, so a
+campaign of an earlier process reads the same as one running here: the status routes and the
+dashboard from its aggregates (:func:`~ota_server.campaign_report.campaign_summary`: GROUP BY in the
+database, no job row read into Python, polled every second), the report and the card pages from
+every row (:func:`~ota_server.campaign_report.build_report`); live figures (rates, links, latency)
+come from the hosted runner's engine. A sampler timer records, once a second, each hosted engine's
+accepted submits and PoRs for the dashboard's rates; it keeps ``history_s`` of them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ota_server.campaign_report import (
     audit_rows,
     build_report,
     campaign_status,
+    campaign_summary,
     lifecycle_refusal,
     runner_liveness,
     status_document,
@@ -231,12 +234,19 @@ class Platform:
             raise NotFound(f"no campaign {name!r}")
         return row
 
-    def status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str, *, with_summary: bool = False) -> dict[str, Any]:
+        """The status document; ``with_summary`` adds the report's ``summary`` and ``failures`` (the
+        dashboard's), from the same store aggregates as its counts (never the full report)."""
         row = self._row(name)
         runner = runner_liveness(row, now=time.time(), host=self._host, pid_alive=_pid_alive)
         workers = self.store.live_workers(row.name)
-        out = status_document(self.store, row, campaign_status(row, runner, db=self.db, workers=workers))
+        summary = campaign_summary(self.store, row.name, row.state)
+        status = campaign_status(row, runner, db=self.db, workers=workers)
+        out = status_document(self.store, row, status, summary)
         out["live"] = self.live(name)
+        if with_summary:
+            out["summary"] = summary["summary"]
+            out["failures"] = summary["failures"]
         return out
 
     def live(self, name: str) -> dict[str, Any] | None:
@@ -274,8 +284,9 @@ class Platform:
             por.append(round((p1 - p0) / dt, 2))
         return {"t_s": t, "sms_per_s": sms, "por_per_s": por}
 
-    def campaigns(self) -> list[dict[str, Any]]:
-        """Every campaign of the store (and every one hosted here), with its counts."""
+    def campaigns(self, *, with_summary: bool = False) -> list[dict[str, Any]]:
+        """Every campaign of the store (and every one hosted here), with its counts (and, with
+        ``with_summary``, the summary and failures of its report: the dashboard's)."""
         out = []
         names = [r.name for r in self.store.campaigns()]
         names += [n for n in self.hosted if n not in names]
@@ -284,9 +295,12 @@ class Platform:
             hosted = self.hosted.get(name)
             if row is None:  # hosted, failed before its row was written (a refused config, say)
                 assert hosted is not None
-                out.append({"campaign": name, "state": "failed", "status": "failed", "live": self.live(name)})
+                entry = {"campaign": name, "state": "failed", "status": "failed", "live": self.live(name)}
+                if with_summary:
+                    entry["summary"] = entry["failures"] = None
+                out.append(entry)
                 continue
-            out.append(self.status(name))
+            out.append(self.status(name, with_summary=with_summary))
         return out
 
     def report(self, name: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ traceback), §6.7 (many workers: row locks, SKIP LOCKED).
 The queries themselves are written once (ota_server/card_store.py, ota_server/store/workers.py) in
 the SQL both engines speak (``INSERT ... ON CONFLICT ... DO UPDATE SET x = excluded.x``); a backend
 supplies the rest: the parameter style (``?`` is rewritten to ``%s`` for psycopg), the name of the
-two-argument maximum, the database clock, row locking (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL;
-nothing on SQLite, whose ``BEGIN IMMEDIATE`` already serialises every writer), a transaction-scoped
-named lock, and opening: pragmas, the migrations of ota_server/store/schema.py under a lock, and for
-SQLite files written before versioning their in-place upgrades to version 1.
+two-argument maximum, an integer read out of a JSON column, the database clock, row locking
+(``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; nothing on SQLite, whose ``BEGIN IMMEDIATE`` already
+serialises every writer), a transaction-scoped named lock, and opening: pragmas, the migrations of
+ota_server/store/schema.py under a lock, and for SQLite files written before versioning their
+in-place upgrades to version 1.
 
 Glossary: WAL SQLite write-ahead log; DSN a PostgreSQL connection string.
 """
@@ -78,6 +79,11 @@ class Backend:
 
     def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         """``column`` is one of ``values``: the SQL and its one parameter."""
+        raise NotImplementedError
+
+    def json_int(self, column: str, key: str) -> str:
+        """SQL for the integer at top-level ``key`` of the JSON object in ``column`` (NULL when absent
+        or null); ``key`` is a name from our code, never input."""
         raise NotImplementedError
 
     def lock(self, key: str) -> None:
@@ -216,6 +222,9 @@ class SqliteBackend(Backend):
             self._db.execute("DROP TABLE jobs_before_steps")
             self._db.execute("COMMIT")
 
+    def json_int(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
     def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
@@ -272,6 +281,9 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot open the card store: {_one_line(exc)}") from exc
         self._migrate()
+
+    def json_int(self, column: str, key: str) -> str:
+        return f"(({column})::json ->> '{key}')::bigint"
 
     def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)

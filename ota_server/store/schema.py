@@ -13,7 +13,7 @@ it by :mod:`ota_server.store.backends` before its version is recorded); 2 adds t
 workers on one campaign (docs/campaigns.md §6.7): ``workers`` (one row per live worker, its lease),
 ``campaign_cards`` (the campaign's cards in order, who claims each, whether it is done),
 ``bind_slots`` (the campaign's ``[pacing] binds``, each held by at most one worker) and ``inbox``
-(deliver_sm a worker received for a card another worker owns).
+(deliver_sm a worker received for a card another worker owns); 3 indexes the history by campaign.
 """
 
 from __future__ import annotations
@@ -183,7 +183,12 @@ TABLES_V2: tuple[Table, ...] = (
 )
 
 TABLES = TABLES_V1 + TABLES_V2
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# Version 3: the history's rows of one campaign by (direction, kind, status), read from the index
+# alone: the status routes' and the dashboard's counts of messages (CardStore.history_counts) are
+# one GROUP BY over the campaign's index entries instead of a scan of every campaign's history.
+INDEXES_V3 = ("CREATE INDEX IF NOT EXISTS history_campaign ON history (campaign, direction, kind, status)",)
 
 _TYPES = {
     "sqlite": {
@@ -221,4 +226,5 @@ def _statements(tables: Sequence[Table], dialect: str) -> list[str]:
 MIGRATIONS: dict[int, dict[str, list[str]]] = {
     1: {d: _statements(TABLES_V1, d) for d in _TYPES},
     2: {d: _statements(TABLES_V2, d) for d in _TYPES},
+    3: {d: list(INDEXES_V3) for d in _TYPES},
 }

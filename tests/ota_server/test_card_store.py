@@ -14,6 +14,7 @@ from ota_protocols.secured_packet.security_parameters import CipherAlgorithm, In
 from ota_server.card_store import CardStore, HistoryRow, JobRow, LeaseLost
 from ota_server.engine.records import Commit, Reservation
 from ota_server.model import Card, Keyset
+from ota_server.store.schema import SCHEMA_VERSION
 
 CARD = Card(iccid="8988211000000000003", imsi="001010000000000", msisdn="491700000000", index=0)
 KEYSET = Keyset(
@@ -155,9 +156,9 @@ def test_a_file_written_before_schema_versions_opens_migrated(tmp_path: Path) ->
     store = CardStore(path)
     assert store.cards() == [CARD]
     assert list(store.load_step_jobs("demo")) == [(CARD.iccid, "b00010", 0)]
-    assert store._db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert store._db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     store.acquire_lease("demo", token="t", pid=1, host="h", at=1.0, source="f", alive=lambda pid: True)
     assert store.campaign("demo").runner_token == "t"  # type: ignore[union-attr]
     store.close()
     again = CardStore(path)  # a second open changes nothing
-    assert again._db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert again._db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
