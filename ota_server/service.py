@@ -158,6 +158,14 @@ class CampaignRunner:
             total.merge(link.round_trips)
         return total
 
+    def ack_times(self) -> RoundTrips:
+        """deliver_sm read -> deliver_sm_resp written, every bind of this run: how long each
+        deliver_sm held the SMSC's MO window (benchmarks read them)."""
+        total = RoundTrips()
+        for link in self._links:
+            total.merge(link.ack_times)
+        return total
+
     def outcomes(self) -> list[tuple[Card, Job]]:
         """Every target card with its first step's job as it stands (final once :meth:`run` returned)."""
         assert self.engine is not None

@@ -91,6 +91,7 @@ def open_connection(
     emit: Callable[[LinkEvent], None],
     logged: set[str],
     round_trips: RoundTrips | None = None,
+    ack_times: RoundTrips | None = None,
 ) -> tuple[Connection, str]:
     """TCP connect, bind_transceiver and its answer, all before ``deadline`` (monotonic).
 
@@ -122,7 +123,14 @@ def open_connection(
         client.disconnect()
         raise
     connection = Connection(
-        settings, number, client, stream, emit=emit, logged=logged, round_trips=round_trips
+        settings,
+        number,
+        client,
+        stream,
+        emit=emit,
+        logged=logged,
+        round_trips=round_trips,
+        ack_times=ack_times,
     )
     return connection, their
 
@@ -230,6 +238,7 @@ class Connection:
         emit: Callable[[LinkEvent], None],
         logged: set[str],
         round_trips: RoundTrips | None = None,
+        ack_times: RoundTrips | None = None,
     ) -> None:
         self.settings = settings
         self.number = number  # 1, 2, ... per link: DeliverHandle.connection
@@ -237,7 +246,7 @@ class Connection:
         self.client = client
         self.stream = stream
         self.inflight: dict[int, tuple[object, float]] = {}  # seq -> (token, deadline), in send order
-        self.unacked: set[int] = set()  # deliver_sm seqs handed out, not yet acknowledged
+        self.unacked: dict[int, float] = {}  # deliver_sm seq handed out, not yet acknowledged -> read at
         self.last_rx = time.monotonic()
         self.enquire_seq: int | None = None
         self.enquire_deadline = 0.0
@@ -245,6 +254,7 @@ class Connection:
         self._emit = emit
         self._logged = logged
         self._round_trips = round_trips
+        self._ack_times = ack_times
         self._submits = SubmitPdus()
         self._ack: smpplib.command.DeliverSMResp | None = None  # deliver_sm_resp ESME_ROK, renumbered
         self._rx_at = self.last_rx  # when the PDUs being dispatched were read
@@ -284,10 +294,12 @@ class Connection:
                 self._log_once("bad-handle", "acknowledge(): %r is not a DeliverHandle: ignored", handle)
                 continue
             seq = handle.sequence_number
-            if handle.connection != self.number or seq not in self.unacked:
+            read_at = self.unacked.pop(seq, None) if handle.connection == self.number else None
+            if read_at is None:
                 log.debug("ack of deliver_sm seq=%d (connection %d) dropped", seq, handle.connection)
                 continue
-            self.unacked.discard(seq)
+            if self._ack_times is not None:
+                self._ack_times.add(time.monotonic() - read_at)
             ack = self._ack
             if ack is None:
                 ack = self._ack = smpplib.smpp.make_pdu("deliver_sm_resp", client=self.client, status=0)
@@ -468,7 +480,7 @@ class Connection:
 
     def _on_deliver(self, event: DeliverReceived) -> None:
         assert isinstance(event.handle, DeliverHandle)
-        self.unacked.add(event.handle.sequence_number)
+        self.unacked[event.handle.sequence_number] = self._rx_at
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "<- deliver_sm seq=%d src=%s esm_class=%#04x pid=%#04x dcs=%#04x ud=%s",

@@ -126,6 +126,8 @@ class EsmeLink:
         self._connections = 0
         self._logged: set[str] = set()
         self.round_trips = RoundTrips()  # submit_sm -> submit_sm_resp, written by the thread
+        # deliver_sm read -> its deliver_sm_resp written (how long each holds the SMSC's MO window)
+        self.ack_times = RoundTrips()
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -249,6 +251,7 @@ class EsmeLink:
                     emit=self._emit,
                     logged=self._logged,
                     round_trips=self.round_trips,
+                    ack_times=self.ack_times,
                 )
             except TransportError as exc:
                 if self._stopping.is_set():

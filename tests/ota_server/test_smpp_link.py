@@ -263,6 +263,9 @@ async def test_deliver_sm_is_answered_only_after_acknowledge() -> None:
         link.submit_many([SubmitRequest("barrier 3", ota_submit())])
         await events.wait_for(SubmitAccepted, 3)
         assert (smsc.counters["deliver_sm_ok"], smsc.counters["protocol_errors"]) == (1, 0)
+        assert link.ack_times.count == 1  # the hold of the one deliver_sm answered, timed once
+        held = link.ack_times.percentile(1.0)
+        assert held is not None and 0 < held < 10.0
 
 
 @pytest.mark.asyncio
