@@ -483,6 +483,11 @@ class Peer:
 async def answer_everything(peer: Peer, reader: Reader, writer: Writer) -> None:
     """A well-behaved SMSC: bind, then answer submit_sm, enquire_link and unbind."""
     await peer.accept_bind(reader, writer)
+    await answer_everything_bound(peer, reader, writer)
+
+
+async def answer_everything_bound(peer: Peer, reader: Reader, writer: Writer) -> None:
+    """Once bound: answer submit_sm, enquire_link and unbind."""
     while True:
         pdu = await peer.read(reader)
         if isinstance(pdu, SubmitSm):
@@ -690,18 +695,6 @@ async def test_an_unanswered_submit_is_unknown_after_response_timeout_and_a_late
         "LinkDown",
     ]
     assert events.of(SubmitAccepted) == [SubmitAccepted("next", "M")]
-
-
-async def answer_everything_bound(peer: Peer, reader: Reader, writer: Writer) -> None:
-    while True:
-        pdu = await peer.read(reader)
-        if isinstance(pdu, SubmitSm):
-            writer.write(encode_pdu(SubmitSmResp(sequence_number=pdu.sequence_number, message_id="M")))
-        elif isinstance(pdu, EnquireLink):
-            writer.write(encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number)))
-        elif isinstance(pdu, Unbind):
-            writer.write(encode_pdu(UnbindResp(sequence_number=pdu.sequence_number)))
-            return
 
 
 @pytest.mark.asyncio
