@@ -43,7 +43,7 @@ from ota_server.engine.records import (
     StoreSnapshot,
 )
 from ota_server.model import Card, Keyset
-from ota_server.store.backends import Backend, open_backend
+from ota_server.store.backends import Backend, LeaseLost, open_backend
 
 __all__ = ["CAMPAIGN_STATES", "CampaignRow", "CardStore", "HistoryRow", "JobGroup", "JobRow", "LeaseLost"]
 
@@ -76,10 +76,6 @@ class JobGroup:
     script_in_flight: bool  # extra.script_cntr is set
     jobs: int
     resent_actions: int
-
-
-class LeaseLost(StoreError):
-    """Another runner took this campaign's lease over: stop before sending anything more."""
 
 
 class CardStore:
@@ -422,9 +418,7 @@ class CardStore:
         worker that no longer holds its lease or its cards: docs/campaigns.md §6.7)."""
         self.commit_all((commit,), fence=fence)
 
-    def commit_all(
-        self, commits: Sequence[Commit], *, fence: Callable[[Commit], None] | None = None
-    ) -> None:
+    def commit_all(self, commits: Sequence[Commit], *, fence: Callable[[Commit], None] | None = None) -> None:
         """Several Commits, in order, in ONE transaction (group commit): the rows as the same
         Commits one after another would leave them (a later job row or counter wins, CNTRs and MO
         CNTRs never go down, history in order), with one wait for the disk. ``fence`` runs for

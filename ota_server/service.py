@@ -74,18 +74,6 @@ log = logging.getLogger(__name__)
 TURN_EVENTS = 32  # link events per engine turn (see CampaignRunner._on_link_events)
 
 
-_Sends = tuple[EsmeLink, list[SubmitRequest] | None, list[object] | None]
-
-
-def _send(batch: list[_Sends]) -> None:
-    """Hand submits and deliver_sm acknowledgements to their links (any thread: the links lock)."""
-    for link, requests, handles in batch:
-        if requests is not None:
-            link.submit_many(requests)
-        if handles is not None:
-            link.acknowledge(handles)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -429,18 +417,20 @@ class CampaignRunner:
     ) -> None:
         if send and (submits or acks):
             links = self._links
-            batch: list[_Sends] = [(links[bind], requests, None) for bind, requests in submits.items()]
-            sends = [lambda: _send(batch)] if batch else []
-            sends += [
-                lambda bind=bind, handles=handles: self._acknowledge(bind, handles)
-                for bind, handles in acks.items()
-            ]
+            to_submit = [(links[bind], requests) for bind, requests in submits.items()]
+            to_acknowledge = list(acks.items())
+
+            def perform() -> None:
+                # Any thread (the links lock): the commit writer's once what precedes is durable.
+                for link, requests in to_submit:
+                    link.submit_many(requests)
+                for bind, handles in to_acknowledge:
+                    self._acknowledge(bind, handles)
+
             if self._writer is not None:
-                for perform in sends:
-                    self._writer.send(perform)
+                self._writer.send(perform)
             else:
-                for perform in sends:
-                    perform()
+                perform()
         submits.clear()
         acks.clear()
 

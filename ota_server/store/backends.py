@@ -47,6 +47,10 @@ def redact(url: str) -> str:
     return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+class LeaseLost(StoreError):
+    """Another runner took this campaign's lease over: stop before sending anything more."""
+
+
 class Backend:
     """One connection to one database; use from one thread (the event loop's)."""
 
@@ -66,13 +70,25 @@ class Backend:
         try:
             return self._execute(sql, args)
         except self._errors as exc:
-            raise StoreError(f"{self.name}: {_one_line(exc)}") from exc
+            raise self.error(exc) from exc
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         try:
             return self._executemany(sql, rows)
         except self._errors as exc:
-            raise StoreError(f"{self.name}: {_one_line(exc)}") from exc
+            raise self.error(exc) from exc
+
+    def error(self, exc: BaseException, doing: str = "") -> StoreError:
+        """The one StoreError for a driver error (``doing``: e.g. "commit failed: "). A worker whose
+        session was ended (:meth:`end_sessions`: its lease had expired) lost its lease."""
+        text = f"{self.name}: {doing}{_one_line(exc)}"
+        if self.session_ended():
+            return LeaseLost(f"{text} (this worker's database session was ended: its lease had expired)")
+        return StoreError(text)
+
+    def session_ended(self) -> bool:
+        """A named session (:meth:`name_session`) whose connection the server closed."""
+        return False
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -94,6 +110,13 @@ class Backend:
         """Statements sent without waiting for each answer, where the driver can (one round trip per
         group commit on PostgreSQL instead of one per statement); a no-op for SQLite (in-process)."""
         return contextlib.nullcontext()
+
+    def name_session(self, tag: str) -> None:
+        """Label this connection's database session ``tag`` (:meth:`end_sessions`); SQLite has none."""
+
+    def end_sessions(self, tag: str) -> None:
+        """End the other database sessions labelled ``tag``: their open transactions roll back and
+        their row locks go. SQLite: nothing to do (a process's locks end with the process)."""
 
     def _execute(self, sql: str, args: Sequence[Any]) -> Any:
         raise NotImplementedError
@@ -146,7 +169,7 @@ class _Transaction:
         try:
             backend._begin()
         except backend._errors as error:
-            raise StoreError(f"{backend.name}: cannot start a transaction: {_one_line(error)}") from error
+            raise backend.error(error, "cannot start a transaction: ") from error
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         backend = self._backend
@@ -156,10 +179,10 @@ class _Transaction:
                 return
             except backend._errors as error:
                 self._rollback()
-                raise StoreError(f"{backend.name}: commit failed: {_one_line(error)}") from error
+                raise backend.error(error, "commit failed: ") from error
         self._rollback()
         if isinstance(exc, backend._errors):
-            raise StoreError(f"{backend.name}: {_one_line(exc)}") from exc  # type: ignore[arg-type]
+            raise backend.error(exc) from exc  # type: ignore[arg-type]
 
     def _rollback(self) -> None:
         backend = self._backend
@@ -266,6 +289,7 @@ class PostgresBackend(Backend):
         self._psycopg = psycopg
         self._errors = (psycopg.Error,)
         self._sql: dict[str, str] = {}
+        self._named = False  # name_session: a worker's session, which the others may end
         try:
             # lock_timeout: as SQLite's busy timeout, a write lock held elsewhere for longer is an error.
             # idle_in_transaction_session_timeout: a process stopped inside a transaction (SIGSTOP, a
@@ -287,6 +311,22 @@ class PostgresBackend(Backend):
 
     def member(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)
+
+    def name_session(self, tag: str) -> None:
+        self.execute("SELECT set_config('application_name', ?, false)", (tag,))
+        self._named = True
+
+    def session_ended(self) -> bool:
+        return self._named and bool(self._db.broken)
+
+    def end_sessions(self, tag: str) -> None:
+        # A role may end its own sessions (PostgreSQL: pg_terminate_backend, "Server Signaling
+        # Functions"); the session's transaction is rolled back and its locks released.
+        self.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = ? AND pid <> pg_backend_pid()",
+            (tag,),
+        )
 
     def _convert(self, sql: str) -> str:
         out = self._sql.get(sql)
@@ -319,7 +359,7 @@ class PostgresBackend(Backend):
             with contextlib.suppress(self._psycopg.Error):
                 if self.in_transaction:
                     self._db.execute("ROLLBACK")
-            raise StoreError(f"{self.name}: {_one_line(exc)}") from exc
+            raise self.error(exc) from exc
 
     @property
     def in_transaction(self) -> bool:

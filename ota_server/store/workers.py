@@ -41,6 +41,11 @@ __all__ = ["WORKER_TTL_S", "InboxItem", "WorkerStore"]
 WORKER_TTL_S = 10.0  # heartbeats every poll (0.2 s by default): 50 missed ones
 
 
+def session_tag(worker: str) -> str:
+    """The database session label of a worker's connection (Backend.end_sessions)."""
+    return f"ota-worker {worker}"
+
+
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     id: int
@@ -114,6 +119,7 @@ class WorkerStore:
                 "INSERT INTO workers (id, campaign, host, pid, started_at, expires_at) VALUES (?,?,?,?,?,?)",
                 (self.worker, self.campaign, host, pid, now, now + self.ttl_s),
             )
+        db.name_session(session_tag(self.worker))
         return None
 
     def heartbeat(self) -> str:
@@ -134,6 +140,13 @@ class WorkerStore:
     def reap(self) -> int:
         """Free the claims and bind slots of workers whose lease expired; returns how many."""
         db = self.db
+        # A worker stopped inside a transaction (SIGSTOP, a stall, a network partition) still holds
+        # its lease row's lock, which the SKIP LOCKED below would skip for ever: its database
+        # session is ended first (its transaction rolls back), so the next reap finds the row free.
+        for (expired,) in db.execute(
+            f"SELECT id FROM workers WHERE campaign = ? AND expires_at <= {db.now_sql}", (self.campaign,)
+        ).fetchall():
+            db.end_sessions(session_tag(str(expired)))
         with db.transaction():
             dead = [
                 str(r[0])
