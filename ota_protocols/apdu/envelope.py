@@ -164,6 +164,29 @@ class SmsPpDownload:
 
 
 _NETWORK_TO_UICC = DeviceIdentities(DeviceIdentity.NETWORK, DeviceIdentity.UICC).encode()  # 82 02 83 81
+_SHORT_LENGTHS = tuple(bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256))  # TS 101 220 §7.1
+
+
+def sms_pp_download_t0(tpdu: bytes, smsc_address: bytes | None, cla: int = CLA_UICC) -> bytes:
+    """``SmsPpDownload(tpdu, smsc_address).to_apdu(cla).encode_t0()``: the same octets (and the
+    same :class:`EncodeError` for what does not fit), written without the intermediate objects."""
+    n = len(tpdu)
+    if 0 < n <= 0xFF and 0 <= cla <= 0xFF:
+        lengths = _SHORT_LENGTHS
+        if smsc_address is None:
+            body = b"".join((_NETWORK_TO_UICC, b"\x8b", lengths[n], tpdu))
+        elif 0 < len(smsc_address) <= 0xFF:
+            body = b"".join(
+                (_NETWORK_TO_UICC, b"\x86", lengths[len(smsc_address)], smsc_address, b"\x8b", lengths[n], tpdu)
+            )
+        else:
+            body = b""
+        size = len(body)
+        if body and size <= 0xFF:
+            data = b"\xd1" + lengths[size] + body
+            if len(data) <= 0xFF:
+                return bytes((cla, INS_ENVELOPE, 0x00, 0x00, len(data))) + data
+    return SmsPpDownload(tpdu, smsc_address).to_apdu(cla).encode_t0()
 _DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU = 0x02, 0x06, 0x0B
 
 

@@ -252,8 +252,19 @@ class SendShortMessage:
         )
 
     def encode(self) -> bytes:
-        """``D0 L 81 03 nn 13 qq 82 02 81 83 [85 ..] [86 ..] 8B L tpdu [others]``."""
-        return self.to_proactive().encode()
+        """``D0 L 81 03 nn 13 qq 82 02 81 83 [85 ..] [86 ..] 8B L tpdu [others]``.
+
+        The bytes of ``self.to_proactive().encode()``, written without the intermediate objects
+        (``__post_init__`` already checked every field those objects would check again)."""
+        body = bytes((0x81, 3, self.command_number, CommandType.SEND_SHORT_MESSAGE, self.qualifier)) + _UICC_TO_NETWORK
+        if self.alpha is not None:
+            body += encode_comprehension(ComprehensionTag.ALPHA_IDENTIFIER, self.alpha, True)
+        if self.address is not None:
+            body += encode_comprehension(ComprehensionTag.ADDRESS, self.address, True)
+        body += encode_comprehension(ComprehensionTag.SMS_TPDU, self.tpdu, True)
+        if self.other_tlvs:
+            body += b"".join(tlv.encode() for tlv in self.other_tlvs)
+        return encode_ber(BerTag.PROACTIVE_COMMAND, body)
 
     @classmethod
     def decode(cls, data: bytes, *, base_offset: int = 0) -> SendShortMessage:
@@ -321,7 +332,7 @@ class TerminalResponse:
         # TS 102 223 §6.8: the ME copies the command details it answers, then ME -> UICC.
         return (
             self.command_details.encode()
-            + DeviceIdentities(DeviceIdentity.TERMINAL, DeviceIdentity.UICC).encode()
+            + _TERMINAL_TO_UICC
             + encode_comprehension(
                 ComprehensionTag.RESULT, bytes((self.general_result,)) + self.additional_info, True
             )
@@ -334,6 +345,15 @@ class TerminalResponse:
 
     @classmethod
     def decode(cls, data: bytes, *, base_offset: int = 0) -> TerminalResponse:
+        if type(data) is bytes and cls is TerminalResponse:
+            fast = _decode_terminal_response_common_shape(data)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(data, base_offset=base_offset)
+
+    @classmethod
+    def _decode_checked(cls, data: bytes, *, base_offset: int = 0) -> TerminalResponse:
+        """The general reader: every shape, and the error that names what is wrong."""
         known = (
             ComprehensionTag.COMMAND_DETAILS,
             ComprehensionTag.DEVICE_IDENTITIES,
@@ -368,6 +388,75 @@ class TerminalResponse:
         return cls.decode(apdu.data, base_offset=5)
 
 
+_UICC_TO_NETWORK = b"\x82\x02\x81\x83"  # DeviceIdentities(UICC, NETWORK).encode()
+_TERMINAL_TO_UICC = b"\x82\x02\x82\x81"  # DeviceIdentities(TERMINAL, UICC).encode()
+
+
+def _decode_terminal_response_common_shape(data: bytes) -> TerminalResponse | None:
+    """``81 03 nn tt qq 82 02 82 81 83 L result [info]`` (CR set, short lengths, nothing else): the
+    TerminalResponse the general reader returns for it. None for any other shape, valid or not,
+    which the general reader then judges (so errors stay its own)."""
+    n = len(data)
+    if n < 12 or data[:2] != b"\x81\x03" or data[5:9] != _TERMINAL_TO_UICC or data[9] != 0x83:
+        return None
+    size = data[10]
+    if size == 0 or size >= 0x80 or 11 + size != n:
+        return None
+    code = data[11]
+    general: int = GeneralResult(code) if code in _GENERAL_RESULTS else code
+    return TerminalResponse(CommandDetails(data[2], data[3], data[4]), general, data[12:])
+
+
+def send_short_message_common_shape(data: bytes) -> tuple[CommandDetails, bytes, bytes | None] | None:
+    """FETCH data ``D0 L 81 03 nn 13 qq 82 02 81 83 [86 L address] 8B L tpdu`` (tags with or
+    without CR, short lengths, nothing else) -> (command details, tpdu, address): what
+    ``SendShortMessage.from_proactive(decode_proactive(data))`` reads from it. None for any other
+    shape, valid or not, which the general readers then judge (so errors stay theirs)."""
+    n = len(data)
+    if n < 15 or data[0] != BerTag.PROACTIVE_COMMAND:
+        return None
+    length = data[1]
+    pos = 2
+    if length >= 0x80:
+        # TS 101 220 §7.1: 81 xx only for 80..FF; anything else goes to the general reader.
+        if length != 0x81 or data[2] < 0x80:
+            return None
+        length = data[2]
+        pos = 3
+    if pos + length != n or data[pos] & 0x7F != 0x01 or data[pos + 1] != 3 or data[pos + 3] != 0x13:
+        return None
+    if data[pos + 5] & 0x7F != 0x02 or data[pos + 6 : pos + 9] != b"\x02\x81\x83":
+        return None
+    details = CommandDetails(data[pos + 2], 0x13, data[pos + 4])
+    pos += 9
+    address: bytes | None = None
+    tpdu: bytes | None = None
+    while pos < n:
+        tag = data[pos] & 0x7F
+        if pos + 1 >= n:
+            return None
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            if size != 0x81 or pos >= n or data[pos] < 0x80:
+                return None
+            size = data[pos]
+            pos += 1
+        end = pos + size
+        if end > n:
+            return None
+        if tag == 0x06 and address is None and tpdu is None:
+            address = data[pos:end]
+        elif tag == 0x0B and tpdu is None:
+            tpdu = data[pos:end]
+        else:
+            return None
+        pos = end
+    if tpdu is None:
+        return None
+    return details, tpdu, address
+
+
 # --------------------------------------------------------------------------- housekeeping APDUs
 
 
@@ -387,6 +476,20 @@ def get_response_apdu(length: int, cla: int = 0x00) -> CommandApdu:
     """GET RESPONSE ``00 C0 00 00 XX`` after ``61 XX`` (2G: ``A0 C0 00 00 XX`` after ``9F XX``)."""
     _check_le("get_response.le", length)
     return CommandApdu(cla, INS_GET_RESPONSE, 0x00, 0x00, b"", length)
+
+
+def terminal_response_t0(details: CommandDetails, result: int, info: bytes = b"", cla: int = 0x80) -> bytes:
+    """``TerminalResponse(details, result, info).to_apdu(cla).encode_t0()``: the same octets (and
+    the same :class:`EncodeError`), without the intermediate objects for the usual short case."""
+    if 0 <= result <= 0xFF and len(info) < 0x7F and 0 <= cla <= 0xFF:
+        return (
+            bytes((cla, INS_TERMINAL_RESPONSE, 0x00, 0x00, 12 + len(info), 0x81, 3))
+            + bytes((details.number, details.type, details.qualifier))
+            + _TERMINAL_TO_UICC
+            + bytes((0x83, 1 + len(info), result))
+            + info
+        )
+    return TerminalResponse(details, result, info).to_apdu(cla).encode_t0()
 
 
 def terminal_profile_apdu(profile: bytes, cla: int = 0x80) -> CommandApdu:

@@ -49,6 +49,7 @@ __all__ = [
     "dcs_message_class",
     "decode_mo_tpdu",
     "decode_mt_tpdu",
+    "encode_report_with_data",
     "is_7bit_dcs",
     "is_8bit_dcs",
     "is_sim_data_download",
@@ -545,6 +546,15 @@ class SmsSubmit:
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsSubmit:
+        if type(raw) is bytes and cls is SmsSubmit:
+            fast = _decode_submit_common_shape(raw)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(raw)
+
+    @classmethod
+    def _decode_checked(cls, raw: bytes) -> SmsSubmit:
+        """The general reader: every shape, and the error that names what is wrong."""
         reader = ByteReader(raw)
         first = _read_first_octet(reader, (MtiMo.SMS_SUBMIT,), "SMS-SUBMIT")
         tp_mr = reader.u8("tp_mr")
@@ -572,6 +582,65 @@ class SmsSubmit:
     def split_user_data(self) -> tuple[UserDataHeader | None, bytes]:
         """(UDH or None, the octets after it); raises DecodeError on a malformed UDH."""
         return _split_user_data(self.tp_udhi, self.tp_ud)
+
+
+_VPFS = tuple(ValidityPeriodFormat(vpf) for vpf in range(4))
+_VP_LENGTHS = tuple(_VP_LENGTH[vpf] for vpf in _VPFS)
+
+
+def _address_at(raw: bytes, start: int, end: int) -> Address | None:
+    """The BCD address in ``raw[start:end]`` (length, TON/NPI, value) through the bounded memo,
+    or None when it does not decode (the general reader then names what is wrong)."""
+    octets = raw[start:end]
+    address = _OA_MEMO.get(octets)
+    if address is None:
+        try:
+            address = Address.decode(ByteReader(octets))
+        except DecodeError:
+            return None
+        if len(_OA_MEMO) >= _OA_MEMO_MAX:
+            _OA_MEMO.clear()
+        _OA_MEMO[octets] = address
+    return address
+
+
+def _decode_submit_common_shape(raw: bytes) -> SmsSubmit | None:
+    """An SMS-SUBMIT with octet-coded user data (every PoR) read by index: what the general
+    reader returns for it. None for any other shape, valid or not, which the general reader
+    then judges (so errors stay its own)."""
+    n = len(raw)
+    if n < 4 or (raw[0] & _MTI_MASK) != MtiMo.SMS_SUBMIT:
+        return None
+    semi_octets = raw[2]
+    pos = 4 + (semi_octets + 1) // 2  # TP-PID
+    if semi_octets > 20 or n < pos + 3:
+        return None
+    tp_da = _address_at(raw, 2, pos)
+    if tp_da is None:
+        return None
+    first = raw[0]
+    vpf = (first & _VPF_MASK) >> 3
+    tp_dcs = raw[pos + 1]
+    ud_at = pos + 3 + _VP_LENGTHS[vpf]  # after TP-UDL
+    if ud_at > n or _ALPHABETS[tp_dcs] == "gsm7":
+        return None
+    udl = raw[ud_at - 1]
+    if udl > MAX_UD_OCTETS or udl != n - ud_at:
+        return None
+    return SmsSubmit(
+        raw[1],
+        tp_da,
+        raw[pos],
+        tp_dcs,
+        raw[ud_at:],
+        _VPFS[vpf],
+        raw[pos + 2 : ud_at - 1],
+        bool(first & _MMS_OR_RD),
+        bool(first & _SRI_OR_SRR),
+        bool(first & _UDHI),
+        bool(first & _RP),
+        None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,6 +703,15 @@ class SmsDeliverReport:
 
         The TPDU itself does not say which form it is; the relay layer does.
         """
+        if type(raw) is bytes and cls is SmsDeliverReport:
+            fast = _decode_report_common_shape(raw, rp_error)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(raw, rp_error=rp_error)
+
+    @classmethod
+    def _decode_checked(cls, raw: bytes, *, rp_error: bool = False) -> SmsDeliverReport:
+        """The general reader: every shape, and the error that names what is wrong."""
         reader = ByteReader(raw)
         first = _read_first_octet(reader, (MtiMo.SMS_DELIVER_REPORT,), "SMS-DELIVER-REPORT")
         tp_fcs = reader.u8("tp_fcs") if rp_error else None
@@ -665,6 +743,65 @@ class SmsDeliverReport:
     def split_user_data(self) -> tuple[UserDataHeader | None, bytes]:
         """(UDH or None, the octets after it); raises DecodeError on a malformed UDH."""
         return _split_user_data(self.tp_udhi, self.tp_ud or b"")
+
+
+def _decode_report_common_shape(raw: bytes, rp_error: bool) -> SmsDeliverReport | None:
+    """An SMS-DELIVER-REPORT with one TP-PI octet and, if any, octet-coded user data (every
+    PoR report and every bare RP-ACK/RP-ERROR) read by index: what the general reader returns
+    for it. None for any other shape, valid or not, which the general reader then judges."""
+    n = len(raw)
+    pos = 2 if rp_error else 1  # TP-PI
+    if n <= pos or raw[0] & _MTI_MASK:
+        return None
+    pi = raw[pos]
+    if pi & _PI_EXTENSION:
+        return None
+    pos += 1
+    tp_pid = tp_dcs = None
+    if pi & _PI_PID:
+        if pos >= n:
+            return None
+        tp_pid = raw[pos]
+        pos += 1
+    if pi & _PI_DCS:
+        if pos >= n:
+            return None
+        tp_dcs = raw[pos]
+        pos += 1
+    tp_ud = None
+    if pi & _PI_UDL:
+        if tp_dcs is None or pos >= n or _ALPHABETS[tp_dcs] == "gsm7" or raw[pos] != n - pos - 1:
+            return None
+        tp_ud = raw[pos + 1 :]
+    elif pos != n:
+        return None
+    return SmsDeliverReport(
+        raw[1] if rp_error else None,
+        bool(raw[0] & _UDHI) and tp_ud is not None,
+        tp_pid,
+        tp_dcs,
+        tp_ud,
+        None,
+    )
+
+
+def encode_report_with_data(fcs: int | None, udhi: bool, pid: int, dcs: int, ud: bytes) -> bytes:
+    """``SmsDeliverReport(fcs, udhi, pid, dcs, ud).encode()`` (the ME's PoR report, ``tp_ud``
+    given): the same octets and the same :class:`EncodeError`, without the object for the
+    usual octet-coded case."""
+    if (
+        0 <= pid <= 0xFF
+        and 0 <= dcs <= 0xFF
+        and _ALPHABETS[dcs] != "gsm7"
+        and len(ud) <= 0xFF
+        and (fcs is None or 0 <= fcs <= 0xFF)
+    ):
+        first = _UDHI if udhi else 0  # TP-MTI 00: SMS-DELIVER-REPORT
+        pi = _PI_PID | _PI_DCS | _PI_UDL
+        if fcs is None:
+            return bytes((first, pi, pid, dcs, len(ud))) + ud
+        return bytes((first, fcs, pi, pid, dcs, len(ud))) + ud
+    return SmsDeliverReport(tp_fcs=fcs, tp_udhi=udhi, tp_pid=pid, tp_dcs=dcs, tp_ud=ud).encode()
 
 
 def decode_mt_tpdu(raw: bytes) -> SmsDeliver:
