@@ -96,6 +96,7 @@ BASE_COUNTERS = (
 # What a Later asks for when it fires.
 DELIVER, REPORT, SUBMIT, TIMER, UPLOAD, TRANSACTION = range(6)
 _RP_TIMEOUT, _RETRY = 1, 2  # what an S&F timer does
+_FINISH_COUNTER = {"DELIVRD": "mt_delivered", "EXPIRED": "mt_expired"}  # else mt_failed
 
 
 class Mt(Protocol):
@@ -341,8 +342,7 @@ class NetworkCore:
 
     def _finish(self, out: list[Action], message: Mt, stat: str, err: int, now: float) -> None:
         self.queued -= 1
-        key = {"DELIVRD": "mt_delivered", "EXPIRED": "mt_expired"}.get(stat, "mt_failed")
-        self.counters[key] += 1
+        self.counters[_FINISH_COUNTER.get(stat, "mt_failed")] += 1
         submit = message.submit
         if smsc_router.wants_receipt(submit.registered_delivery, success=stat == "DELIVRD"):
             receipt = smsc_router.delivery_receipt(
@@ -411,19 +411,21 @@ class NetworkCore:
             for outcome in outcomes:
                 if debug:
                     log.debug("phone %s: %s", phone.msisdn, describe(outcome))
-                if message is None and not isinstance(outcome, MoSubmit):
+                # The outcome classes are final (frozen, slotted, never subclassed): type() picks one.
+                kind = type(outcome)
+                if message is None and kind is not MoSubmit:
                     continue  # no MT behind this session (activity, power-on): nothing to answer
-                if isinstance(outcome, RpAck | RpError):
+                if kind is RpAck or kind is RpError:
                     assert message is not None
-                    fcs = outcome.fcs if isinstance(outcome, RpError) else None
+                    fcs = outcome.fcs if kind is RpError else None  # type: ignore[union-attr]
                     for d in self.radio.transmit(
-                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng
+                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng  # type: ignore[union-attr]
                     ):
                         out.append(Later(d.at, phone, REPORT, (message, d.payload, fcs)))
-                elif isinstance(outcome, MoSubmit):
-                    self._send_mo(out, phone, outcome.tpdu, now)
+                elif kind is MoSubmit:
+                    self._send_mo(out, phone, outcome.tpdu, now)  # type: ignore[union-attr]
                     more += phone.me.mo_sent()
-                elif isinstance(outcome, RetryEnvelopeAt):
+                elif kind is RetryEnvelopeAt:
                     assert message is not None
                     out.append(Later(outcome.at, phone, DELIVER, (message, tpdu, outcome.attempt)))
             outcomes = more
