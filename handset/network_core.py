@@ -161,11 +161,13 @@ class Phone:
         "upload_due",
     )
 
-    def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random) -> None:
+    def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random | None) -> None:
         self.msisdn = msisdn
         self.card = card
         self.me = me
-        self.rng = rng  # this phone's own generator (offline schedule)
+        # This phone's own generator (offline schedule); None when the radio has no offline model
+        # (RadioLink.is_offline draws nothing then).
+        self.rng = rng
         self.queue: deque[Mt] = deque()
         self.timer = 0  # generation of the armed S&F timer; 0 = none armed
         self.timer_kind = 0

@@ -393,16 +393,18 @@ class RadioLink:
 
     # -------------------------------------------------------------- offline, busy
 
-    def is_offline(self, phone_id: str, now: float, rng: random.Random) -> bool:
+    def is_offline(self, phone_id: str, now: float, rng: random.Random | None) -> bool:
         """Whether ``phone_id`` is out of coverage at ``now`` (non-decreasing per phone).
 
         ``rng`` should be the phone's own generator, so its schedule does not
-        depend on other phones' traffic.  The schedule starts at the first call.
+        depend on other phones' traffic (None only where there is no offline model, which
+        draws nothing).  The schedule starts at the first call.
         """
         model = self.config.offline
         p = model.offline_probability
         if not p:
             return False
+        assert rng is not None, "an offline model needs the phone's generator"
         schedule = self._schedules.get(phone_id)
         mean_online = model.mean_offline_s * (1.0 - p) / p
         if schedule is None:

@@ -79,7 +79,9 @@ class _Phone(Phone):
 
     __slots__ = ("index", "pending")
 
-    def __init__(self, msisdn: str, index: int, card: Any, me: MobileEquipment, rng: random.Random) -> None:
+    def __init__(
+        self, msisdn: str, index: int, card: Any, me: MobileEquipment, rng: random.Random | None
+    ) -> None:
         super().__init__(msisdn, card, me, rng)
         self.index = index
         self.pending = 0  # events scheduled for this phone and not yet run
@@ -121,6 +123,7 @@ class VirtualNetwork:
         self._warm: OrderedDict[str, None] = OrderedDict()
         self._warm_limit = warm
         self._busy = config.radio.sim_busy_probability > 0
+        self._offline = config.radio.offline.offline_probability > 0  # phones draw offline periods
         self._booted = bytearray((pool.spec.count + 7) // 8)  # one bit per card: the phone has booted
         self._next_id = 0
         self._tokens = float(smsc.throttle_burst or max(1.0, smsc.throttle_per_s))
@@ -156,10 +159,14 @@ class VirtualNetwork:
         booted = bool(self._booted[slot] >> bit & 1)
         # The phone's own generator (offline schedule), seeded as handset.service does; a phone woken
         # again (its radio state forgotten while asleep) starts a fresh schedule from the wake time.
-        rng_seed = f"{seed}/offline/{msisdn}"
-        if booted:
-            rng_seed += f"/{self.clock.now!r}"
-        phone = _Phone(msisdn, index, card, me, random.Random(rng_seed))
+        # Without an offline model RadioLink.is_offline never draws from it: then there is none.
+        rng = None
+        if self._offline:
+            rng_seed = f"{seed}/offline/{msisdn}"
+            if booted:
+                rng_seed += f"/{self.clock.now!r}"
+            rng = random.Random(rng_seed)
+        phone = _Phone(msisdn, index, card, me, rng)
         self.phones[msisdn] = phone
         if not booted:
             # First use = the phone boots (handset.service powers every phone on at start; an
