@@ -29,6 +29,8 @@ from ota_protocols.sms.tpdu import (
     ValidityPeriodFormat,
     encode_report_with_data,
 )
+from ota_protocols.sms.concatenation import _segments, split_user_data
+from ota_protocols.sms.user_data_header import CPI, RPI, InformationElement, UserDataHeader
 from tests.ota_protocols.test_fast_paths import addresses, mutated
 
 
@@ -187,3 +189,42 @@ def test_the_usual_send_short_message_takes_the_fast_shape() -> None:
         raw = SendShortMessage(b"\x41\x00\x05\x91\x21\x43\xf5\x7f\xf6\x03\x02\x71\x00", address, None, 7).encode()
         fast = send_short_message_common_shape(raw)
         assert fast is not None and fast == _general_ssm(raw)
+
+
+@given(
+    st.binary(max_size=700),
+    st.sampled_from([(), (CPI,), (RPI, InformationElement(0x70, b"\x01\x02"))]),
+    st.integers(0, 0xFFFF),
+    st.booleans(),
+    st.sampled_from([140, 133, 20]),
+)
+def test_split_user_data_octets_are_the_header_objects_octets(
+    payload: bytes, first_ies: tuple[InformationElement, ...], reference: int, ref16: bool, max_ud: int
+) -> None:
+    reference = reference if ref16 else reference & 0xFF
+
+    def general() -> list[bytes]:
+        single = UserDataHeader(first_ies).encode() if first_ies else b""
+        if len(single) + len(payload) <= max_ud:
+            return [single + payload]
+        concat = 6 if ref16 else 5
+        first_capacity = max_ud - (concat + UserDataHeader(first_ies).encoded_length)
+        later_capacity = max_ud - (1 + concat)
+        total = 1 + -(-max(0, len(payload) - first_capacity) // later_capacity)
+        return _segments(payload, first_ies, reference, total, first_capacity, later_capacity, ref16)
+
+    fast = _outcome(lambda: split_user_data(payload, first_ies=first_ies, reference=reference, max_ud=max_ud, ref16=ref16))
+    assert fast == _outcome(general)
+
+
+@given(st.lists(st.tuples(st.integers(0, 0x1FF), st.binary(max_size=300)), max_size=4))
+def test_udh_encode_is_the_elements_encoding(elements: list[tuple[int, bytes]]) -> None:
+    header = UserDataHeader(tuple(InformationElement(iei, data) for iei, data in elements))
+
+    def general() -> bytes:
+        body = b"".join(ie.encode() for ie in header.elements)
+        if len(body) > 0xFF:
+            raise EncodeError("udh.udhl", 0, f"{len(body)} octets of IEs exceed UDHL 255 (TS 23.040 §9.2.3.24)")
+        return bytes((len(body),)) + body
+
+    assert _outcome(header.encode) == _outcome(general)
