@@ -381,13 +381,22 @@ class SmsDeliver:
     tp_udl: int | None = None
 
     def encode(self) -> bytes:
-        _check_octet(self.tp_pid, "tp_pid")
-        _check_octet(self.tp_dcs, "tp_dcs")
-        if len(self.tp_scts) != _SCTS_LENGTH:
-            raise EncodeError("tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
-        udl = _encode_udl(
-            self.tp_ud, self.tp_udl, self.tp_dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS
-        )
+        pid, dcs, ud = self.tp_pid, self.tp_dcs, self.tp_ud
+        if (
+            0 <= pid <= 0xFF
+            and 0 <= dcs <= 0xFF
+            and self.tp_udl is None
+            and _ALPHABETS[dcs] != "gsm7"
+            and len(ud) <= MAX_UD_OCTETS
+            and len(self.tp_scts) == _SCTS_LENGTH
+        ):
+            udl = len(ud)  # octet-coded user data (every OTA SMS): what _encode_udl answers
+        else:
+            _check_octet(pid, "tp_pid")
+            _check_octet(dcs, "tp_dcs")
+            if len(self.tp_scts) != _SCTS_LENGTH:
+                raise EncodeError("tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
+            udl = _encode_udl(ud, self.tp_udl, dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS)
         first = (
             MtiMt.SMS_DELIVER
             | (_MMS_OR_RD if self.tp_mms else 0)
@@ -397,12 +406,7 @@ class SmsDeliver:
             | (_RP if self.tp_rp else 0)
         )
         return (
-            bytes((first,))
-            + self.tp_oa.encode()
-            + bytes((self.tp_pid, self.tp_dcs))
-            + self.tp_scts
-            + bytes((udl,))
-            + self.tp_ud
+            bytes((first,)) + self.tp_oa.encode() + bytes((pid, dcs)) + self.tp_scts + bytes((udl,)) + ud
         )
 
     @classmethod

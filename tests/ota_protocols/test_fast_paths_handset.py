@@ -24,9 +24,11 @@ from ota_protocols.apdu.proactive import (
 from ota_protocols.errors import DecodeError, EncodeError
 from ota_protocols.sms.address import Address, Npi, Ton
 from ota_protocols.sms.tpdu import (
+    SmsDeliver,
     SmsDeliverReport,
     SmsSubmit,
     ValidityPeriodFormat,
+    _encode_udl,
     encode_report_with_data,
 )
 from ota_protocols.sms.concatenation import _segments, split_user_data
@@ -228,3 +230,31 @@ def test_udh_encode_is_the_elements_encoding(elements: list[tuple[int, bytes]]) 
         return bytes((len(body),)) + body
 
     assert _outcome(header.encode) == _outcome(general)
+
+
+def _deliver_encode_general(d: SmsDeliver) -> bytes:
+    """SmsDeliver.encode as written before its octet-coded shortcut (every check, in order)."""
+    for value, name in ((d.tp_pid, "tp_pid"), (d.tp_dcs, "tp_dcs")):
+        if not 0 <= value <= 0xFF:
+            raise EncodeError(name, 0, f"{value} does not fit one octet")
+    if len(d.tp_scts) != 7:
+        raise EncodeError("tp_scts", 0, f"{len(d.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
+    udl = _encode_udl(d.tp_ud, d.tp_udl, d.tp_dcs, max_octets=140, max_septets=160)
+    first = 0x04 * d.tp_mms | 0x08 * d.tp_lp | 0x20 * d.tp_sri | 0x40 * d.tp_udhi | 0x80 * d.tp_rp
+    return bytes((first,)) + d.tp_oa.encode() + bytes((d.tp_pid, d.tp_dcs)) + d.tp_scts + bytes((udl,)) + d.tp_ud
+
+
+@given(
+    addresses,
+    st.sampled_from([0x7F, 0x00, 0x100, -1]),
+    st.sampled_from([0xF6, 0x16, 0x04, 0x00, 0xF2, 0x08, 0x100]),
+    st.sampled_from([bytes(7), bytes(6)]),
+    st.binary(max_size=150),
+    st.booleans(),
+    st.one_of(st.none(), st.integers(0, 170)),
+)
+def test_sms_deliver_encode_agrees_with_the_checked_encoding(
+    oa: Address, pid: int, dcs: int, scts: bytes, ud: bytes, flags: bool, udl: int | None
+) -> None:
+    deliver = SmsDeliver(oa, pid, dcs, scts, ud, flags, not flags, flags, flags, not flags, udl)
+    assert _outcome(deliver.encode) == _outcome(_deliver_encode_general, deliver)
