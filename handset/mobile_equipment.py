@@ -112,6 +112,7 @@ _TP_FCS_ERROR_IN_MS = int(FailureCause.ERROR_IN_MS)  # D2
 _TECHNICAL_PROBLEM = b"\x6f\x00"
 _EMPTY_REPORT = SmsDeliverReport().encode()  # RP-ACK without TP-UD: 00 00
 _INS_FETCH = 0x12
+_INS_GET_RESPONSE = 0xC0
 
 
 class Card(Protocol):
@@ -321,7 +322,8 @@ class MobileEquipment:
             if sw1 not in (0x61, 0x9F, 0x9E):
                 return data, sw
             cla = CLA_2G if sw1 in (0x9F, 0x9E) else 0x00
-            more, final = self._exchange(get_response_apdu(sw & 0xFF or 256, cla).encode_t0())
+            # GET RESPONSE XX (ISO 7816-4 / TS 102 221 §10.1.2): XX from 61/9F XX, 00 = 256.
+            more, final = self._exchange(bytes((cla, _INS_GET_RESPONSE, 0x00, 0x00, sw & 0xFF)))
             if final >> 8 == 0x6C:
                 # ISO 7816-4: wrong Le, the card tells the right one; ask again with it.
                 more, final = self._exchange(get_response_apdu(final & 0xFF or 256, cla).encode_t0())
