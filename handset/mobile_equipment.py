@@ -80,9 +80,9 @@ from ota_protocols.errors import (
 )
 from ota_protocols.sms.tpdu import (
     FailureCause,
-    SmsDeliver,
     SmsDeliverReport,
     SmsSubmit,
+    deliver_pid_dcs,
     encode_report_with_data,
     is_sim_data_download,
 )
@@ -371,13 +371,13 @@ class MobileEquipment:
             self.stats["sms_received"] += 1
         self._reoffered = False
         try:
-            deliver = SmsDeliver.decode(tpdu)
+            pid, dcs = deliver_pid_dcs(tpdu)  # SmsDeliver.decode's verdict, its PID and DCS
         except (DecodeError, ValueError) as exc:
             # Not a data download error: the SMS itself is unreadable (TS 23.040 §9.2.3.22 FF).
             log.warning("phone %s: undecodable SMS-DELIVER %s: %s", self.phone_id, tpdu.hex(), exc)
             return [self._rp_error(_TP_FCS_UNSPECIFIED)]
         # TS 31.111 §7.1.1 / TS 23.038 §4: only PID 7F with message class 2 goes to the SIM.
-        if not is_sim_data_download(deliver.tp_pid, deliver.tp_dcs):
+        if not is_sim_data_download(pid, dcs):
             self.stats["stored"] += 1
             self.stats["rp_ack"] += 1
             return [RpAck(_EMPTY_REPORT)]
@@ -401,7 +401,7 @@ class MobileEquipment:
             self._stop_after_actions(None)
         if sw >> 8 in (0x61, 0x9F, 0x9E):
             data, sw = self._get_response(data, sw)
-        return self._after_envelope(deliver, data, sw, now, attempt)
+        return self._after_envelope(pid, dcs, data, sw, now, attempt)
 
     def _power_on_again(self) -> list[Outcome]:
         """Reset + TERMINAL PROFILE for a card that was unreachable; raises _CardAbsent if it still is."""
@@ -460,24 +460,26 @@ class MobileEquipment:
         return []
 
     def _after_envelope(
-        self, deliver: SmsDeliver, data: bytes, sw: int, now: float, attempt: int
+        self, pid: int, dcs: int, data: bytes, sw: int, now: float, attempt: int
     ) -> list[Outcome]:
+        """The network's answer to an SMS-PP download the card answered ``data`` ``sw``
+        (``pid``/``dcs``: the SMS-DELIVER's, copied into a report that carries data)."""
         sw1 = sw >> 8
         options = self.options
         if sw == _SW_OK:
-            return [self._rp_ack(deliver, data)]
+            return [self._rp_ack(pid, dcs, data)]
         if sw1 == 0x91:
             # TS 31.111 §7.1.1: RP-ACK with the data, then the proactive session (TS 102 221 §10.2.1.1).
-            outcomes: list[Outcome] = [self._rp_ack(deliver, data)]
+            outcomes: list[Outcome] = [self._rp_ack(pid, dcs, data)]
             outcomes += self._proactive_session(sw & 0xFF)
             return outcomes
         if sw1 in (0x62, 0x63):
             # TS 31.124 §27.22.5.1: a Rel-11+ ME acknowledges warnings with the data.
             if options.pre_rel11_me:
-                return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
-            return [self._rp_ack(deliver, data)]
+                return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, (pid, dcs), data)]
+            return [self._rp_ack(pid, dcs, data)]
         if sw1 == 0x9E:
-            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
+            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, (pid, dcs), data)]
         if sw == 0x9300:
             # TS 31.111 §7.1.1: toolkit busy; the ME may retry later, else RP-ERROR "SAT busy" (D4).
             self.stats["busy"] += 1
@@ -494,13 +496,13 @@ class MobileEquipment:
         self.stats["card_errors"] += 1
         return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
 
-    def _rp_ack(self, deliver: SmsDeliver, data: bytes) -> Outcome:
+    def _rp_ack(self, pid: int, dcs: int, data: bytes) -> Outcome:
         if not data:
             # protocols.md §7.1 (3): no PoR, RP-ACK without TP-UD.
             self.stats["rp_ack"] += 1
             return RpAck(_EMPTY_REPORT)
         try:
-            report = encode_report_with_data(None, _has_udh(data), deliver.tp_pid, deliver.tp_dcs, data)
+            report = encode_report_with_data(None, _has_udh(data), pid, dcs, data)
         except EncodeError as exc:
             log.warning("phone %s: response data does not fit a DELIVER-REPORT: %s", self.phone_id, exc)
             return self._rp_error(_TP_FCS_DOWNLOAD_ERROR)
@@ -508,13 +510,11 @@ class MobileEquipment:
         # TS 51.014 §7.1.1: TP-PID / TP-DCS as in the original message -> 40 07 7F F6 UDL UD.
         return RpAck(report)
 
-    def _rp_error(self, fcs: int, deliver: SmsDeliver | None = None, data: bytes = b"") -> RpError:
+    def _rp_error(self, fcs: int, pid_dcs: tuple[int, int] | None = None, data: bytes = b"") -> RpError:
         self.stats["rp_error"] += 1
         try:
-            if data and deliver is not None:
-                return RpError(
-                    fcs, encode_report_with_data(fcs, _has_udh(data), deliver.tp_pid, deliver.tp_dcs, data)
-                )
+            if data and pid_dcs is not None:
+                return RpError(fcs, encode_report_with_data(fcs, _has_udh(data), *pid_dcs, data))
             return RpError(fcs, SmsDeliverReport(tp_fcs=fcs).encode())
         except EncodeError:
             return RpError(fcs, SmsDeliverReport(tp_fcs=fcs).encode())

@@ -49,6 +49,7 @@ __all__ = [
     "dcs_message_class",
     "decode_mo_tpdu",
     "decode_mt_tpdu",
+    "deliver_pid_dcs",
     "encode_report_with_data",
     "is_7bit_dcs",
     "is_8bit_dcs",
@@ -451,16 +452,16 @@ class SmsDeliver:
         return _split_user_data(self.tp_udhi, self.tp_ud)
 
 
-# TP-OA octets (length, TON/NPI, value) -> the Address they decode to; a few senders send
-# everything (the OTA platform), so a small memo saves the BCD work. Bounded.
+# TP-OA / TP-DA octets (length, TON/NPI, value) -> the Address they decode to; a few addresses
+# carry everything (the OTA platform), so a small memo saves the BCD work. Bounded.
 _OA_MEMO: dict[bytes, Address] = {}
 _OA_MEMO_MAX = 1024
 
 
-def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
-    """An SMS-DELIVER with octet-coded user data (every OTA SMS) and a BCD TP-OA, read by
-    index: what the general reader returns for it. None for any other shape, valid or not,
-    which the general reader then judges (so errors stay its own)."""
+def _deliver_common_shape(raw: bytes) -> tuple[int, Address] | None:
+    """Where TP-PID is, and the TP-OA, of an SMS-DELIVER with octet-coded user data (every OTA
+    SMS) and a BCD TP-OA; None for any other shape, valid or not, which the general reader
+    then judges (so errors stay its own)."""
     n = len(raw)
     if n < 3 or (raw[0] & _MTI_MASK) not in (MtiMt.SMS_DELIVER, MtiMt.RESERVED):
         return None
@@ -468,20 +469,36 @@ def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
     pos = 3 + (semi_octets + 1) // 2  # TP-PID
     if semi_octets > 20 or n < pos + 10:
         return None
-    oa_octets = raw[1:pos]
-    tp_oa = _OA_MEMO.get(oa_octets)
+    tp_oa = _address_at(raw, 1, pos)
     if tp_oa is None:
-        try:
-            tp_oa = Address.decode(ByteReader(oa_octets))
-        except DecodeError:
-            return None
-        if len(_OA_MEMO) >= _OA_MEMO_MAX:
-            _OA_MEMO.clear()
-        _OA_MEMO[oa_octets] = tp_oa
-    tp_dcs = raw[pos + 1]
-    udl = raw[pos + 9]
-    if _ALPHABETS[tp_dcs] == "gsm7" or udl > MAX_UD_OCTETS or udl != n - pos - 10:
         return None
+    udl = raw[pos + 9]
+    if _ALPHABETS[raw[pos + 1]] == "gsm7" or udl > MAX_UD_OCTETS or udl != n - pos - 10:
+        return None
+    return pos, tp_oa
+
+
+def deliver_pid_dcs(raw: bytes) -> tuple[int, int]:
+    """``(tp_pid, tp_dcs)`` of ``SmsDeliver.decode(raw)``, raising what it raises: what an ME
+    needs to route an SMS (TS 31.111 §7.1.1), without the object for the usual shape."""
+    if type(raw) is bytes:
+        shape = _deliver_common_shape(raw)
+        if shape is not None:
+            pos = shape[0]
+            return raw[pos], raw[pos + 1]
+    deliver = SmsDeliver.decode(raw)
+    return deliver.tp_pid, deliver.tp_dcs
+
+
+def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
+    """An SMS-DELIVER with octet-coded user data (every OTA SMS) and a BCD TP-OA, read by
+    index: what the general reader returns for it. None for any other shape, valid or not,
+    which the general reader then judges (so errors stay its own)."""
+    shape = _deliver_common_shape(raw)
+    if shape is None:
+        return None
+    pos, tp_oa = shape
+    tp_dcs = raw[pos + 1]
     first = raw[0]
     return SmsDeliver(
         tp_oa,

@@ -29,11 +29,12 @@ from ota_protocols.sms.tpdu import (
     SmsSubmit,
     ValidityPeriodFormat,
     _encode_udl,
+    deliver_pid_dcs,
     encode_report_with_data,
 )
 from ota_protocols.sms.concatenation import _segments, split_user_data
 from ota_protocols.sms.user_data_header import CPI, RPI, InformationElement, UserDataHeader
-from tests.ota_protocols.test_fast_paths import addresses, mutated
+from tests.ota_protocols.test_fast_paths import addresses, deliveries, mutated
 
 
 def _outcome(call, *args):  # type: ignore[no-untyped-def]
@@ -258,3 +259,13 @@ def test_sms_deliver_encode_agrees_with_the_checked_encoding(
 ) -> None:
     deliver = SmsDeliver(oa, pid, dcs, scts, ud, flags, not flags, flags, flags, not flags, udl)
     assert _outcome(deliver.encode) == _outcome(_deliver_encode_general, deliver)
+
+
+def _pid_dcs_general(raw: bytes) -> tuple[int, int]:
+    deliver = SmsDeliver._decode_checked(raw)
+    return deliver.tp_pid, deliver.tp_dcs
+
+
+@given(mutated(deliveries))
+def test_deliver_pid_dcs_is_the_decoders_verdict(raw: bytes) -> None:
+    assert _outcome(deliver_pid_dcs, raw) == _outcome(_pid_dcs_general, raw)
