@@ -238,7 +238,9 @@ class NetworkCore:
         self.queued = 0
         self._next_timer = 0
         self._tear = self._draw_tear if config.radio.tear_probability > 0 else None
-        self._fire = (
+        # What a Later of each kind calls: handler(out, phone, now, *later.args). fire() is the API;
+        # the table is public for a shell that runs many events (the virtual lab) to skip a call.
+        self.handlers = (
             self._phone_receives,
             self._report_arrives,
             self._submit_arrives,
@@ -255,7 +257,7 @@ class NetworkCore:
     def fire(self, later: Later, now: float) -> list[Action]:
         """A :class:`Later` this core asked for has come."""
         out: list[Action] = []
-        self._fire[later.kind](out, later.phone, now, *later.args)
+        self.handlers[later.kind](out, later.phone, now, *later.args)
         return out
 
     def submit(self, phone: Phone, message: Mt, now: float) -> list[Action]:

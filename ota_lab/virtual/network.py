@@ -112,6 +112,7 @@ class VirtualNetwork:
         # The network's traffic generator, seeded as the handset seeds it (a shard: its own seed).
         self.rng = random.Random(config.radio.seed if traffic_seed is None else traffic_seed)
         self.core = NetworkCore(config, self.radio, self.rng, date_of=_virtual_date)
+        self._handlers = self.core.handlers
         self.smsc_address = encode_cat_address(Address(config.smsc.smsc_address, Ton.INTERNATIONAL, Npi.ISDN))
         smsc = config.smsc
         self.router_options = smsc_router.RouterOptions(
@@ -204,7 +205,8 @@ class VirtualNetwork:
         phone.pending -= 1
         if self.phones.get(phone.msisdn) is not phone:  # pragma: no cover - a busy phone never sleeps
             return
-        actions = self.core.fire(later, self.clock.now)
+        actions: list[Action] = []
+        self._handlers[later.kind](actions, phone, self.clock.now, *later.args)  # = core.fire(later, now)
         if actions:
             self._run(actions)
         if not phone.pending:
