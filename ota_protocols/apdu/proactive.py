@@ -229,6 +229,14 @@ class SendShortMessage:
     other_tlvs: tuple[ComprehensionTlv, ...] = ()
 
     def __post_init__(self) -> None:
+        if (
+            0 <= self.command_number <= 0xFF
+            and 0 <= self.qualifier <= 0xFF
+            and len(self.tpdu) <= 0xFF
+            and (self.address is None or len(self.address) <= 0xFF)
+            and (self.alpha is None or len(self.alpha) <= 0xFF)
+        ):
+            return  # octets and short values (the usual case, one test)
         _check_octet("send_short_message.command_number", self.command_number)
         _check_octet("send_short_message.qualifier", self.qualifier)
         _check_tlv_value("send_short_message.tpdu", self.tpdu)

@@ -533,6 +533,34 @@ class SmsSubmit:
     tp_udl: int | None = None
 
     def encode(self) -> bytes:
+        mr, pid, dcs, ud, vpf = self.tp_mr, self.tp_pid, self.tp_dcs, self.tp_ud, self.tp_vpf
+        if (
+            0 <= mr <= 0xFF
+            and 0 <= pid <= 0xFF
+            and 0 <= dcs <= 0xFF
+            and type(vpf) is ValidityPeriodFormat
+            and len(self.tp_vp) == _VP_LENGTH[vpf]
+            and self.tp_udl is None
+            and _ALPHABETS[dcs] != "gsm7"
+            and len(ud) <= MAX_UD_OCTETS
+        ):
+            udl = len(ud)  # octet-coded user data (every PoR): what the checks below answer
+        else:
+            udl, vpf = self._checked_udl_vpf()
+        first = (
+            MtiMo.SMS_SUBMIT
+            | (_MMS_OR_RD if self.tp_rd else 0)
+            | (vpf << 3)
+            | (_SRI_OR_SRR if self.tp_srr else 0)
+            | (_UDHI if self.tp_udhi else 0)
+            | (_RP if self.tp_rp else 0)
+        )
+        return (
+            bytes((first, mr)) + self.tp_da.encode() + bytes((pid, dcs)) + self.tp_vp + bytes((udl,)) + ud
+        )
+
+    def _checked_udl_vpf(self) -> tuple[int, ValidityPeriodFormat]:
+        """Every field check of :meth:`encode`, in order: TP-UDL and TP-VPF, or the EncodeError."""
         _check_octet(self.tp_mr, "tp_mr")
         _check_octet(self.tp_pid, "tp_pid")
         _check_octet(self.tp_dcs, "tp_dcs")
@@ -548,22 +576,7 @@ class SmsSubmit:
         udl = _encode_udl(
             self.tp_ud, self.tp_udl, self.tp_dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS
         )
-        first = (
-            MtiMo.SMS_SUBMIT
-            | (_MMS_OR_RD if self.tp_rd else 0)
-            | (vpf << 3)
-            | (_SRI_OR_SRR if self.tp_srr else 0)
-            | (_UDHI if self.tp_udhi else 0)
-            | (_RP if self.tp_rp else 0)
-        )
-        return (
-            bytes((first, self.tp_mr))
-            + self.tp_da.encode()
-            + bytes((self.tp_pid, self.tp_dcs))
-            + self.tp_vp
-            + bytes((udl,))
-            + self.tp_ud
-        )
+        return udl, vpf
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsSubmit:

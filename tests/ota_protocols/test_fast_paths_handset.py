@@ -269,3 +269,39 @@ def _pid_dcs_general(raw: bytes) -> tuple[int, int]:
 @given(mutated(deliveries))
 def test_deliver_pid_dcs_is_the_decoders_verdict(raw: bytes) -> None:
     assert _outcome(deliver_pid_dcs, raw) == _outcome(_pid_dcs_general, raw)
+
+
+def _submit_encode_general(d: SmsSubmit) -> bytes:
+    """SmsSubmit.encode as written before its octet-coded shortcut (every check, in order)."""
+    for value, name in ((d.tp_mr, "tp_mr"), (d.tp_pid, "tp_pid"), (d.tp_dcs, "tp_dcs")):
+        if not 0 <= value <= 0xFF:
+            raise EncodeError(name, 0, f"{value} does not fit one octet")
+    lengths = {0: 0, 1: 7, 2: 1, 3: 7}
+    if d.tp_vpf not in lengths:
+        raise EncodeError("tp_vpf", 0, f"TP-VPF {d.tp_vpf!r} outside 0..3 (TS 23.040 §9.2.3.3)")
+    vpf = ValidityPeriodFormat(d.tp_vpf)
+    if len(d.tp_vp) != lengths[vpf]:
+        raise EncodeError(
+            "tp_vp", 0, f"{len(d.tp_vp)} octets, TP-VPF {vpf.name} needs {lengths[vpf]} (TS 23.040 §9.2.3.3)"
+        )
+    udl = _encode_udl(d.tp_ud, d.tp_udl, d.tp_dcs, max_octets=140, max_septets=160)
+    first = 0x01 | 0x04 * d.tp_rd | vpf << 3 | 0x20 * d.tp_srr | 0x40 * d.tp_udhi | 0x80 * d.tp_rp
+    return bytes((first, d.tp_mr)) + d.tp_da.encode() + bytes((d.tp_pid, d.tp_dcs)) + d.tp_vp + bytes((udl,)) + d.tp_ud
+
+
+@given(
+    addresses,
+    st.sampled_from([0x00, 0x11, 0x100, -1]),
+    st.sampled_from([0x7F, 0x00, 0x100]),
+    st.sampled_from([0xF6, 0x16, 0x04, 0x00, 0x08, -1]),
+    st.sampled_from([*ValidityPeriodFormat, 2, 4]),
+    st.sampled_from([b"", b"\xa7", bytes(7)]),
+    st.binary(max_size=150),
+    st.booleans(),
+    st.one_of(st.none(), st.integers(0, 170)),
+)
+def test_sms_submit_encode_agrees_with_the_checked_encoding(
+    da: Address, mr: int, pid: int, dcs: int, vpf: int, vp: bytes, ud: bytes, flags: bool, udl: int | None
+) -> None:
+    submit = SmsSubmit(mr, da, pid, dcs, ud, vpf, vp, flags, not flags, flags, not flags, udl)  # type: ignore[arg-type]
+    assert _outcome(submit.encode) == _outcome(_submit_encode_general, submit)
