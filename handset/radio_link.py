@@ -287,6 +287,12 @@ class _Schedule:
         self.until = until
 
 
+def _fixed_delay(faults: DirectionFaults) -> float | None:
+    if faults.jitter_s or faults.late_probability or faults.reorder_probability:
+        return None
+    return faults.delay_s
+
+
 class RadioLink:
     """Stateful only in the Gilbert-Elliott states and offline schedules; see the module docstring."""
 
@@ -300,6 +306,8 @@ class RadioLink:
         self.tears_armed = 0
         self._faults = {Direction.MT: config.mt, Direction.MO: config.mo}
         self._perfect = {Direction.MT: config.mt.is_perfect, Direction.MO: config.mo.is_perfect}
+        # The delay of a direction whose _delay draws nothing (no jitter, late or reorder), else None.
+        self._fixed_delay = {d: _fixed_delay(f) for d, f in self._faults.items()}
         self._script = config.script
         self._script_matches: dict[tuple[int, str], int] = {}
         self.scripted_hits = 0
@@ -317,16 +325,21 @@ class RadioLink:
         if self._perfect[direction]:
             return [Delivery(now, payload)]
         faults = self._faults[direction]
-        if self._lost(faults, direction, phone_id, rng):
+        if faults.p_good_to_bad:
+            lost = self._lost(faults, direction, phone_id, rng)
+        else:  # no burst model: _lost's first draw only
+            lost = bool(faults.loss_probability) and rng.random() < faults.loss_probability
+        if lost:
             self.lost[direction] += 1
             return []
         if faults.corrupt_probability and rng.random() < faults.corrupt_probability:
             payload = corrupt_user_data(payload, rng)
             self.corrupted[direction] += 1
-        deliveries = [Delivery(now + self._delay(faults, rng), payload)]
+        fixed = self._fixed_delay[direction]  # None: _delay draws
+        deliveries = [Delivery(now + (self._delay(faults, rng) if fixed is None else fixed), payload)]
         if faults.duplicate_probability and rng.random() < faults.duplicate_probability:
             self.duplicated[direction] += 1
-            deliveries.append(Delivery(now + self._delay(faults, rng), payload))
+            deliveries.append(Delivery(now + (self._delay(faults, rng) if fixed is None else fixed), payload))
         return deliveries
 
     def _scripted(
