@@ -419,17 +419,17 @@ class NetworkCore:
                 kind = type(outcome)
                 if message is None and kind is not MoSubmit:
                     continue  # no MT behind this session (activity, power-on): nothing to answer
-                if kind is RpAck or kind is RpError:
+                if type(outcome) is RpAck or type(outcome) is RpError:
                     assert message is not None
-                    fcs = outcome.fcs if kind is RpError else None  # type: ignore[union-attr]
+                    fcs = outcome.fcs if type(outcome) is RpError else None
                     for d in self.radio.transmit(
-                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng  # type: ignore[union-attr]
+                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng
                     ):
                         out.append(Later(d.at, phone, REPORT, (message, d.payload, fcs)))
-                elif kind is MoSubmit:
-                    self._send_mo(out, phone, outcome.tpdu, now)  # type: ignore[union-attr]
+                elif type(outcome) is MoSubmit:
+                    self._send_mo(out, phone, outcome.tpdu, now)
                     more += phone.me.mo_sent()
-                elif kind is RetryEnvelopeAt:
+                elif type(outcome) is RetryEnvelopeAt:
                     assert message is not None
                     out.append(Later(outcome.at, phone, DELIVER, (message, tpdu, outcome.attempt)))
             outcomes = more

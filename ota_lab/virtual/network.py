@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import logging
 import random
-from heapq import heappush
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from heapq import heappush
 from typing import Any
 
 from handset import activity, smsc_router

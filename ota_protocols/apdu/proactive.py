@@ -31,6 +31,8 @@ from ota_protocols.tlv import (
     ComprehensionTlvIndex,
     encode_ber,
     encode_comprehension,
+    short_ber_value_at,
+    short_comprehension_items,
     unwrap_ber,
 )
 
@@ -264,7 +266,10 @@ class SendShortMessage:
 
         The bytes of ``self.to_proactive().encode()``, written without the intermediate objects
         (``__post_init__`` already checked every field those objects would check again)."""
-        body = bytes((0x81, 3, self.command_number, CommandType.SEND_SHORT_MESSAGE, self.qualifier)) + _UICC_TO_NETWORK
+        body = (
+            bytes((0x81, 3, self.command_number, CommandType.SEND_SHORT_MESSAGE, self.qualifier))
+            + _UICC_TO_NETWORK
+        )
         if self.alpha is not None:
             body += encode_comprehension(ComprehensionTag.ALPHA_IDENTIFIER, self.alpha, True)
         if self.address is not None:
@@ -420,49 +425,24 @@ def send_short_message_common_shape(data: bytes) -> tuple[CommandDetails, bytes,
     without CR, short lengths, nothing else) -> (command details, tpdu, address): what
     ``SendShortMessage.from_proactive(decode_proactive(data))`` reads from it. None for any other
     shape, valid or not, which the general readers then judge (so errors stay theirs)."""
-    n = len(data)
-    if n < 15 or data[0] != BerTag.PROACTIVE_COMMAND:
+    pos = short_ber_value_at(data, BerTag.PROACTIVE_COMMAND)
+    items = None if pos is None else short_comprehension_items(data, pos)
+    if items is None or not 3 <= len(items) <= 4:
         return None
-    length = data[1]
-    pos = 2
-    if length >= 0x80:
-        # TS 101 220 §7.1: 81 xx only for 80..FF; anything else goes to the general reader.
-        if length != 0x81 or data[2] < 0x80:
-            return None
-        length = data[2]
-        pos = 3
-    if pos + length != n or data[pos] & 0x7F != 0x01 or data[pos + 1] != 3 or data[pos + 3] != 0x13:
+    (details_tag, details), (identities_tag, identities), *rest = items
+    if details_tag != 0x01 or len(details) != 3 or details[1] != 0x13:
         return None
-    if data[pos + 5] & 0x7F != 0x02 or data[pos + 6 : pos + 9] != b"\x02\x81\x83":
+    if identities_tag != 0x02 or identities != b"\x81\x83":
         return None
-    details = CommandDetails(data[pos + 2], 0x13, data[pos + 4])
-    pos += 9
     address: bytes | None = None
-    tpdu: bytes | None = None
-    while pos < n:
-        tag = data[pos] & 0x7F
-        if pos + 1 >= n:
+    if len(rest) == 2:
+        if rest[0][0] != 0x06:
             return None
-        size = data[pos + 1]
-        pos += 2
-        if size >= 0x80:
-            if size != 0x81 or pos >= n or data[pos] < 0x80:
-                return None
-            size = data[pos]
-            pos += 1
-        end = pos + size
-        if end > n:
-            return None
-        if tag == 0x06 and address is None and tpdu is None:
-            address = data[pos:end]
-        elif tag == 0x0B and tpdu is None:
-            tpdu = data[pos:end]
-        else:
-            return None
-        pos = end
-    if tpdu is None:
+        address = rest[0][1]
+    tpdu_tag, tpdu = rest[-1]
+    if tpdu_tag != 0x0B:
         return None
-    return details, tpdu, address
+    return CommandDetails(details[0], 0x13, details[2]), tpdu, address
 
 
 # --------------------------------------------------------------------------- housekeeping APDUs

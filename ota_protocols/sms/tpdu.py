@@ -396,7 +396,9 @@ class SmsDeliver:
             _check_octet(pid, "tp_pid")
             _check_octet(dcs, "tp_dcs")
             if len(self.tp_scts) != _SCTS_LENGTH:
-                raise EncodeError("tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
+                raise EncodeError(
+                    "tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)"
+                )
             udl = _encode_udl(ud, self.tp_udl, dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS)
         first = (
             MtiMt.SMS_DELIVER
@@ -406,9 +408,7 @@ class SmsDeliver:
             | (_UDHI if self.tp_udhi else 0)
             | (_RP if self.tp_rp else 0)
         )
-        return (
-            bytes((first,)) + self.tp_oa.encode() + bytes((pid, dcs)) + self.tp_scts + bytes((udl,)) + ud
-        )
+        return bytes((first,)) + self.tp_oa.encode() + bytes((pid, dcs)) + self.tp_scts + bytes((udl,)) + ud
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsDeliver:
@@ -555,9 +555,7 @@ class SmsSubmit:
             | (_UDHI if self.tp_udhi else 0)
             | (_RP if self.tp_rp else 0)
         )
-        return (
-            bytes((first, mr)) + self.tp_da.encode() + bytes((pid, dcs)) + self.tp_vp + bytes((udl,)) + ud
-        )
+        return bytes((first, mr)) + self.tp_da.encode() + bytes((pid, dcs)) + self.tp_vp + bytes((udl,)) + ud
 
     def _checked_udl_vpf(self) -> tuple[int, ValidityPeriodFormat]:
         """Every field check of :meth:`encode`, in order: TP-UDL and TP-VPF, or the EncodeError."""

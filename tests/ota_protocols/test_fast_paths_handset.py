@@ -23,6 +23,7 @@ from ota_protocols.apdu.proactive import (
 )
 from ota_protocols.errors import DecodeError, EncodeError
 from ota_protocols.sms.address import Address, Npi, Ton
+from ota_protocols.sms.concatenation import _segments, split_user_data
 from ota_protocols.sms.tpdu import (
     SmsDeliver,
     SmsDeliverReport,
@@ -32,7 +33,6 @@ from ota_protocols.sms.tpdu import (
     deliver_pid_dcs,
     encode_report_with_data,
 )
-from ota_protocols.sms.concatenation import _segments, split_user_data
 from ota_protocols.sms.user_data_header import CPI, RPI, InformationElement, UserDataHeader
 from tests.ota_protocols.test_fast_paths import addresses, deliveries, mutated
 
@@ -44,7 +44,11 @@ def _outcome(call, *args):  # type: ignore[no-untyped-def]
         return ("error", type(exc), exc.field, exc.offset, str(exc))
 
 
-_VP = {ValidityPeriodFormat.NONE: b"", ValidityPeriodFormat.RELATIVE: b"\xa7", ValidityPeriodFormat.ENHANCED: bytes(7)}
+_VP = {
+    ValidityPeriodFormat.NONE: b"",
+    ValidityPeriodFormat.RELATIVE: b"\xa7",
+    ValidityPeriodFormat.ENHANCED: bytes(7),
+}
 
 
 def _submit(vpf: ValidityPeriodFormat, dcs: int, ud: bytes, da: Address) -> bytes:
@@ -84,7 +88,9 @@ def test_deliver_report_fast_path_agrees_with_the_general_reader(raw: bytes, rp_
 
 
 terminal_responses = st.builds(
-    lambda number, kind, result, info: TerminalResponse(CommandDetails(number, kind, 0), result, info).encode(),
+    lambda number, kind, result, info: TerminalResponse(
+        CommandDetails(number, kind, 0), result, info
+    ).encode(),
     st.integers(0, 255),
     st.sampled_from([0x13, 0x02, 0x21]),
     st.sampled_from([0x00, 0x32, 0x35, 0x30, 0x99]),
@@ -181,7 +187,9 @@ def test_report_with_data_is_the_deliver_report_encoding(
 
 
 def test_submit_fast_path_reads_a_por_submit() -> None:
-    raw = _submit(ValidityPeriodFormat.RELATIVE, 0xF6, b"\x02\x71\x00abc", Address("12345", Ton.INTERNATIONAL, Npi.ISDN))
+    raw = _submit(
+        ValidityPeriodFormat.RELATIVE, 0xF6, b"\x02\x71\x00abc", Address("12345", Ton.INTERNATIONAL, Npi.ISDN)
+    )
     fast = SmsSubmit.decode(raw)
     assert fast == SmsSubmit._decode_checked(raw)
     assert fast.tp_vp == b"\xa7" and fast.tp_ud == b"\x02\x71\x00abc"
@@ -189,7 +197,9 @@ def test_submit_fast_path_reads_a_por_submit() -> None:
 
 def test_the_usual_send_short_message_takes_the_fast_shape() -> None:
     for address in (None, b"\x91\x94\x71"):
-        raw = SendShortMessage(b"\x41\x00\x05\x91\x21\x43\xf5\x7f\xf6\x03\x02\x71\x00", address, None, 7).encode()
+        raw = SendShortMessage(
+            b"\x41\x00\x05\x91\x21\x43\xf5\x7f\xf6\x03\x02\x71\x00", address, None, 7
+        ).encode()
         fast = send_short_message_common_shape(raw)
         assert fast is not None and fast == _general_ssm(raw)
 
@@ -216,7 +226,9 @@ def test_split_user_data_octets_are_the_header_objects_octets(
         total = 1 + -(-max(0, len(payload) - first_capacity) // later_capacity)
         return _segments(payload, first_ies, reference, total, first_capacity, later_capacity, ref16)
 
-    fast = _outcome(lambda: split_user_data(payload, first_ies=first_ies, reference=reference, max_ud=max_ud, ref16=ref16))
+    fast = _outcome(
+        lambda: split_user_data(payload, first_ies=first_ies, reference=reference, max_ud=max_ud, ref16=ref16)
+    )
     assert fast == _outcome(general)
 
 
@@ -227,7 +239,9 @@ def test_udh_encode_is_the_elements_encoding(elements: list[tuple[int, bytes]]) 
     def general() -> bytes:
         body = b"".join(ie.encode() for ie in header.elements)
         if len(body) > 0xFF:
-            raise EncodeError("udh.udhl", 0, f"{len(body)} octets of IEs exceed UDHL 255 (TS 23.040 §9.2.3.24)")
+            raise EncodeError(
+                "udh.udhl", 0, f"{len(body)} octets of IEs exceed UDHL 255 (TS 23.040 §9.2.3.24)"
+            )
         return bytes((len(body),)) + body
 
     assert _outcome(header.encode) == _outcome(general)
@@ -242,7 +256,9 @@ def _deliver_encode_general(d: SmsDeliver) -> bytes:
         raise EncodeError("tp_scts", 0, f"{len(d.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
     udl = _encode_udl(d.tp_ud, d.tp_udl, d.tp_dcs, max_octets=140, max_septets=160)
     first = 0x04 * d.tp_mms | 0x08 * d.tp_lp | 0x20 * d.tp_sri | 0x40 * d.tp_udhi | 0x80 * d.tp_rp
-    return bytes((first,)) + d.tp_oa.encode() + bytes((d.tp_pid, d.tp_dcs)) + d.tp_scts + bytes((udl,)) + d.tp_ud
+    return (
+        bytes((first,)) + d.tp_oa.encode() + bytes((d.tp_pid, d.tp_dcs)) + d.tp_scts + bytes((udl,)) + d.tp_ud
+    )
 
 
 @given(
@@ -286,7 +302,14 @@ def _submit_encode_general(d: SmsSubmit) -> bytes:
         )
     udl = _encode_udl(d.tp_ud, d.tp_udl, d.tp_dcs, max_octets=140, max_septets=160)
     first = 0x01 | 0x04 * d.tp_rd | vpf << 3 | 0x20 * d.tp_srr | 0x40 * d.tp_udhi | 0x80 * d.tp_rp
-    return bytes((first, d.tp_mr)) + d.tp_da.encode() + bytes((d.tp_pid, d.tp_dcs)) + d.tp_vp + bytes((udl,)) + d.tp_ud
+    return (
+        bytes((first, d.tp_mr))
+        + d.tp_da.encode()
+        + bytes((d.tp_pid, d.tp_dcs))
+        + d.tp_vp
+        + bytes((udl,))
+        + d.tp_ud
+    )
 
 
 @given(
