@@ -408,6 +408,8 @@ class NetworkCore:
         now: float,
     ) -> None:
         debug = log.isEnabledFor(logging.DEBUG)
+        fcs: int | None
+        report: bytes
         for _ in range(_MAX_ROUNDS):
             if not outcomes:
                 return
@@ -415,23 +417,25 @@ class NetworkCore:
             for outcome in outcomes:
                 if debug:
                     log.debug("phone %s: %s", phone.msisdn, describe(outcome))
-                # The outcome classes are final (frozen, slotted, never subclassed): type() picks one.
-                kind = type(outcome)
-                if message is None and kind is not MoSubmit:
-                    continue  # no MT behind this session (activity, power-on): nothing to answer
-                if type(outcome) is RpAck or type(outcome) is RpError:
-                    assert message is not None
-                    fcs = outcome.fcs if type(outcome) is RpError else None
-                    for d in self.radio.transmit(
-                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng
-                    ):
+                # No MT behind a session (activity, power-on): only its MoSubmits need anything.
+                match outcome:
+                    case RpAck(report_tpdu=report):
+                        fcs = None
+                    case RpError(report_tpdu=report, fcs=fcs):
+                        pass
+                    case MoSubmit(tpdu=mo_tpdu):
+                        self._send_mo(out, phone, mo_tpdu, now)
+                        more += phone.me.mo_sent()
+                        continue
+                    case RetryEnvelopeAt(at=at, attempt=attempt):
+                        if message is not None:
+                            out.append(Later(at, phone, DELIVER, (message, tpdu, attempt)))
+                        continue
+                    case _:
+                        continue
+                if message is not None:  # RP-ACK / RP-ERROR: the report goes back over the air
+                    for d in self.radio.transmit(Direction.MO, phone.msisdn, report, now, self.rng):
                         out.append(Later(d.at, phone, REPORT, (message, d.payload, fcs)))
-                elif type(outcome) is MoSubmit:
-                    self._send_mo(out, phone, outcome.tpdu, now)
-                    more += phone.me.mo_sent()
-                elif type(outcome) is RetryEnvelopeAt:
-                    assert message is not None
-                    out.append(Later(outcome.at, phone, DELIVER, (message, tpdu, outcome.attempt)))
             outcomes = more
         log.warning("phone %s: proactive session cut after %d rounds", phone.msisdn, _MAX_ROUNDS)
 
