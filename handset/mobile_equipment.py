@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ota_protocols.apdu.apdu import CommandApdu
-from ota_protocols.apdu.envelope import CLA_2G, CLA_UICC, INS_ENVELOPE, SmsPpDownload
+from ota_protocols.apdu.envelope import CLA_2G, CLA_UICC, INS_ENVELOPE, sms_pp_download_t0
 from ota_protocols.apdu.proactive import (
     CommandDetails,
     CommandType,
@@ -65,11 +65,11 @@ from ota_protocols.apdu.proactive import (
     GeneralResult,
     ProactiveCommand,
     SendShortMessage,
-    TerminalResponse,
     decode_proactive,
-    fetch_apdu,
     get_response_apdu,
+    send_short_message_common_shape,
     terminal_profile_apdu,
+    terminal_response_t0,
 )
 from ota_protocols.errors import (
     CardUnavailable,
@@ -78,7 +78,14 @@ from ota_protocols.errors import (
     EncodeError,
     LocalProtocolViolation,
 )
-from ota_protocols.sms.tpdu import FailureCause, SmsDeliver, SmsDeliverReport, SmsSubmit, is_sim_data_download
+from ota_protocols.sms.tpdu import (
+    FailureCause,
+    SmsDeliverReport,
+    SmsSubmit,
+    deliver_pid_dcs,
+    encode_report_with_data,
+    is_sim_data_download,
+)
 from ota_protocols.sms.user_data_header import split_udh
 from ota_protocols.tlv import BerTag, ComprehensionTag, encode_ber, encode_comprehension
 
@@ -103,6 +110,9 @@ _TP_FCS_DOWNLOAD_ERROR = int(FailureCause.SIM_DATA_DOWNLOAD_ERROR)  # D5
 _TP_FCS_UNSPECIFIED = int(FailureCause.UNSPECIFIED)  # FF
 _TP_FCS_ERROR_IN_MS = int(FailureCause.ERROR_IN_MS)  # D2
 _TECHNICAL_PROBLEM = b"\x6f\x00"
+_EMPTY_REPORT = SmsDeliverReport().encode()  # RP-ACK without TP-UD: 00 00
+_INS_FETCH = 0x12
+_INS_GET_RESPONSE = 0xC0
 
 
 class Card(Protocol):
@@ -294,6 +304,8 @@ class MobileEquipment:
                 exc_info=True,
             )
             r = _TECHNICAL_PROBLEM
+        if type(r) is bytes and len(r) >= 2 and not debug:
+            return r[:-2], (r[-2] << 8) | r[-1]
         if not isinstance(r, bytes | bytearray) or len(r) < 2:
             log.warning("phone %s: card answer %r has no status word; treated as 6F00", self.phone_id, r)
             r = _TECHNICAL_PROBLEM
@@ -310,7 +322,8 @@ class MobileEquipment:
             if sw1 not in (0x61, 0x9F, 0x9E):
                 return data, sw
             cla = CLA_2G if sw1 in (0x9F, 0x9E) else 0x00
-            more, final = self._exchange(get_response_apdu(sw & 0xFF or 256, cla).encode_t0())
+            # GET RESPONSE XX (ISO 7816-4 / TS 102 221 §10.1.2): XX from 61/9F XX, 00 = 256.
+            more, final = self._exchange(bytes((cla, _INS_GET_RESPONSE, 0x00, 0x00, sw & 0xFF)))
             if final >> 8 == 0x6C:
                 # ISO 7816-4: wrong Le, the card tells the right one; ask again with it.
                 more, final = self._exchange(get_response_apdu(final & 0xFF or 256, cla).encode_t0())
@@ -358,18 +371,18 @@ class MobileEquipment:
             self.stats["sms_received"] += 1
         self._reoffered = False
         try:
-            deliver = SmsDeliver.decode(tpdu)
+            pid, dcs = deliver_pid_dcs(tpdu)  # SmsDeliver.decode's verdict, its PID and DCS
         except (DecodeError, ValueError) as exc:
             # Not a data download error: the SMS itself is unreadable (TS 23.040 §9.2.3.22 FF).
             log.warning("phone %s: undecodable SMS-DELIVER %s: %s", self.phone_id, tpdu.hex(), exc)
             return [self._rp_error(_TP_FCS_UNSPECIFIED)]
         # TS 31.111 §7.1.1 / TS 23.038 §4: only PID 7F with message class 2 goes to the SIM.
-        if not is_sim_data_download(deliver.tp_pid, deliver.tp_dcs):
+        if not is_sim_data_download(pid, dcs):
             self.stats["stored"] += 1
             self.stats["rp_ack"] += 1
-            return [RpAck(SmsDeliverReport().encode())]
+            return [RpAck(_EMPTY_REPORT)]
         try:
-            envelope = SmsPpDownload(tpdu, self.smsc_address).to_apdu(self._cla).encode_t0()
+            envelope = sms_pp_download_t0(tpdu, self.smsc_address, self._cla)
         except EncodeError as exc:
             log.warning("phone %s: SMS-DELIVER does not fit an ENVELOPE: %s", self.phone_id, exc)
             return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
@@ -388,7 +401,7 @@ class MobileEquipment:
             self._stop_after_actions(None)
         if sw >> 8 in (0x61, 0x9F, 0x9E):
             data, sw = self._get_response(data, sw)
-        return self._after_envelope(deliver, data, sw, now, attempt)
+        return self._after_envelope(pid, dcs, data, sw, now, attempt)
 
     def _power_on_again(self) -> list[Outcome]:
         """Reset + TERMINAL PROFILE for a card that was unreachable; raises _CardAbsent if it still is."""
@@ -447,24 +460,26 @@ class MobileEquipment:
         return []
 
     def _after_envelope(
-        self, deliver: SmsDeliver, data: bytes, sw: int, now: float, attempt: int
+        self, pid: int, dcs: int, data: bytes, sw: int, now: float, attempt: int
     ) -> list[Outcome]:
+        """The network's answer to an SMS-PP download the card answered ``data`` ``sw``
+        (``pid``/``dcs``: the SMS-DELIVER's, copied into a report that carries data)."""
         sw1 = sw >> 8
         options = self.options
         if sw == _SW_OK:
-            return [self._rp_ack(deliver, data)]
+            return [self._rp_ack(pid, dcs, data)]
         if sw1 == 0x91:
             # TS 31.111 §7.1.1: RP-ACK with the data, then the proactive session (TS 102 221 §10.2.1.1).
-            outcomes: list[Outcome] = [self._rp_ack(deliver, data)]
+            outcomes: list[Outcome] = [self._rp_ack(pid, dcs, data)]
             outcomes += self._proactive_session(sw & 0xFF)
             return outcomes
         if sw1 in (0x62, 0x63):
             # TS 31.124 §27.22.5.1: a Rel-11+ ME acknowledges warnings with the data.
             if options.pre_rel11_me:
-                return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
-            return [self._rp_ack(deliver, data)]
+                return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, (pid, dcs), data)]
+            return [self._rp_ack(pid, dcs, data)]
         if sw1 == 0x9E:
-            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, deliver, data)]
+            return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR, (pid, dcs), data)]
         if sw == 0x9300:
             # TS 31.111 §7.1.1: toolkit busy; the ME may retry later, else RP-ERROR "SAT busy" (D4).
             self.stats["busy"] += 1
@@ -481,15 +496,13 @@ class MobileEquipment:
         self.stats["card_errors"] += 1
         return [self._rp_error(_TP_FCS_DOWNLOAD_ERROR)]
 
-    def _rp_ack(self, deliver: SmsDeliver, data: bytes) -> Outcome:
+    def _rp_ack(self, pid: int, dcs: int, data: bytes) -> Outcome:
         if not data:
             # protocols.md §7.1 (3): no PoR, RP-ACK without TP-UD.
             self.stats["rp_ack"] += 1
-            return RpAck(SmsDeliverReport().encode())
+            return RpAck(_EMPTY_REPORT)
         try:
-            report = SmsDeliverReport(
-                tp_udhi=_has_udh(data), tp_pid=deliver.tp_pid, tp_dcs=deliver.tp_dcs, tp_ud=data
-            ).encode()
+            report = encode_report_with_data(None, _has_udh(data), pid, dcs, data)
         except EncodeError as exc:
             log.warning("phone %s: response data does not fit a DELIVER-REPORT: %s", self.phone_id, exc)
             return self._rp_error(_TP_FCS_DOWNLOAD_ERROR)
@@ -497,15 +510,12 @@ class MobileEquipment:
         # TS 51.014 §7.1.1: TP-PID / TP-DCS as in the original message -> 40 07 7F F6 UDL UD.
         return RpAck(report)
 
-    def _rp_error(self, fcs: int, deliver: SmsDeliver | None = None, data: bytes = b"") -> RpError:
+    def _rp_error(self, fcs: int, pid_dcs: tuple[int, int] | None = None, data: bytes = b"") -> RpError:
         self.stats["rp_error"] += 1
-        report = SmsDeliverReport(tp_fcs=fcs)
-        if data and deliver is not None:
-            report = SmsDeliverReport(
-                tp_fcs=fcs, tp_udhi=_has_udh(data), tp_pid=deliver.tp_pid, tp_dcs=deliver.tp_dcs, tp_ud=data
-            )
         try:
-            return RpError(fcs, report.encode())
+            if data and pid_dcs is not None:
+                return RpError(fcs, encode_report_with_data(fcs, _has_udh(data), *pid_dcs, data))
+            return RpError(fcs, SmsDeliverReport(tp_fcs=fcs).encode())
         except EncodeError:
             return RpError(fcs, SmsDeliverReport(tp_fcs=fcs).encode())
 
@@ -514,10 +524,24 @@ class MobileEquipment:
     def _proactive_session(self, length: int) -> list[Outcome]:
         """FETCH while the card has a command (91 XX); stop at a SEND SHORT MESSAGE (TS 102 223 §6.4.10)."""
         for _ in range(self.options.max_proactive_commands):
-            data, sw = self._exchange(fetch_apdu(length or 256, self._cla).encode_t0())
+            # FETCH XX (TS 102 221 §10.1.2): XX from 91 XX, 00 = 256.
+            data, sw = self._exchange(bytes((self._cla, _INS_FETCH, 0x00, 0x00, length & 0xFF)))
             if sw != _SW_OK:
                 log.warning("phone %s: FETCH answered %04X; proactive session ends", self.phone_id, sw)
                 return []
+            ssm = send_short_message_common_shape(data)
+            if ssm is not None:
+                # The usual SEND SHORT MESSAGE, read by index (the general readers below for the rest).
+                self.stats["proactive"] += 1
+                outcome = self._mo_submit(*ssm[1:], data)
+                if outcome is not None:
+                    self._pending = ssm[0]
+                    return [outcome]
+                sw = self._terminal_response(ssm[0], GeneralResult.COMMAND_DATA_NOT_UNDERSTOOD)
+                if sw >> 8 != 0x91:
+                    return []
+                length = sw & 0xFF
+                continue
             try:
                 command = decode_proactive(data)
             except (DecodeError, ValueError) as exc:
@@ -552,20 +576,26 @@ class MobileEquipment:
     def _send_short_message(self, command: ProactiveCommand, raw: bytes) -> MoSubmit | None:
         try:
             ssm = SendShortMessage.from_proactive(command)
-            SmsSubmit.decode(ssm.tpdu)  # TS 23.040 §9.2.2.2: must be an SMS-SUBMIT to be sent
+        except (DecodeError, ValueError) as exc:
+            log.warning("phone %s: unusable SEND SHORT MESSAGE %s: %s", self.phone_id, raw.hex(), exc)
+            return None
+        return self._mo_submit(ssm.tpdu, ssm.address, raw)
+
+    def _mo_submit(self, tpdu: bytes, address: bytes | None, raw: bytes) -> MoSubmit | None:
+        try:
+            SmsSubmit.decode(tpdu)  # TS 23.040 §9.2.2.2: must be an SMS-SUBMIT to be sent
         except (DecodeError, ValueError) as exc:
             log.warning("phone %s: unusable SEND SHORT MESSAGE %s: %s", self.phone_id, raw.hex(), exc)
             return None
         # TS 23.040 §9.2.3.6: the ME numbers its own submissions (the card's TP-MR is replaced).
         self._mr = (self._mr + 1) & 0xFF
-        tpdu = ssm.tpdu[:1] + bytes((self._mr,)) + ssm.tpdu[2:]
+        tpdu = tpdu[:1] + bytes((self._mr,)) + tpdu[2:]
         self.stats["mo_submits"] += 1
         # No Address TLV (onomondo): the default SMSC, never a crash (protocols.md §7.2 (5)).
-        return MoSubmit(tpdu, ssm.address)
+        return MoSubmit(tpdu, address)
 
     def _terminal_response(self, details: CommandDetails, result: int, info: bytes = b"") -> int:
-        apdu = TerminalResponse(details, result, info).to_apdu(self._cla).encode_t0()
-        _, sw = self._exchange(apdu)
+        _, sw = self._exchange(terminal_response_t0(details, result, info, self._cla))
         return sw
 
     def mo_sent(self, *, rp_cause: int | None = None) -> list[Outcome]:

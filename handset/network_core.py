@@ -96,6 +96,7 @@ BASE_COUNTERS = (
 # What a Later asks for when it fires.
 DELIVER, REPORT, SUBMIT, TIMER, UPLOAD, TRANSACTION = range(6)
 _RP_TIMEOUT, _RETRY = 1, 2  # what an S&F timer does
+_FINISH_COUNTER = {"DELIVRD": "mt_delivered", "EXPIRED": "mt_expired"}  # else mt_failed
 
 
 class Mt(Protocol):
@@ -160,11 +161,13 @@ class Phone:
         "upload_due",
     )
 
-    def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random) -> None:
+    def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random | None) -> None:
         self.msisdn = msisdn
         self.card = card
         self.me = me
-        self.rng = rng  # this phone's own generator (offline schedule)
+        # This phone's own generator (offline schedule); None when the radio has no offline model
+        # (RadioLink.is_offline draws nothing then).
+        self.rng = rng
         self.queue: deque[Mt] = deque()
         self.timer = 0  # generation of the armed S&F timer; 0 = none armed
         self.timer_kind = 0
@@ -235,7 +238,9 @@ class NetworkCore:
         self.queued = 0
         self._next_timer = 0
         self._tear = self._draw_tear if config.radio.tear_probability > 0 else None
-        self._fire = (
+        # What a Later of each kind calls: handler(out, phone, now, *later.args). fire() is the API;
+        # the table is public for a shell that runs many events (the virtual lab) to skip a call.
+        self.handlers = (
             self._phone_receives,
             self._report_arrives,
             self._submit_arrives,
@@ -252,7 +257,7 @@ class NetworkCore:
     def fire(self, later: Later, now: float) -> list[Action]:
         """A :class:`Later` this core asked for has come."""
         out: list[Action] = []
-        self._fire[later.kind](out, later.phone, now, *later.args)
+        self.handlers[later.kind](out, later.phone, now, *later.args)
         return out
 
     def submit(self, phone: Phone, message: Mt, now: float) -> list[Action]:
@@ -341,8 +346,7 @@ class NetworkCore:
 
     def _finish(self, out: list[Action], message: Mt, stat: str, err: int, now: float) -> None:
         self.queued -= 1
-        key = {"DELIVRD": "mt_delivered", "EXPIRED": "mt_expired"}.get(stat, "mt_failed")
-        self.counters[key] += 1
+        self.counters[_FINISH_COUNTER.get(stat, "mt_failed")] += 1
         submit = message.submit
         if smsc_router.wants_receipt(submit.registered_delivery, success=stat == "DELIVRD"):
             receipt = smsc_router.delivery_receipt(
@@ -404,6 +408,8 @@ class NetworkCore:
         now: float,
     ) -> None:
         debug = log.isEnabledFor(logging.DEBUG)
+        fcs: int | None
+        report: bytes
         for _ in range(_MAX_ROUNDS):
             if not outcomes:
                 return
@@ -411,21 +417,25 @@ class NetworkCore:
             for outcome in outcomes:
                 if debug:
                     log.debug("phone %s: %s", phone.msisdn, describe(outcome))
-                if message is None and not isinstance(outcome, MoSubmit):
-                    continue  # no MT behind this session (activity, power-on): nothing to answer
-                if isinstance(outcome, RpAck | RpError):
-                    assert message is not None
-                    fcs = outcome.fcs if isinstance(outcome, RpError) else None
-                    for d in self.radio.transmit(
-                        Direction.MO, phone.msisdn, outcome.report_tpdu, now, self.rng
-                    ):
+                # No MT behind a session (activity, power-on): only its MoSubmits need anything.
+                match outcome:
+                    case RpAck(report_tpdu=report):
+                        fcs = None
+                    case RpError(report_tpdu=report, fcs=fcs):
+                        pass
+                    case MoSubmit(tpdu=mo_tpdu):
+                        self._send_mo(out, phone, mo_tpdu, now)
+                        more += phone.me.mo_sent()
+                        continue
+                    case RetryEnvelopeAt(at=at, attempt=attempt):
+                        if message is not None:
+                            out.append(Later(at, phone, DELIVER, (message, tpdu, attempt)))
+                        continue
+                    case _:
+                        continue
+                if message is not None:  # RP-ACK / RP-ERROR: the report goes back over the air
+                    for d in self.radio.transmit(Direction.MO, phone.msisdn, report, now, self.rng):
                         out.append(Later(d.at, phone, REPORT, (message, d.payload, fcs)))
-                elif isinstance(outcome, MoSubmit):
-                    self._send_mo(out, phone, outcome.tpdu, now)
-                    more += phone.me.mo_sent()
-                elif isinstance(outcome, RetryEnvelopeAt):
-                    assert message is not None
-                    out.append(Later(outcome.at, phone, DELIVER, (message, tpdu, outcome.attempt)))
             outcomes = more
         log.warning("phone %s: proactive session cut after %d rounds", phone.msisdn, _MAX_ROUNDS)
 

@@ -287,6 +287,12 @@ class _Schedule:
         self.until = until
 
 
+def _fixed_delay(faults: DirectionFaults) -> float | None:
+    if faults.jitter_s or faults.late_probability or faults.reorder_probability:
+        return None
+    return faults.delay_s
+
+
 class RadioLink:
     """Stateful only in the Gilbert-Elliott states and offline schedules; see the module docstring."""
 
@@ -300,6 +306,8 @@ class RadioLink:
         self.tears_armed = 0
         self._faults = {Direction.MT: config.mt, Direction.MO: config.mo}
         self._perfect = {Direction.MT: config.mt.is_perfect, Direction.MO: config.mo.is_perfect}
+        # The delay of a direction whose _delay draws nothing (no jitter, late or reorder), else None.
+        self._fixed_delay = {d: _fixed_delay(f) for d, f in self._faults.items()}
         self._script = config.script
         self._script_matches: dict[tuple[int, str], int] = {}
         self.scripted_hits = 0
@@ -317,16 +325,21 @@ class RadioLink:
         if self._perfect[direction]:
             return [Delivery(now, payload)]
         faults = self._faults[direction]
-        if self._lost(faults, direction, phone_id, rng):
+        if faults.p_good_to_bad:
+            lost = self._lost(faults, direction, phone_id, rng)
+        else:  # no burst model: _lost's first draw only
+            lost = bool(faults.loss_probability) and rng.random() < faults.loss_probability
+        if lost:
             self.lost[direction] += 1
             return []
         if faults.corrupt_probability and rng.random() < faults.corrupt_probability:
             payload = corrupt_user_data(payload, rng)
             self.corrupted[direction] += 1
-        deliveries = [Delivery(now + self._delay(faults, rng), payload)]
+        fixed = self._fixed_delay[direction]  # None: _delay draws
+        deliveries = [Delivery(now + (self._delay(faults, rng) if fixed is None else fixed), payload)]
         if faults.duplicate_probability and rng.random() < faults.duplicate_probability:
             self.duplicated[direction] += 1
-            deliveries.append(Delivery(now + self._delay(faults, rng), payload))
+            deliveries.append(Delivery(now + (self._delay(faults, rng) if fixed is None else fixed), payload))
         return deliveries
 
     def _scripted(
@@ -393,16 +406,18 @@ class RadioLink:
 
     # -------------------------------------------------------------- offline, busy
 
-    def is_offline(self, phone_id: str, now: float, rng: random.Random) -> bool:
+    def is_offline(self, phone_id: str, now: float, rng: random.Random | None) -> bool:
         """Whether ``phone_id`` is out of coverage at ``now`` (non-decreasing per phone).
 
         ``rng`` should be the phone's own generator, so its schedule does not
-        depend on other phones' traffic.  The schedule starts at the first call.
+        depend on other phones' traffic (None only where there is no offline model, which
+        draws nothing).  The schedule starts at the first call.
         """
         model = self.config.offline
         p = model.offline_probability
         if not p:
             return False
+        assert rng is not None, "an offline model needs the phone's generator"
         schedule = self._schedules.get(phone_id)
         mean_online = model.mean_offline_s * (1.0 - p) / p
         if schedule is None:

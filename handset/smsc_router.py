@@ -170,6 +170,25 @@ def dcs_from_data_coding(data_coding: int) -> int:
 
 
 def _address(digits: str, ton: int, npi: int, field: str, status: int) -> Address:
+    key = (digits, ton, npi)
+    address = _ADDRESSES.get(key)
+    if address is not None:
+        return address
+    address = _address_checked(digits, ton, npi, field, status)
+    if len(_ADDRESSES) >= _ADDRESSES_MAX:
+        _ADDRESSES.clear()
+    _ADDRESSES[key] = address
+    return address
+
+
+# SMPP (addr, TON, NPI) -> the TP address it makes: the OTA platform sends every MT from one
+# source address, so a small memo skips the enum lookups and the BCD check. Bounded; only
+# successes are kept (a bad address raises its SmppViolation every time).
+_ADDRESSES: dict[tuple[str, int, int], Address] = {}
+_ADDRESSES_MAX = 1024
+
+
+def _address_checked(digits: str, ton: int, npi: int, field: str, status: int) -> Address:
     try:
         ton_e, npi_e = Ton(ton & 0x07), Npi(npi & 0x0F)
         digits = digits[1:] if digits.startswith("+") and ton_e != Ton.ALPHANUMERIC else digits

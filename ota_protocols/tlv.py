@@ -368,6 +368,48 @@ def unwrap_ber(
     return tlv.value, reader.offset - len(tlv.value)
 
 
+def short_ber_value_at(data: bytes, tag: int) -> int | None:
+    """Where the value starts when ``data`` is exactly one BER-TLV with the one-octet ``tag`` and a
+    short length (``00``-``7F`` or ``81 80``-``FF``, TS 101 220 §7.1); None for anything else, valid
+    or not, which a general reader then judges. For the fast paths of hot decoders."""
+    n = len(data)
+    if n < 2 or data[0] != tag:
+        return None
+    length = data[1]
+    pos = 2
+    if length >= 0x80:
+        if length != 0x81 or n < 3 or data[2] < 0x80:
+            return None
+        length = data[2]
+        pos = 3
+    return pos if pos + length == n else None
+
+
+def short_comprehension_items(data: bytes, pos: int) -> list[tuple[int, bytes]] | None:
+    """``(tag without CR, value)`` of the COMPREHENSION-TLVs from ``pos`` to the end of ``data``
+    when every one has a one-octet tag and a short length; None otherwise (a three-octet tag, an
+    invalid tag octet, a length that runs over), which a general reader then judges."""
+    n = len(data)
+    items: list[tuple[int, bytes]] = []
+    while pos < n:
+        tag = data[pos] & 0x7F
+        if tag == 0 or tag == _LONG_TAG_MARKER or pos + 1 >= n:  # 00/80/FF invalid, 7F three-octet form
+            return None
+        size = data[pos + 1]
+        pos += 2
+        if size >= 0x80:
+            if size != 0x81 or pos >= n or data[pos] < 0x80:
+                return None
+            size = data[pos]
+            pos += 1
+        end = pos + size
+        if end > n:
+            return None
+        items.append((tag, data[pos:end]))
+        pos = end
+    return items
+
+
 class ComprehensionTlvIndex:
     """The COMPREHENSION-TLVs of one CAT object: known tags by value, the others in order.
 

@@ -15,32 +15,35 @@ __all__ = ["VirtualClock"]
 
 
 class VirtualClock:
-    __slots__ = ("_heap", "_seq", "events_run", "now")
+    """``heap`` and ``seq`` are public for one hot caller (the virtual network pushes its events
+    exactly as :meth:`at` does, without a call per event); everyone else uses :meth:`at`."""
+
+    __slots__ = ("events_run", "heap", "now", "seq")
 
     def __init__(self) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
-        self._seq = 0
+        self.heap: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
+        self.seq = 0
         self.events_run = 0
 
     def at(self, when: float, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` at virtual time ``when`` (never before ``now``)."""
-        self._seq += 1
-        heapq.heappush(self._heap, (when if when > self.now else self.now, self._seq, callback, args))
+        self.seq += 1
+        heapq.heappush(self.heap, (when if when > self.now else self.now, self.seq, callback, args))
 
     def soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self.at(self.now, callback, *args)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def next_time(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def run(self, until: float, stop: Callable[[], bool]) -> None:
         """Run events up to and including time ``until`` or until ``stop()`` holds (checked after each
         event). The clock then stands at the last event's time (or ``until`` when it ran dry)."""
-        heap = self._heap
+        heap = self.heap
         pop = heapq.heappop
         ran = 0
         stopped = False

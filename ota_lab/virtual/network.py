@@ -29,6 +29,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from heapq import heappush
 from typing import Any
 
 from handset import activity, smsc_router
@@ -78,7 +79,9 @@ class _Phone(Phone):
 
     __slots__ = ("index", "pending")
 
-    def __init__(self, msisdn: str, index: int, card: Any, me: MobileEquipment, rng: random.Random) -> None:
+    def __init__(
+        self, msisdn: str, index: int, card: Any, me: MobileEquipment, rng: random.Random | None
+    ) -> None:
         super().__init__(msisdn, card, me, rng)
         self.index = index
         self.pending = 0  # events scheduled for this phone and not yet run
@@ -109,6 +112,7 @@ class VirtualNetwork:
         # The network's traffic generator, seeded as the handset seeds it (a shard: its own seed).
         self.rng = random.Random(config.radio.seed if traffic_seed is None else traffic_seed)
         self.core = NetworkCore(config, self.radio, self.rng, date_of=_virtual_date)
+        self._handlers = self.core.handlers
         self.smsc_address = encode_cat_address(Address(config.smsc.smsc_address, Ton.INTERNATIONAL, Npi.ISDN))
         smsc = config.smsc
         self.router_options = smsc_router.RouterOptions(
@@ -120,6 +124,7 @@ class VirtualNetwork:
         self._warm: OrderedDict[str, None] = OrderedDict()
         self._warm_limit = warm
         self._busy = config.radio.sim_busy_probability > 0
+        self._offline = config.radio.offline.offline_probability > 0  # phones draw offline periods
         self._booted = bytearray((pool.spec.count + 7) // 8)  # one bit per card: the phone has booted
         self._next_id = 0
         self._tokens = float(smsc.throttle_burst or max(1.0, smsc.throttle_per_s))
@@ -138,12 +143,14 @@ class VirtualNetwork:
 
     # ------------------------------------------------------------------ phones
 
-    def _phone(self, msisdn: str) -> _Phone:
+    def _phone(self, msisdn: str, index: int | None = None) -> _Phone:
+        """The awake phone of ``msisdn`` (``index``: its card index, when the caller has it)."""
         phone = self.phones.get(msisdn)
         if phone is not None:
             self._warm.pop(msisdn, None)
             return phone
-        index = index_of_msisdn(self.pool.spec, msisdn)
+        if index is None:
+            index = index_of_msisdn(self.pool.spec, msisdn)
         assert index is not None
         card = self.pool.card(index)
         port: Any = BusyInjectingCard(card, self.radio, self.rng) if self._busy else card
@@ -153,10 +160,14 @@ class VirtualNetwork:
         booted = bool(self._booted[slot] >> bit & 1)
         # The phone's own generator (offline schedule), seeded as handset.service does; a phone woken
         # again (its radio state forgotten while asleep) starts a fresh schedule from the wake time.
-        rng_seed = f"{seed}/offline/{msisdn}"
-        if booted:
-            rng_seed += f"/{self.clock.now!r}"
-        phone = _Phone(msisdn, index, card, me, random.Random(rng_seed))
+        # Without an offline model RadioLink.is_offline never draws from it: then there is none.
+        rng = None
+        if self._offline:
+            rng_seed = f"{seed}/offline/{msisdn}"
+            if booted:
+                rng_seed += f"/{self.clock.now!r}"
+            rng = random.Random(rng_seed)
+        phone = _Phone(msisdn, index, card, me, rng)
         self.phones[msisdn] = phone
         if not booted:
             # First use = the phone boots (handset.service powers every phone on at start; an
@@ -172,24 +183,34 @@ class VirtualNetwork:
         return phone
 
     def _run(self, actions: list[Action]) -> None:
-        """Carry out the core's actions: Later -> the event heap, ToEsme -> the ESME (or the store)."""
+        """Carry out the core's actions: Later -> the event heap, ToEsme -> the ESME (or the store).
+
+        A Later goes on the heap as ``clock.at(later.at, self._fire, later)`` would put it there
+        (same time clamp, next sequence number), without the call per event."""
         clock = self.clock
+        heap = clock.heap
+        fire = self._fire
         for action in actions:
             if type(action) is ToEsme:
-                self._to_esme(action.pdu)
+                self._to_esme(action.pdu)  # may schedule too: the sequence is read afresh below
             else:
-                phone = action.phone
-                phone.pending += 1  # type: ignore[union-attr]
-                clock.at(action.at, self._fire, action)  # type: ignore[union-attr]
+                action.phone.pending += 1  # type: ignore[union-attr]
+                at = action.at  # type: ignore[union-attr]
+                now = clock.now
+                seq = clock.seq = clock.seq + 1
+                heappush(heap, (at if at > now else now, seq, fire, (action,)))
 
     def _fire(self, later: Later) -> None:
-        phone = later.phone
-        assert isinstance(phone, _Phone)
+        phone: _Phone = later.phone  # type: ignore[assignment]
         phone.pending -= 1
         if self.phones.get(phone.msisdn) is not phone:  # pragma: no cover - a busy phone never sleeps
             return
-        self._run(self.core.fire(later, self.clock.now))
-        self._maybe_quiet(phone)
+        actions: list[Action] = []
+        self._handlers[later.kind](actions, phone, self.clock.now, *later.args)  # = core.fire(later, now)
+        if actions:
+            self._run(actions)
+        if not phone.pending:
+            self._maybe_quiet(phone)
 
     def _maybe_quiet(self, phone: _Phone) -> None:
         if phone.pending or phone.busy:
@@ -214,12 +235,10 @@ class VirtualNetwork:
     def has_subscriber(self, msisdn: str) -> bool:
         return index_of_msisdn(self.pool.spec, msisdn) is not None
 
-    def submit(self, pdu: SubmitSm, origin: str) -> tuple[int, str]:
-        """One submit_sm: (command_status, message_id), as handset.smsc_server._on_submit answers."""
-        now = self.clock.now
+    def _admit(self, now: float) -> int:
+        """The SMSC's admission of one submit_sm (token bucket, queue bound): ESME_ROK or the status."""
         smsc = self.config.smsc
         counters = self.counters
-        counters["submits"] += 1
         if smsc.throttle_per_s > 0:
             burst = float(smsc.throttle_burst or max(1.0, smsc.throttle_per_s))
             self._tokens = min(burst, self._tokens + (now - self._stamp) * smsc.throttle_per_s)
@@ -227,13 +246,25 @@ class VirtualNetwork:
             if self._tokens < 1.0:
                 counters["throttled"] += 1
                 counters["submits_rejected"] += 1
-                return CommandStatus.ESME_RTHROTTLED, ""
+                return CommandStatus.ESME_RTHROTTLED
             self._tokens -= 1.0
         if self.core.queued >= smsc.max_queued_mt:
             counters["submits_rejected"] += 1
-            return CommandStatus.ESME_RMSGQFUL, ""
+            return CommandStatus.ESME_RMSGQFUL
+        return CommandStatus.ESME_ROK
+
+    def submit(self, pdu: SubmitSm, origin: str) -> tuple[int, str]:
+        """One submit_sm: (command_status, message_id), as handset.smsc_server._on_submit answers."""
+        now = self.clock.now
+        smsc = self.config.smsc
+        counters = self.counters
+        counters["submits"] += 1
+        status = self._admit(now)
+        if status:
+            return status, ""
         msisdn = pdu.destination_addr.lstrip("+")
-        if not self.has_subscriber(msisdn):
+        index = index_of_msisdn(self.pool.spec, msisdn)
+        if index is None:
             counters["submits_rejected"] += 1
             return CommandStatus.ESME_RINVDSTADR, ""
         when = _virtual_date(now)
@@ -247,7 +278,7 @@ class VirtualNetwork:
             return exc.command_status, ""
         self._next_id += 1
         message_id = f"{self._next_id:010X}"
-        phone = self._phone(msisdn)
+        phone = self._phone(msisdn, index)
         self._run(self.core.submit(phone, _Mt(message_id, pdu, tpdu, origin, when, now + validity), now))
         self._maybe_quiet(phone)
         return CommandStatus.ESME_ROK, message_id

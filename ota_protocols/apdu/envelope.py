@@ -28,6 +28,8 @@ from ota_protocols.tlv import (
     decode_comprehension_all,
     encode_ber,
     encode_comprehension,
+    short_ber_value_at,
+    short_comprehension_items,
     unwrap_ber,
 )
 
@@ -164,6 +166,39 @@ class SmsPpDownload:
 
 
 _NETWORK_TO_UICC = DeviceIdentities(DeviceIdentity.NETWORK, DeviceIdentity.UICC).encode()  # 82 02 83 81
+_SHORT_LENGTHS = tuple(bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(256))  # TS 101 220 §7.1
+
+
+def sms_pp_download_t0(tpdu: bytes, smsc_address: bytes | None, cla: int = CLA_UICC) -> bytes:
+    """``SmsPpDownload(tpdu, smsc_address).to_apdu(cla).encode_t0()``: the same octets (and the
+    same :class:`EncodeError` for what does not fit), written without the intermediate objects."""
+    n = len(tpdu)
+    if 0 < n <= 0xFF and 0 <= cla <= 0xFF:
+        lengths = _SHORT_LENGTHS
+        if smsc_address is None:
+            body = b"".join((_NETWORK_TO_UICC, b"\x8b", lengths[n], tpdu))
+        elif 0 < len(smsc_address) <= 0xFF:
+            body = b"".join(
+                (
+                    _NETWORK_TO_UICC,
+                    b"\x86",
+                    lengths[len(smsc_address)],
+                    smsc_address,
+                    b"\x8b",
+                    lengths[n],
+                    tpdu,
+                )
+            )
+        else:
+            body = b""
+        size = len(body)
+        if body and size <= 0xFF:
+            data = b"\xd1" + lengths[size] + body
+            if len(data) <= 0xFF:
+                return bytes((cla, INS_ENVELOPE, 0x00, 0x00, len(data))) + data
+    return SmsPpDownload(tpdu, smsc_address).to_apdu(cla).encode_t0()
+
+
 _DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU = 0x02, 0x06, 0x0B
 
 
@@ -172,37 +207,15 @@ def _decode_common_shape(data: bytes) -> SmsPpDownload | None:
     optional non-empty address and a non-empty TPDU, each at most once and nothing else: the
     SmsPpDownload that the general reader returns for it. None for any other shape, valid or
     not, which the general reader then judges (so errors stay its own)."""
-    n = len(data)
-    if n < 2 or data[0] != BerTag.SMS_PP_DOWNLOAD:
-        return None
-    length = data[1]
-    pos = 2
-    if length >= 0x80:
-        # TS 101 220 §7.1: 81 xx only for 80..FF; anything else goes to the general reader.
-        if length != 0x81 or n < 3 or data[2] < 0x80:
-            return None
-        length = data[2]
-        pos = 3
-    if pos + length != n:
+    pos = short_ber_value_at(data, BerTag.SMS_PP_DOWNLOAD)
+    items = None if pos is None else short_comprehension_items(data, pos)
+    if items is None:
         return None
     found: dict[int, bytes] = {}
-    while pos < n:
-        first = data[pos]
-        tag = first & 0x7F
-        if tag == 0 or tag == 0x7F or pos + 1 >= n:  # 00/80/FF invalid, 7F three-octet form
+    for tag, value in items:
+        if tag in found or tag not in (_DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU):
             return None
-        size = data[pos + 1]
-        pos += 2
-        if size >= 0x80:
-            if size != 0x81 or pos >= n or data[pos] < 0x80:
-                return None
-            size = data[pos]
-            pos += 1
-        end = pos + size
-        if end > n or tag in found or tag not in (_DEVICE_IDENTITIES, _ADDRESS, _SMS_TPDU):
-            return None
-        found[tag] = data[pos:end]
-        pos = end
+        found[tag] = value
     tpdu = found.get(_SMS_TPDU)
     address = found.get(_ADDRESS)
     if found.get(_DEVICE_IDENTITIES) != b"\x83\x81" or not tpdu or (address is not None and not address):

@@ -31,6 +31,8 @@ from ota_protocols.tlv import (
     ComprehensionTlvIndex,
     encode_ber,
     encode_comprehension,
+    short_ber_value_at,
+    short_comprehension_items,
     unwrap_ber,
 )
 
@@ -229,6 +231,14 @@ class SendShortMessage:
     other_tlvs: tuple[ComprehensionTlv, ...] = ()
 
     def __post_init__(self) -> None:
+        if (
+            0 <= self.command_number <= 0xFF
+            and 0 <= self.qualifier <= 0xFF
+            and len(self.tpdu) <= 0xFF
+            and (self.address is None or len(self.address) <= 0xFF)
+            and (self.alpha is None or len(self.alpha) <= 0xFF)
+        ):
+            return  # octets and short values (the usual case, one test)
         _check_octet("send_short_message.command_number", self.command_number)
         _check_octet("send_short_message.qualifier", self.qualifier)
         _check_tlv_value("send_short_message.tpdu", self.tpdu)
@@ -252,8 +262,22 @@ class SendShortMessage:
         )
 
     def encode(self) -> bytes:
-        """``D0 L 81 03 nn 13 qq 82 02 81 83 [85 ..] [86 ..] 8B L tpdu [others]``."""
-        return self.to_proactive().encode()
+        """``D0 L 81 03 nn 13 qq 82 02 81 83 [85 ..] [86 ..] 8B L tpdu [others]``.
+
+        The bytes of ``self.to_proactive().encode()``, written without the intermediate objects
+        (``__post_init__`` already checked every field those objects would check again)."""
+        body = (
+            bytes((0x81, 3, self.command_number, CommandType.SEND_SHORT_MESSAGE, self.qualifier))
+            + _UICC_TO_NETWORK
+        )
+        if self.alpha is not None:
+            body += encode_comprehension(ComprehensionTag.ALPHA_IDENTIFIER, self.alpha, True)
+        if self.address is not None:
+            body += encode_comprehension(ComprehensionTag.ADDRESS, self.address, True)
+        body += encode_comprehension(ComprehensionTag.SMS_TPDU, self.tpdu, True)
+        if self.other_tlvs:
+            body += b"".join(tlv.encode() for tlv in self.other_tlvs)
+        return encode_ber(BerTag.PROACTIVE_COMMAND, body)
 
     @classmethod
     def decode(cls, data: bytes, *, base_offset: int = 0) -> SendShortMessage:
@@ -321,7 +345,7 @@ class TerminalResponse:
         # TS 102 223 §6.8: the ME copies the command details it answers, then ME -> UICC.
         return (
             self.command_details.encode()
-            + DeviceIdentities(DeviceIdentity.TERMINAL, DeviceIdentity.UICC).encode()
+            + _TERMINAL_TO_UICC
             + encode_comprehension(
                 ComprehensionTag.RESULT, bytes((self.general_result,)) + self.additional_info, True
             )
@@ -334,6 +358,15 @@ class TerminalResponse:
 
     @classmethod
     def decode(cls, data: bytes, *, base_offset: int = 0) -> TerminalResponse:
+        if type(data) is bytes and cls is TerminalResponse:
+            fast = _decode_terminal_response_common_shape(data)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(data, base_offset=base_offset)
+
+    @classmethod
+    def _decode_checked(cls, data: bytes, *, base_offset: int = 0) -> TerminalResponse:
+        """The general reader: every shape, and the error that names what is wrong."""
         known = (
             ComprehensionTag.COMMAND_DETAILS,
             ComprehensionTag.DEVICE_IDENTITIES,
@@ -368,6 +401,50 @@ class TerminalResponse:
         return cls.decode(apdu.data, base_offset=5)
 
 
+_UICC_TO_NETWORK = b"\x82\x02\x81\x83"  # DeviceIdentities(UICC, NETWORK).encode()
+_TERMINAL_TO_UICC = b"\x82\x02\x82\x81"  # DeviceIdentities(TERMINAL, UICC).encode()
+
+
+def _decode_terminal_response_common_shape(data: bytes) -> TerminalResponse | None:
+    """``81 03 nn tt qq 82 02 82 81 83 L result [info]`` (CR set, short lengths, nothing else): the
+    TerminalResponse the general reader returns for it. None for any other shape, valid or not,
+    which the general reader then judges (so errors stay its own)."""
+    n = len(data)
+    if n < 12 or data[:2] != b"\x81\x03" or data[5:9] != _TERMINAL_TO_UICC or data[9] != 0x83:
+        return None
+    size = data[10]
+    if size == 0 or size >= 0x80 or 11 + size != n:
+        return None
+    code = data[11]
+    general: int = GeneralResult(code) if code in _GENERAL_RESULTS else code
+    return TerminalResponse(CommandDetails(data[2], data[3], data[4]), general, data[12:])
+
+
+def send_short_message_common_shape(data: bytes) -> tuple[CommandDetails, bytes, bytes | None] | None:
+    """FETCH data ``D0 L 81 03 nn 13 qq 82 02 81 83 [86 L address] 8B L tpdu`` (tags with or
+    without CR, short lengths, nothing else) -> (command details, tpdu, address): what
+    ``SendShortMessage.from_proactive(decode_proactive(data))`` reads from it. None for any other
+    shape, valid or not, which the general readers then judge (so errors stay theirs)."""
+    pos = short_ber_value_at(data, BerTag.PROACTIVE_COMMAND)
+    items = None if pos is None else short_comprehension_items(data, pos)
+    if items is None or not 3 <= len(items) <= 4:
+        return None
+    (details_tag, details), (identities_tag, identities), *rest = items
+    if details_tag != 0x01 or len(details) != 3 or details[1] != 0x13:
+        return None
+    if identities_tag != 0x02 or identities != b"\x81\x83":
+        return None
+    address: bytes | None = None
+    if len(rest) == 2:
+        if rest[0][0] != 0x06:
+            return None
+        address = rest[0][1]
+    tpdu_tag, tpdu = rest[-1]
+    if tpdu_tag != 0x0B:
+        return None
+    return CommandDetails(details[0], 0x13, details[2]), tpdu, address
+
+
 # --------------------------------------------------------------------------- housekeeping APDUs
 
 
@@ -387,6 +464,20 @@ def get_response_apdu(length: int, cla: int = 0x00) -> CommandApdu:
     """GET RESPONSE ``00 C0 00 00 XX`` after ``61 XX`` (2G: ``A0 C0 00 00 XX`` after ``9F XX``)."""
     _check_le("get_response.le", length)
     return CommandApdu(cla, INS_GET_RESPONSE, 0x00, 0x00, b"", length)
+
+
+def terminal_response_t0(details: CommandDetails, result: int, info: bytes = b"", cla: int = 0x80) -> bytes:
+    """``TerminalResponse(details, result, info).to_apdu(cla).encode_t0()``: the same octets (and
+    the same :class:`EncodeError`), without the intermediate objects for the usual short case."""
+    if 0 <= result <= 0xFF and len(info) < 0x7F and 0 <= cla <= 0xFF:
+        return (
+            bytes((cla, INS_TERMINAL_RESPONSE, 0x00, 0x00, 12 + len(info), 0x81, 3))
+            + bytes((details.number, details.type, details.qualifier))
+            + _TERMINAL_TO_UICC
+            + bytes((0x83, 1 + len(info), result))
+            + info
+        )
+    return TerminalResponse(details, result, info).to_apdu(cla).encode_t0()
 
 
 def terminal_profile_apdu(profile: bytes, cla: int = 0x80) -> CommandApdu:

@@ -208,6 +208,16 @@ class Address:
 
     def encode(self) -> bytes:
         """The TPDU form: ``semi-octet length | TON/NPI | value`` (TS 23.040 §9.1.2.5)."""
+        key = (self.digits, self.ton, self.npi)
+        octets = _ENCODED.get(key)
+        if octets is None:
+            octets = self._encode()
+            if len(_ENCODED) >= _ENCODED_MAX:
+                _ENCODED.clear()
+            _ENCODED[key] = octets
+        return octets
+
+    def _encode(self) -> bytes:
         if self.ton == Ton.ALPHANUMERIC:
             semi_octets, value = _encode_alphanumeric(self.digits, "address.digits")
         else:
@@ -241,6 +251,12 @@ class Address:
             text = "".join(_GSM7_DEFAULT[s] for s in _unpack_septets(value, semi_octets * 4 // 7))
             return cls(text, ton, npi)
         return cls(_decode_bcd(value, semi_octets, "address.value", value_offset), ton, npi)
+
+
+# Address fields -> their TPDU octets: a few addresses (the OTA platform, the fleet's SMSC) are
+# encoded for every message, so a small memo saves the BCD work. Bounded; errors are not kept.
+_ENCODED: dict[tuple[str, int, int], bytes] = {}
+_ENCODED_MAX = 1024
 
 
 def _split_ton_npi(reader: ByteReader, field: str) -> tuple[Ton, Npi]:

@@ -97,6 +97,32 @@ def split_user_data(
             0,
             f"{len(payload)} octets need {total} segments, at most {MAX_SEGMENTS} (TS 23.040 §9.2.3.24.1)",
         )
+    first_body = single_header[1:]
+    if len(first_body) + concat_ie_length + 2 > 0xFF:
+        return _segments(payload, first_ies, reference, total, first_capacity, later_capacity, ref16)
+    # The octets _segments writes, without header and IE objects per segment:
+    # UDHL | 00 03 ref total seq (08 04 refH refL total seq) | the caller's IEs (first only).
+    # reference and total are checked above; seq runs 1..total.
+    concat = b"\x08\x04" + reference.to_bytes(2, "big") if ref16 else bytes((0x00, 0x03, reference))
+    head = bytes((concat_ie_length + len(first_body),)) + concat
+    segments = [head + bytes((total, 1)) + first_body + payload[:first_capacity]]
+    later_head = bytes((concat_ie_length,)) + concat
+    for seq in range(2, total + 1):
+        start = first_capacity + (seq - 2) * later_capacity
+        segments.append(later_head + bytes((total, seq)) + payload[start : start + later_capacity])
+    return segments
+
+
+def _segments(
+    payload: bytes,
+    first_ies: tuple[InformationElement, ...],
+    reference: int,
+    total: int,
+    first_capacity: int,
+    later_capacity: int,
+    ref16: bool,
+) -> list[bytes]:
+    """The segments of :func:`split_user_data` built from header objects (every UDH size)."""
     make_ie = concat_16bit if ref16 else concat_8bit
     segments = [
         UserDataHeader((make_ie(reference, total, 1), *first_ies)).encode() + payload[:first_capacity]
@@ -203,9 +229,11 @@ class Reassembler:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which :meth:`expire` has something to report, or None."""
+        if not self._pending and not self._evicted:
+            return None  # the usual answer, asked at every turn of the server's engine
         deadlines = [partial.deadline for partial in self._pending.values()]
         deadlines.extend(at for at, _ in self._evicted)
-        return min(deadlines, default=None)
+        return min(deadlines)
 
     def expire(self, now: float) -> list[SegmentsExpired]:
         """Drop the sets whose deadline is at or before ``now``, and report them and evicted sets."""

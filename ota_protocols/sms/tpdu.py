@@ -49,6 +49,8 @@ __all__ = [
     "dcs_message_class",
     "decode_mo_tpdu",
     "decode_mt_tpdu",
+    "deliver_pid_dcs",
+    "encode_report_with_data",
     "is_7bit_dcs",
     "is_8bit_dcs",
     "is_sim_data_download",
@@ -380,13 +382,24 @@ class SmsDeliver:
     tp_udl: int | None = None
 
     def encode(self) -> bytes:
-        _check_octet(self.tp_pid, "tp_pid")
-        _check_octet(self.tp_dcs, "tp_dcs")
-        if len(self.tp_scts) != _SCTS_LENGTH:
-            raise EncodeError("tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)")
-        udl = _encode_udl(
-            self.tp_ud, self.tp_udl, self.tp_dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS
-        )
+        pid, dcs, ud = self.tp_pid, self.tp_dcs, self.tp_ud
+        if (
+            0 <= pid <= 0xFF
+            and 0 <= dcs <= 0xFF
+            and self.tp_udl is None
+            and _ALPHABETS[dcs] != "gsm7"
+            and len(ud) <= MAX_UD_OCTETS
+            and len(self.tp_scts) == _SCTS_LENGTH
+        ):
+            udl = len(ud)  # octet-coded user data (every OTA SMS): what _encode_udl answers
+        else:
+            _check_octet(pid, "tp_pid")
+            _check_octet(dcs, "tp_dcs")
+            if len(self.tp_scts) != _SCTS_LENGTH:
+                raise EncodeError(
+                    "tp_scts", 0, f"{len(self.tp_scts)} octets, expected 7 (TS 23.040 §9.2.3.11)"
+                )
+            udl = _encode_udl(ud, self.tp_udl, dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS)
         first = (
             MtiMt.SMS_DELIVER
             | (_MMS_OR_RD if self.tp_mms else 0)
@@ -395,14 +408,7 @@ class SmsDeliver:
             | (_UDHI if self.tp_udhi else 0)
             | (_RP if self.tp_rp else 0)
         )
-        return (
-            bytes((first,))
-            + self.tp_oa.encode()
-            + bytes((self.tp_pid, self.tp_dcs))
-            + self.tp_scts
-            + bytes((udl,))
-            + self.tp_ud
-        )
+        return bytes((first,)) + self.tp_oa.encode() + bytes((pid, dcs)) + self.tp_scts + bytes((udl,)) + ud
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsDeliver:
@@ -446,16 +452,16 @@ class SmsDeliver:
         return _split_user_data(self.tp_udhi, self.tp_ud)
 
 
-# TP-OA octets (length, TON/NPI, value) -> the Address they decode to; a few senders send
-# everything (the OTA platform), so a small memo saves the BCD work. Bounded.
+# TP-OA / TP-DA octets (length, TON/NPI, value) -> the Address they decode to; a few addresses
+# carry everything (the OTA platform), so a small memo saves the BCD work. Bounded.
 _OA_MEMO: dict[bytes, Address] = {}
 _OA_MEMO_MAX = 1024
 
 
-def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
-    """An SMS-DELIVER with octet-coded user data (every OTA SMS) and a BCD TP-OA, read by
-    index: what the general reader returns for it. None for any other shape, valid or not,
-    which the general reader then judges (so errors stay its own)."""
+def _deliver_common_shape(raw: bytes) -> tuple[int, Address] | None:
+    """Where TP-PID is, and the TP-OA, of an SMS-DELIVER with octet-coded user data (every OTA
+    SMS) and a BCD TP-OA; None for any other shape, valid or not, which the general reader
+    then judges (so errors stay its own)."""
     n = len(raw)
     if n < 3 or (raw[0] & _MTI_MASK) not in (MtiMt.SMS_DELIVER, MtiMt.RESERVED):
         return None
@@ -463,20 +469,36 @@ def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
     pos = 3 + (semi_octets + 1) // 2  # TP-PID
     if semi_octets > 20 or n < pos + 10:
         return None
-    oa_octets = raw[1:pos]
-    tp_oa = _OA_MEMO.get(oa_octets)
+    tp_oa = _address_at(raw, 1, pos)
     if tp_oa is None:
-        try:
-            tp_oa = Address.decode(ByteReader(oa_octets))
-        except DecodeError:
-            return None
-        if len(_OA_MEMO) >= _OA_MEMO_MAX:
-            _OA_MEMO.clear()
-        _OA_MEMO[oa_octets] = tp_oa
-    tp_dcs = raw[pos + 1]
-    udl = raw[pos + 9]
-    if _ALPHABETS[tp_dcs] == "gsm7" or udl > MAX_UD_OCTETS or udl != n - pos - 10:
         return None
+    udl = raw[pos + 9]
+    if _ALPHABETS[raw[pos + 1]] == "gsm7" or udl > MAX_UD_OCTETS or udl != n - pos - 10:
+        return None
+    return pos, tp_oa
+
+
+def deliver_pid_dcs(raw: bytes) -> tuple[int, int]:
+    """``(tp_pid, tp_dcs)`` of ``SmsDeliver.decode(raw)``, raising what it raises: what an ME
+    needs to route an SMS (TS 31.111 §7.1.1), without the object for the usual shape."""
+    if type(raw) is bytes:
+        shape = _deliver_common_shape(raw)
+        if shape is not None:
+            pos = shape[0]
+            return raw[pos], raw[pos + 1]
+    deliver = SmsDeliver.decode(raw)
+    return deliver.tp_pid, deliver.tp_dcs
+
+
+def _decode_deliver_common_shape(raw: bytes) -> SmsDeliver | None:
+    """An SMS-DELIVER with octet-coded user data (every OTA SMS) and a BCD TP-OA, read by
+    index: what the general reader returns for it. None for any other shape, valid or not,
+    which the general reader then judges (so errors stay its own)."""
+    shape = _deliver_common_shape(raw)
+    if shape is None:
+        return None
+    pos, tp_oa = shape
+    tp_dcs = raw[pos + 1]
     first = raw[0]
     return SmsDeliver(
         tp_oa,
@@ -511,6 +533,32 @@ class SmsSubmit:
     tp_udl: int | None = None
 
     def encode(self) -> bytes:
+        mr, pid, dcs, ud, vpf = self.tp_mr, self.tp_pid, self.tp_dcs, self.tp_ud, self.tp_vpf
+        if (
+            0 <= mr <= 0xFF
+            and 0 <= pid <= 0xFF
+            and 0 <= dcs <= 0xFF
+            and type(vpf) is ValidityPeriodFormat
+            and len(self.tp_vp) == _VP_LENGTH[vpf]
+            and self.tp_udl is None
+            and _ALPHABETS[dcs] != "gsm7"
+            and len(ud) <= MAX_UD_OCTETS
+        ):
+            udl = len(ud)  # octet-coded user data (every PoR): what the checks below answer
+        else:
+            udl, vpf = self._checked_udl_vpf()
+        first = (
+            MtiMo.SMS_SUBMIT
+            | (_MMS_OR_RD if self.tp_rd else 0)
+            | (vpf << 3)
+            | (_SRI_OR_SRR if self.tp_srr else 0)
+            | (_UDHI if self.tp_udhi else 0)
+            | (_RP if self.tp_rp else 0)
+        )
+        return bytes((first, mr)) + self.tp_da.encode() + bytes((pid, dcs)) + self.tp_vp + bytes((udl,)) + ud
+
+    def _checked_udl_vpf(self) -> tuple[int, ValidityPeriodFormat]:
+        """Every field check of :meth:`encode`, in order: TP-UDL and TP-VPF, or the EncodeError."""
         _check_octet(self.tp_mr, "tp_mr")
         _check_octet(self.tp_pid, "tp_pid")
         _check_octet(self.tp_dcs, "tp_dcs")
@@ -526,25 +574,19 @@ class SmsSubmit:
         udl = _encode_udl(
             self.tp_ud, self.tp_udl, self.tp_dcs, max_octets=MAX_UD_OCTETS, max_septets=MAX_UD_SEPTETS
         )
-        first = (
-            MtiMo.SMS_SUBMIT
-            | (_MMS_OR_RD if self.tp_rd else 0)
-            | (vpf << 3)
-            | (_SRI_OR_SRR if self.tp_srr else 0)
-            | (_UDHI if self.tp_udhi else 0)
-            | (_RP if self.tp_rp else 0)
-        )
-        return (
-            bytes((first, self.tp_mr))
-            + self.tp_da.encode()
-            + bytes((self.tp_pid, self.tp_dcs))
-            + self.tp_vp
-            + bytes((udl,))
-            + self.tp_ud
-        )
+        return udl, vpf
 
     @classmethod
     def decode(cls, raw: bytes) -> SmsSubmit:
+        if type(raw) is bytes and cls is SmsSubmit:
+            fast = _decode_submit_common_shape(raw)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(raw)
+
+    @classmethod
+    def _decode_checked(cls, raw: bytes) -> SmsSubmit:
+        """The general reader: every shape, and the error that names what is wrong."""
         reader = ByteReader(raw)
         first = _read_first_octet(reader, (MtiMo.SMS_SUBMIT,), "SMS-SUBMIT")
         tp_mr = reader.u8("tp_mr")
@@ -572,6 +614,65 @@ class SmsSubmit:
     def split_user_data(self) -> tuple[UserDataHeader | None, bytes]:
         """(UDH or None, the octets after it); raises DecodeError on a malformed UDH."""
         return _split_user_data(self.tp_udhi, self.tp_ud)
+
+
+_VPFS = tuple(ValidityPeriodFormat(vpf) for vpf in range(4))
+_VP_LENGTHS = tuple(_VP_LENGTH[vpf] for vpf in _VPFS)
+
+
+def _address_at(raw: bytes, start: int, end: int) -> Address | None:
+    """The BCD address in ``raw[start:end]`` (length, TON/NPI, value) through the bounded memo,
+    or None when it does not decode (the general reader then names what is wrong)."""
+    octets = raw[start:end]
+    address = _OA_MEMO.get(octets)
+    if address is None:
+        try:
+            address = Address.decode(ByteReader(octets))
+        except DecodeError:
+            return None
+        if len(_OA_MEMO) >= _OA_MEMO_MAX:
+            _OA_MEMO.clear()
+        _OA_MEMO[octets] = address
+    return address
+
+
+def _decode_submit_common_shape(raw: bytes) -> SmsSubmit | None:
+    """An SMS-SUBMIT with octet-coded user data (every PoR) read by index: what the general
+    reader returns for it. None for any other shape, valid or not, which the general reader
+    then judges (so errors stay its own)."""
+    n = len(raw)
+    if n < 4 or (raw[0] & _MTI_MASK) != MtiMo.SMS_SUBMIT:
+        return None
+    semi_octets = raw[2]
+    pos = 4 + (semi_octets + 1) // 2  # TP-PID
+    if semi_octets > 20 or n < pos + 3:
+        return None
+    tp_da = _address_at(raw, 2, pos)
+    if tp_da is None:
+        return None
+    first = raw[0]
+    vpf = (first & _VPF_MASK) >> 3
+    tp_dcs = raw[pos + 1]
+    ud_at = pos + 3 + _VP_LENGTHS[vpf]  # after TP-UDL
+    if ud_at > n or _ALPHABETS[tp_dcs] == "gsm7":
+        return None
+    udl = raw[ud_at - 1]
+    if udl > MAX_UD_OCTETS or udl != n - ud_at:
+        return None
+    return SmsSubmit(
+        raw[1],
+        tp_da,
+        raw[pos],
+        tp_dcs,
+        raw[ud_at:],
+        _VPFS[vpf],
+        raw[pos + 2 : ud_at - 1],
+        bool(first & _MMS_OR_RD),
+        bool(first & _SRI_OR_SRR),
+        bool(first & _UDHI),
+        bool(first & _RP),
+        None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,6 +735,15 @@ class SmsDeliverReport:
 
         The TPDU itself does not say which form it is; the relay layer does.
         """
+        if type(raw) is bytes and cls is SmsDeliverReport:
+            fast = _decode_report_common_shape(raw, rp_error)
+            if fast is not None:
+                return fast
+        return cls._decode_checked(raw, rp_error=rp_error)
+
+    @classmethod
+    def _decode_checked(cls, raw: bytes, *, rp_error: bool = False) -> SmsDeliverReport:
+        """The general reader: every shape, and the error that names what is wrong."""
         reader = ByteReader(raw)
         first = _read_first_octet(reader, (MtiMo.SMS_DELIVER_REPORT,), "SMS-DELIVER-REPORT")
         tp_fcs = reader.u8("tp_fcs") if rp_error else None
@@ -665,6 +775,65 @@ class SmsDeliverReport:
     def split_user_data(self) -> tuple[UserDataHeader | None, bytes]:
         """(UDH or None, the octets after it); raises DecodeError on a malformed UDH."""
         return _split_user_data(self.tp_udhi, self.tp_ud or b"")
+
+
+def _decode_report_common_shape(raw: bytes, rp_error: bool) -> SmsDeliverReport | None:
+    """An SMS-DELIVER-REPORT with one TP-PI octet and, if any, octet-coded user data (every
+    PoR report and every bare RP-ACK/RP-ERROR) read by index: what the general reader returns
+    for it. None for any other shape, valid or not, which the general reader then judges."""
+    n = len(raw)
+    pos = 2 if rp_error else 1  # TP-PI
+    if n <= pos or raw[0] & _MTI_MASK:
+        return None
+    pi = raw[pos]
+    if pi & _PI_EXTENSION:
+        return None
+    pos += 1
+    tp_pid = tp_dcs = None
+    if pi & _PI_PID:
+        if pos >= n:
+            return None
+        tp_pid = raw[pos]
+        pos += 1
+    if pi & _PI_DCS:
+        if pos >= n:
+            return None
+        tp_dcs = raw[pos]
+        pos += 1
+    tp_ud = None
+    if pi & _PI_UDL:
+        if tp_dcs is None or pos >= n or _ALPHABETS[tp_dcs] == "gsm7" or raw[pos] != n - pos - 1:
+            return None
+        tp_ud = raw[pos + 1 :]
+    elif pos != n:
+        return None
+    return SmsDeliverReport(
+        raw[1] if rp_error else None,
+        bool(raw[0] & _UDHI) and tp_ud is not None,
+        tp_pid,
+        tp_dcs,
+        tp_ud,
+        None,
+    )
+
+
+def encode_report_with_data(fcs: int | None, udhi: bool, pid: int, dcs: int, ud: bytes) -> bytes:
+    """``SmsDeliverReport(fcs, udhi, pid, dcs, ud).encode()`` (the ME's PoR report, ``tp_ud``
+    given): the same octets and the same :class:`EncodeError`, without the object for the
+    usual octet-coded case."""
+    if (
+        0 <= pid <= 0xFF
+        and 0 <= dcs <= 0xFF
+        and _ALPHABETS[dcs] != "gsm7"
+        and len(ud) <= 0xFF
+        and (fcs is None or 0 <= fcs <= 0xFF)
+    ):
+        first = _UDHI if udhi else 0  # TP-MTI 00: SMS-DELIVER-REPORT
+        pi = _PI_PID | _PI_DCS | _PI_UDL
+        if fcs is None:
+            return bytes((first, pi, pid, dcs, len(ud))) + ud
+        return bytes((first, fcs, pi, pid, dcs, len(ud))) + ud
+    return SmsDeliverReport(tp_fcs=fcs, tp_udhi=udhi, tp_pid=pid, tp_dcs=dcs, tp_ud=ud).encode()
 
 
 def decode_mt_tpdu(raw: bytes) -> SmsDeliver:

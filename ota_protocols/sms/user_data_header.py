@@ -73,7 +73,14 @@ class UserDataHeader:
     elements: tuple[InformationElement, ...] = ()
 
     def encode(self) -> bytes:
-        body = b"".join(ie.encode() for ie in self.elements)
+        octets: list[bytes] = []
+        for ie in self.elements:
+            data = ie.data
+            if 0 <= ie.iei <= 0xFF and len(data) <= 0xFF:
+                octets += (bytes((ie.iei, len(data))), data)  # InformationElement.encode, inline
+            else:
+                octets.append(ie.encode())  # raises what is wrong
+        body = b"".join(octets)
         if len(body) > 0xFF:
             raise EncodeError(
                 "udh.udhl", 0, f"{len(body)} octets of IEs exceed UDHL 255 (TS 23.040 §9.2.3.24)"
@@ -196,6 +203,9 @@ def _check_concat_values(reference: int, total: int, seq: int, max_reference: in
         raise EncodeError("concat.seq", 0, f"seq {seq} outside 1..{total} (TS 23.040 §9.2.3.24.1)")
 
 
+_CONCAT_8BIT, _CONCAT_16BIT = int(Iei.CONCAT_8BIT), int(Iei.CONCAT_16BIT)
+
+
 def parse_concatenation(header: UserDataHeader, *, base_offset: int = 0) -> ConcatenationInfo | None:
     """The concatenation IE of ``header`` (8- or 16-bit reference), or None if it has none.
 
@@ -205,11 +215,11 @@ def parse_concatenation(header: UserDataHeader, *, base_offset: int = 0) -> Conc
     """
     found: InformationElement | None = None
     for ie in header.elements:
-        if ie.iei in (Iei.CONCAT_8BIT, Iei.CONCAT_16BIT):
+        if ie.iei == _CONCAT_8BIT or ie.iei == _CONCAT_16BIT:
             found = ie  # TS 23.040 §9.2.3.24: the last occurrence wins
     if found is None:
         return None
-    ref16 = found.iei == Iei.CONCAT_16BIT
+    ref16 = found.iei == _CONCAT_16BIT
     expected = 4 if ref16 else 3
     clause = "TS 23.040 §9.2.3.24.8" if ref16 else "TS 23.040 §9.2.3.24.1"
     if len(found.data) != expected:
