@@ -162,10 +162,11 @@ def _rfm(
     if apdu.ins not in FILE_INSTRUCTIONS:
         raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"RFM: INS {apdu.ins:02X}")
     outcome = execute_file_command(files, session.selection, apdu)
-    if outcome.selection is not session.selection:
-        session = Session(outcome.selection, session.pending_response)
+    selection = outcome.selection
+    if selection is not session.selection:
+        session = Session(selection, session.pending_response)
     response = outcome.response
-    if apdu.ins == INS_SELECT:
+    if apdu.ins == INS_SELECT and response.data:  # no data: 90 00 as it is (execute cleared pending)
         response, session = _offer(response.data, session, options)
     return CommandResult(response, session, app, outcome.writes)
 

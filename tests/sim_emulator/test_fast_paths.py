@@ -1,0 +1,97 @@
+"""The card's hot paths read and answer the common shapes directly; they must agree with the
+general code exactly.
+
+Claims: the compact script reader gives the same commands as ``CommandApdu.decode_t0`` read
+back to back (an undecodable command is ``None`` and ends the list); a SELECT answered from the
+tree's prepared outcomes leaves the same selection and answers the same bytes as one built
+field by field.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ota_protocols.apdu.apdu import CASE2_INSTRUCTIONS, CommandApdu, ResponseApdu, StatusWord
+from ota_protocols.byte_reader import ByteReader
+from ota_protocols.errors import ApduRejected, DecodeError
+from sim_emulator.applets import RAM_CASE2_INSTRUCTIONS
+from sim_emulator.file_system import (
+    DedicatedFile,
+    FileView,
+    Selection,
+    execute_file_command,
+    standard_tree,
+)
+from sim_emulator.remote_apdu_executor import _decode_compact
+
+TREE = standard_tree()
+
+
+def _general_compact(script: bytes, case2: frozenset[int]) -> list[CommandApdu | None]:
+    reader = ByteReader(script)
+    commands: list[CommandApdu | None] = []
+    while not reader.at_end():
+        try:
+            commands.append(CommandApdu.decode_t0(reader, case2_instructions=case2))
+        except DecodeError:
+            commands.append(None)
+            break
+    return commands
+
+
+_commands = st.builds(
+    lambda cla, ins, p1, p2, data: bytes((cla, ins, p1, p2, len(data))) + data,
+    st.sampled_from([0x00, 0x80, 0xA0]),
+    st.sampled_from([0xA4, 0xB0, 0xB2, 0xC0, 0xD6, 0xDC, 0xF2, 0xE6, 0xE8, 0x36]),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=40),
+)
+
+
+@given(
+    st.lists(_commands, max_size=6).map(b"".join),
+    st.integers(0, 3),
+    st.sampled_from([CASE2_INSTRUCTIONS, RAM_CASE2_INSTRUCTIONS]),
+)
+def test_compact_reader_agrees_with_decode_t0(script: bytes, cut: int, case2: frozenset[int]) -> None:
+    script = script[: len(script) - cut] if cut else script  # also scripts that end mid-command
+    assert _decode_compact(script, case2) == _general_compact(script, case2)
+
+
+def _outcome(view: FileView, selection: Selection, apdu: CommandApdu):  # type: ignore[no-untyped-def]
+    try:
+        outcome = execute_file_command(view, selection, apdu)
+    except ApduRejected as exc:
+        return ("sw", exc.status_word)
+    return (outcome.response.encode(), outcome.selection, outcome.writes)
+
+
+def _expected_select(view: FileView, selection: Selection, apdu: CommandApdu):  # type: ignore[no-untyped-def]
+    """SELECT by FID, built field by field (TS 102 221 §8.4.1, §11.1.1)."""
+    outcome = _outcome(view, selection, apdu)
+    if outcome[0] == "sw":
+        return outcome
+    path = outcome[1].ef or outcome[1].df
+    node = TREE.nodes[path]
+    new = Selection(path) if isinstance(node, DedicatedFile) else Selection(path[:-1], path)
+    return (outcome[0], new, ())
+
+
+@given(
+    st.sampled_from([p for p in TREE.nodes]),
+    st.sampled_from(sorted({p[-1] for p in TREE.nodes} | {b"\x12\x34"})),
+    st.sampled_from([0x0C, 0x04, 0x00, 0x02]),
+    st.booleans(),
+)
+def test_select_outcomes_are_the_general_ones(current: tuple[bytes, ...], fid: bytes, p2: int, absent: bool) -> None:
+    overlay = {(b"\x3f\x00", b"\x7f\x20", b"\x6f\x50"): None} if absent else {}
+    view = FileView(TREE, {}, overlay)
+    node = TREE.nodes[current]
+    selection = Selection(current) if isinstance(node, DedicatedFile) else Selection(current[:-1], current)
+    apdu = CommandApdu(0x00, 0xA4, 0x00, p2, fid)
+    got = _outcome(view, selection, apdu)
+    assert got == _expected_select(view, selection, apdu)
+    if got[0] != "sw" and p2 == 0x0C:
+        assert got[0] == ResponseApdu(b"", StatusWord.OK).encode()
