@@ -22,7 +22,7 @@ the executor counts the action and commits effect + action counter in one write
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from ota_protocols.apdu.apdu import CASE2_INSTRUCTIONS, CommandApdu, ResponseApdu, StatusWord
@@ -112,6 +112,12 @@ def _offer(data: bytes, session: Session, options: CardOptions) -> tuple[Respons
 @dataclass(frozen=True, slots=True)
 class Application:
     profile: ApplicationProfile
+    # Compact scripts already read for this application, script -> its commands: a campaign sends
+    # every card the same script, and reading it is a pure function of the octets and of
+    # ``case2_instructions`` (immutable values; bounded by the executor, which fills it).
+    decoded_scripts: dict[bytes, tuple[CommandApdu | None, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def tar(self) -> bytes:

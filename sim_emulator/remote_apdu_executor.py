@@ -27,7 +27,7 @@ tags), runs nothing and is answered with bad format ``90 01 01``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ota_protocols.action_counter import is_counted
@@ -45,6 +45,7 @@ from sim_emulator.file_system import FileTree, FileView
 from sim_emulator.profile import CardOptions, FilePath, ScriptFormat
 
 MAX_NN = 0xFF  # NN is one octet (TS 102 226 §5.1.2)
+MAX_DECODED_SCRIPTS = 16  # per application (of a template): the scripts of the campaigns in flight
 
 Commit = Callable[[CardState], None]
 
@@ -69,7 +70,7 @@ class _Run:
 
 
 def _execute(
-    commands: list[CommandApdu | None],
+    commands: Sequence[CommandApdu | None],
     application: Application,
     state: CardState,
     tree: FileTree,
@@ -127,7 +128,7 @@ def run_script(
 ) -> ScriptOutcome:
     before = state.applications[application.tar].action_counter
     if script_format is ScriptFormat.COMPACT:
-        commands = _decode_compact(script, application.case2_instructions)
+        commands = _compact_commands(application, script)
         run = _execute(commands, application, state, tree, initial, options, commit, save)
         last = run.responses[-1] if run.responses else ResponseApdu(b"", StatusWord.OK)
         response = CompactResponse(run.executed, last.sw, last.data).encode()
@@ -149,6 +150,18 @@ def run_script(
         response = ExpandedResponse(run.executed, run.responses, indefinite=template.indefinite).encode()
     after = run.state.applications[application.tar].action_counter
     return ScriptOutcome(response, run.executed, last.sw, run.stopped_on_error, before, after, run.state)
+
+
+def _compact_commands(application: Application, script: bytes) -> tuple[CommandApdu | None, ...]:
+    """``_decode_compact`` of ``script`` for this application, read once per distinct script."""
+    memo = application.decoded_scripts
+    commands = memo.get(script)
+    if commands is None:
+        commands = tuple(_decode_compact(script, application.case2_instructions))
+        if len(memo) >= MAX_DECODED_SCRIPTS:
+            memo.clear()  # bounded: a sender varying its scripts cannot grow it
+        memo[bytes(script)] = commands
+    return commands
 
 
 def _decode_compact(script: bytes, case2: frozenset[int]) -> list[CommandApdu | None]:

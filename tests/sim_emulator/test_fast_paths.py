@@ -95,3 +95,19 @@ def test_select_outcomes_are_the_general_ones(current: tuple[bytes, ...], fid: b
     assert got == _expected_select(view, selection, apdu)
     if got[0] != "sw" and p2 == 0x0C:
         assert got[0] == ResponseApdu(b"", StatusWord.OK).encode()
+
+
+def test_scripts_are_read_once_per_application_and_the_memo_is_bounded() -> None:
+    from sim_emulator.applets import Application
+    from sim_emulator.profile import AppKind, ApplicationProfile
+    from sim_emulator.remote_apdu_executor import MAX_DECODED_SCRIPTS, _compact_commands
+
+    ram = Application(ApplicationProfile(tar=b"\x00\x00\x00", kind=AppKind.RAM, msl=0))
+    script = bytes.fromhex("80f24002024f00" "80e602000d")  # GET STATUS is case 4 on RAM; INSTALL cut
+    first = _compact_commands(ram, script)
+    assert list(first) == _decode_compact(script, RAM_CASE2_INSTRUCTIONS)
+    assert first[-1] is None and first[0] is not None and first[0].data == b"\x4f\x00"
+    assert _compact_commands(ram, script) is first  # the memo answers the second time
+    for n in range(3 * MAX_DECODED_SCRIPTS):
+        _compact_commands(ram, bytes((0x80, 0xCA, 0x9F, n, 0x00)))
+    assert len(ram.decoded_scripts) <= MAX_DECODED_SCRIPTS
