@@ -202,6 +202,12 @@ def snapshot_application(
     return {"tar": tar_hex, "action_counter": app["action_counter"], "journal": journal}
 
 
+# Algorithm names -> members: what CipherAlgorithm(name) / IntegrityAlgorithm(name) answer (constant
+# tables, read at every wake instead of the enum call); an unknown name still gets the enum's ValueError.
+_CIPHERS = {a.value: a for a in CipherAlgorithm}
+_INTEGRITY = {a.value: a for a in IntegrityAlgorithm}
+
+
 def card_from_fleet(
     spec: FleetSpec,
     index: int,
@@ -220,8 +226,8 @@ def card_from_fleet(
     keysets = tuple(
         KeysetProfile(
             kvn=k.kvn,
-            kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-            kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+            kic_algorithm=_CIPHERS.get(k.kic_algorithm) or CipherAlgorithm(k.kic_algorithm),
+            kid_algorithm=_INTEGRITY.get(k.kid_algorithm) or IntegrityAlgorithm(k.kid_algorithm),
             kic=k.kic,
             kid=k.kid,
             kik=k.kik,
