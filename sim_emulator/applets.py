@@ -127,6 +127,12 @@ class Application:
     def case2_instructions(self) -> frozenset[int]:
         return RAM_CASE2_INSTRUCTIONS if self.profile.kind is AppKind.RAM else CASE2_INSTRUCTIONS
 
+    @property
+    def initial_state_varies(self) -> bool:
+        """Whether :meth:`initial_state` depends on the fleet index (a purse's balance step)."""
+        p = self.profile
+        return p.kind is AppKind.PURSE and p.balance_modulo > 1 and p.balance_step != 0
+
     def initial_state(self, index: int = 0) -> AppState:
         p = self.profile
         if p.kind is AppKind.PURSE:
@@ -364,10 +370,23 @@ def _purse(
 class ApplicationTable:
     """Explicit TAR -> application table (TS 102 226 §8.2.1.3.2.4: TARs set at install)."""
 
-    __slots__ = ("_by_tar",)
+    __slots__ = ("_by_tar", "_initial")
 
     def __init__(self, profiles: tuple[ApplicationProfile, ...]) -> None:
         self._by_tar = {p.tar: Application(p) for p in profiles}
+        # Initial states that are the same on every card, built once (immutable values); None for
+        # those that vary with the fleet index, built per card.
+        self._initial = {
+            tar: None if app.initial_state_varies else app.initial_state(0) for tar, app in self._by_tar.items()
+        }
+
+    def initial_states(self, index: int) -> dict[bytes, AppState]:
+        """Every application's initial state on card ``index``, by TAR."""
+        by_tar = self._by_tar
+        return {
+            tar: by_tar[tar].initial_state(index) if state is None else state
+            for tar, state in self._initial.items()
+        }
 
     def get(self, tar: bytes) -> Application | None:
         return self._by_tar.get(tar)

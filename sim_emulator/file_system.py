@@ -179,18 +179,27 @@ def standard_tree() -> FileTree:
     return FileTree(nodes, defaults)
 
 
+_SWAP_NIBBLES = bytes(((octet & 0x0F) << 4) | (octet >> 4) for octet in range(256))
+
+
 def iccid_content(iccid: str) -> bytes:
     """EF.ICCID: 10 octets of swapped BCD, F-padded (TS 102 221 §13.2)."""
     digits = iccid.ljust(20, "f")
+    if digits.isascii() and digits.isalnum():  # every card's identity: hex read at once, nibbles swapped
+        return bytes.fromhex(digits[:20]).translate(_SWAP_NIBBLES)
     return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 20, 2))
 
 
 def imsi_content(imsi: str) -> bytes:
     """EF.IMSI: length, then parity nibble + digits in swapped BCD (GSM 11.11 §10.3.2)."""
-    nibbles = [9 if len(imsi) % 2 else 1] + [int(d) for d in imsi]
-    if len(nibbles) % 2:
-        nibbles.append(0xF)
-    body = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
+    if imsi.isascii() and imsi.isdigit():  # every card's identity: the nibbles as hex, swapped
+        text = ("9" if len(imsi) % 2 else "1") + imsi
+        body = bytes.fromhex(text if len(text) % 2 == 0 else text + "f").translate(_SWAP_NIBBLES)
+    else:
+        nibbles = [9 if len(imsi) % 2 else 1] + [int(d) for d in imsi]
+        if len(nibbles) % 2:
+            nibbles.append(0xF)
+        body = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
     return (bytes((len(body),)) + body).ljust(9, b"\xff")[:9]
 
 

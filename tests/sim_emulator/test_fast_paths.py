@@ -111,3 +111,48 @@ def test_scripts_are_read_once_per_application_and_the_memo_is_bounded() -> None
     for n in range(3 * MAX_DECODED_SCRIPTS):
         _compact_commands(ram, bytes((0x80, 0xCA, 0x9F, n, 0x00)))
     assert len(ram.decoded_scripts) <= MAX_DECODED_SCRIPTS
+
+
+def _iccid_general(iccid: str) -> bytes:
+    digits = iccid.ljust(20, "f")
+    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 20, 2))
+
+
+def _imsi_general(imsi: str) -> bytes:
+    nibbles = [9 if len(imsi) % 2 else 1] + [int(d) for d in imsi]
+    if len(nibbles) % 2:
+        nibbles.append(0xF)
+    body = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
+    return (bytes((len(body),)) + body).ljust(9, b"\xff")[:9]
+
+
+@given(st.text("0123456789", min_size=0, max_size=22))
+def test_identity_files_are_the_nibble_by_nibble_coding(digits: str) -> None:
+    """EF.ICCID (TS 102 221 §13.2) and EF.IMSI (GSM 11.11 §10.3.2) as swapped BCD, digit by digit."""
+    from sim_emulator.file_system import iccid_content, imsi_content
+
+    assert iccid_content(digits) == _iccid_general(digits)
+    assert imsi_content(digits[:15]) == _imsi_general(digits[:15])
+
+
+def test_initial_states_are_each_applications_own() -> None:
+    from sim_emulator.applets import ApplicationTable
+    from sim_emulator.profile import AppKind, ApplicationProfile
+
+    def purse(tar: bytes, step: int, modulo: int) -> ApplicationProfile:
+        return ApplicationProfile(
+            tar=tar, kind=AppKind.PURSE, max_balance=5000, balance=1000, balance_step=step, balance_modulo=modulo
+        )
+
+    table = ApplicationTable(
+        (
+            ApplicationProfile(tar=b"\xb0\x00\x10", kind=AppKind.RFM, action_counter=7),
+            ApplicationProfile(tar=b"\x00\x00\x00", kind=AppKind.RAM),
+            purse(b"\xbf\xff\x01", 100, 50),
+            purse(b"\xbf\xff\x02", 0, 50),
+            purse(b"\xbf\xff\x03", 100, 1),
+        )
+    )
+    for index in (0, 1, 49, 50, 77, 10**6 + 3):
+        assert table.initial_states(index) == {app.tar: app.initial_state(index) for app in table}
+    assert table.initial_states(3)[b"\xbf\xff\x01"].balance == 1300
