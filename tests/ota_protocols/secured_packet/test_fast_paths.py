@@ -53,3 +53,16 @@ def test_command_header_boundaries_agree() -> None:
                 assert _outcome(parse_command_header, raw) == _outcome(
                     lambda d: _read_command_header(d, 0), raw
                 ), raw.hex()
+
+
+def test_response_header_boundaries_agree() -> None:
+    """Every length up to 40 octets after 02 71 00, RPL one or two off, RHL around 0A and RPL - 1."""
+    from ota_protocols.secured_packet.response_packet import _read_response_header, _response_header
+
+    filler = bytes(range(0x80, 0xA8))
+    for n in range(41):
+        for rpl_delta in range(-2, 3):
+            rpl = max(0, n - 2 + rpl_delta)
+            for rhl in {0, 9, 10, 11, 12, 255, *range(max(0, rpl - 2), rpl + 2)}:
+                raw = b"\x02\x71\x00" + (rpl.to_bytes(2, "big") + bytes((rhl & 0xFF,)) + filler)[:n]
+                assert _outcome(_response_header, raw) == _outcome(_read_response_header, raw), raw.hex()
