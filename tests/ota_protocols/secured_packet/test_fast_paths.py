@@ -66,3 +66,32 @@ def test_response_header_boundaries_agree() -> None:
             for rhl in {0, 9, 10, 11, 12, 255, *range(max(0, rpl - 2), rpl + 2)}:
                 raw = b"\x02\x71\x00" + (rpl.to_bytes(2, "big") + bytes((rhl & 0xFF,)) + filler)[:n]
                 assert _outcome(_response_header, raw) == _outcome(_read_response_header, raw), raw.hex()
+
+
+def test_packet_keys_remembered_answers_are_the_resolved_ones() -> None:
+    """PacketKeys answers a KIc / (KID, mode, length) it saw before from memory: the same key
+    (algorithm, length) or the same status-06 error as resolving it afresh, and the memory stays bounded."""
+    from ota_protocols.errors import SecurityRejection
+    from ota_protocols.secured_packet.packet_keys import _MAX_MEMO, PacketKeys
+    from ota_protocols.secured_packet.security_parameters import IntegrityMode
+
+    def make() -> PacketKeys:
+        return PacketKeys(kic_key=bytes(range(16)), kid_key=bytes(range(16, 32)), kid_implicit=None)
+
+    def answer(call):  # type: ignore[no-untyped-def]
+        try:
+            key = call()
+        except SecurityRejection as exc:
+            return ("error", exc.response_status, str(exc))
+        return None if key is None else (key.algorithm, getattr(key, "length", None))
+
+    remembered = make()
+    for _ in range(2):  # the second round is answered from memory where it was kept
+        for kic in range(0, 256, 7):
+            assert answer(lambda: remembered.cipher(kic)) == answer(lambda: make().cipher(kic))
+        for kid in range(0, 256, 11):
+            for mode in IntegrityMode:
+                for length in (None, 4, 8):
+                    got = answer(lambda: remembered.checksum(kid, mode, length))
+                    assert got == answer(lambda: make().checksum(kid, mode, length))
+    assert len(remembered._by_kic) <= _MAX_MEMO and len(remembered._by_kid) <= _MAX_MEMO
