@@ -94,22 +94,20 @@ def _execute(
         if state.files is not files:
             files = state.files
             view = FileView(tree, initial, files)
-        result = execute(apdu, app, view, session, options)
-        session = result.session
-        response = result.response
+        response, new_app, writes = execute(apdu, app, view, session, options)
         responses.append(response)
         sw = response.sw
         if sw != 0x9000 and not is_success_sw(sw):
             # TS 102 226 §5.1.1: stop; this action and every later one are not applied.
             return _Run(len(responses), tuple(responses), True, state)
         if is_counted(apdu.ins):
-            app = result.app.counted(apdu.encode_t0(), options.journal_limit)
-            state = state.with_app(tar, app, result.writes)
+            app = new_app.counted(apdu.encode_t0(), options.journal_limit)
+            state = state.with_app(tar, app, writes)
             commit(state)  # effect + action counter in one atomic write
-        elif result.app is not app or result.writes:
+        elif new_app is not app or writes:
             # Not an action, yet a state change (the purse's TRANSACTION REPLY record): saved, not counted.
-            app = result.app
-            state = state.with_app(tar, app, result.writes)
+            app = new_app
+            state = state.with_app(tar, app, writes)
             if save is not None:
                 save(state)
     return _Run(len(responses), tuple(responses), False, state)

@@ -156,3 +156,45 @@ def test_initial_states_are_each_applications_own() -> None:
     for index in (0, 1, 49, 50, 77, 10**6 + 3):
         assert table.initial_states(index) == {app.tar: app.initial_state(index) for app in table}
     assert table.initial_states(3)[b"\xbf\xff\x01"].balance == 1300
+
+
+def test_a_script_session_carries_selection_and_pending_response_from_command_to_command() -> None:
+    """TS 102 226 §7 / ISO/IEC 7816-4: a SELECT with FCP leaves its data for GET RESPONSE (61 XX
+    with no_auto_get_response), GET RESPONSE hands it out in pieces (61 XX, 6C XX for a wrong Le),
+    any other command drops it (then 69 85); without no_auto_get_response the FCP comes at once."""
+    from sim_emulator.applets import Application
+    from sim_emulator.file_system import fcp
+    from sim_emulator.profile import AppKind, ApplicationProfile, CardOptions
+
+    rfm = Application(ApplicationProfile(tar=b"\xb0\x00\x10", kind=AppKind.RFM))
+    app = rfm.initial_state()
+    view = FileView(TREE, {})
+    mf_fcp = fcp(view, (b"\x3f\x00",))
+
+    def run(options: CardOptions, *apdus: str) -> list[str]:
+        session = rfm.start_session()
+        out = []
+        for text in apdus:
+            response, _app, _writes = rfm.execute(CommandApdu.decode(bytes.fromhex(text)), app, view, session, options)
+            out.append(response.encode().hex())
+        return out
+
+    lazy = CardOptions(no_auto_get_response=True)
+    n = len(mf_fcp)
+    assert run(lazy, "00a40004023f00", "00c0000004", "00c00000ff", "00c0000000", "00c0000000") == [
+        f"61{n:02x}",
+        mf_fcp[:4].hex() + f"61{n - 4:02x}",
+        f"6c{n - 4:02x}",
+        mf_fcp[4:].hex() + "9000",
+        "6985",
+    ]
+    assert run(lazy, "00a40004023f00", "00a4000c022fe2", "00c0000000", "00b000000a") == [
+        f"61{n:02x}",
+        "9000",
+        "6985",
+        "ff" * 10 + "9000",  # the SELECT of 2FE2 before stays: READ BINARY reads it
+    ]
+    assert run(CardOptions(no_auto_get_response=False), "00a40004023f00", "00c0000000") == [
+        mf_fcp.hex() + "9000",
+        "6985",
+    ]
