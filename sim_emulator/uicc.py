@@ -219,9 +219,10 @@ class Uicc:
                 )
             return CommandApdu(cla, ins, p1, p2, b"", 256 if p3 == 0 else p3)
         # Case 1/3/4: P3 = Lc. A trailing Le octet (ISO short form) is tolerated.
-        if len(body) not in (p3, p3 + 1) or (p3 == 0 and body):
+        size = len(body)
+        if size != p3 and (size != p3 + 1 or p3 == 0):
             raise ApduRejected(StatusWord.WRONG_LENGTH, f"Lc {p3} but {len(body)} octets follow")
-        return CommandApdu(cla, ins, p1, p2, body[:p3])
+        return CommandApdu(cla, ins, p1, p2, body if size == p3 else body[:p3])
 
     def _final(self, data: bytes, sw: int, cla: int) -> ResponseApdu:
         """Apply T=0 and proactive rules to a command's outcome."""

@@ -198,3 +198,20 @@ def test_a_script_session_carries_selection_and_pending_response_from_command_to
         mf_fcp.hex() + "9000",
         "6985",
     ]
+
+
+def test_uicc_lc_rule_is_iso_7816_short_form() -> None:
+    """Case 1/3/4 APDUs from the ME: P3 = Lc, then exactly Lc octets or Lc + one Le octet
+    (ISO/IEC 7816-4 short form); P3 = 00 with any octet after it is wrong (67 00)."""
+    from sim_emulator.uicc import Uicc
+
+    for p3 in range(6):
+        for size in range(8):
+            raw = bytes((0x80, 0xC2, 0x00, 0x00, p3)) + bytes(range(1, size + 1))
+            wrong = size not in (p3, p3 + 1) or (p3 == 0 and size > 0)
+            try:
+                apdu = Uicc._parse(raw, 0x80, 0xC2, 0x00, 0x00)
+            except ApduRejected as exc:
+                assert wrong and exc.status_word == StatusWord.WRONG_LENGTH, (p3, size)
+            else:
+                assert not wrong and apdu.data == raw[5 : 5 + p3], (p3, size)
