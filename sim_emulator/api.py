@@ -49,6 +49,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# json.dumps(..., separators=(",", ":"), sort_keys=True) without building its encoder per snapshot
+# (an encoder keeps no state between calls).
+_SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 class CardPoweredOff(ConnectionLost):
     """The card lost power (the tearing hook fired) and answers nothing until :meth:`SimCard.reset`."""
 
@@ -126,7 +131,7 @@ class SimCard:
         state is not in it: :func:`card_from_fleet` with ``state=`` is a card after a power cycle.
         Holds the card's counters and journals but never its keys (those come from the identity)."""
         state = self._store.load() or self._uicc.state
-        text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
+        text = _SNAPSHOT_JSON.encode(state_to_json(state)).encode()
         c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict) if zdict else None
         if c is None:
             c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
