@@ -49,6 +49,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# json.dumps(..., separators=(",", ":"), sort_keys=True) without building its encoder per snapshot
+# (an encoder keeps no state between calls).
+_SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 class CardPoweredOff(ConnectionLost):
     """The card lost power (the tearing hook fired) and answers nothing until :meth:`SimCard.reset`."""
 
@@ -126,7 +131,7 @@ class SimCard:
         state is not in it: :func:`card_from_fleet` with ``state=`` is a card after a power cycle.
         Holds the card's counters and journals but never its keys (those come from the identity)."""
         state = self._store.load() or self._uicc.state
-        text = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True).encode()
+        text = _SNAPSHOT_JSON.encode(state_to_json(state)).encode()
         c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict) if zdict else None
         if c is None:
             c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
@@ -202,6 +207,12 @@ def snapshot_application(
     return {"tar": tar_hex, "action_counter": app["action_counter"], "journal": journal}
 
 
+# Algorithm names -> members: what CipherAlgorithm(name) / IntegrityAlgorithm(name) answer (constant
+# tables, read at every wake instead of the enum call); an unknown name still gets the enum's ValueError.
+_CIPHERS = {a.value: a for a in CipherAlgorithm}
+_INTEGRITY = {a.value: a for a in IntegrityAlgorithm}
+
+
 def card_from_fleet(
     spec: FleetSpec,
     index: int,
@@ -220,8 +231,8 @@ def card_from_fleet(
     keysets = tuple(
         KeysetProfile(
             kvn=k.kvn,
-            kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-            kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
+            kic_algorithm=_CIPHERS.get(k.kic_algorithm) or CipherAlgorithm(k.kic_algorithm),
+            kid_algorithm=_INTEGRITY.get(k.kid_algorithm) or IntegrityAlgorithm(k.kid_algorithm),
             kic=k.kic,
             kid=k.kid,
             kik=k.kik,

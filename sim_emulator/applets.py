@@ -13,16 +13,17 @@ security level, SW status word.
 
 PURE. The TAR -> application table is explicit (:class:`ApplicationTable`). An
 :class:`Application` executes one command against (its state, the file view, the
-volatile script session) and returns a :class:`CommandResult`: the response, the new
-session, the new application state and the EF writes. It never commits anything:
-the executor counts the action and commits effect + action counter in one write
-(docs/action-counter.md). Rejections (``ApduRejected``) become the response SW here.
+volatile :class:`Session` of the script run, which it updates) and returns a
+:data:`CommandResult`: the response, the new application state and the EF writes. It
+never commits anything: the executor counts the action and commits effect + action
+counter in one write (docs/action-counter.md). Rejections (``ApduRejected``) become the
+response SW here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from ota_protocols.apdu.apdu import CASE2_INSTRUCTIONS, CommandApdu, ResponseApdu, StatusWord
@@ -59,20 +60,27 @@ INS_GET_STATUS = 0xF2
 RAM_CASE2_INSTRUCTIONS = CASE2_INSTRUCTIONS - {INS_GET_STATUS}
 
 
-@dataclass(frozen=True, slots=True)
 class Session:
-    """Volatile state of one script run: file selection and data awaiting GET RESPONSE."""
+    """Volatile state of one script run: file selection and data awaiting GET RESPONSE.
 
-    selection: Selection = MF_SELECTION
-    pending_response: bytes | None = None
+    One per run, owned by the executor and updated in place by each command (a new value per
+    command cost more than most commands): nothing else holds it, and it dies with the run."""
+
+    __slots__ = ("pending_response", "selection")
+
+    def __init__(self, selection: Selection = MF_SELECTION, pending_response: bytes | None = None) -> None:
+        self.selection = selection
+        self.pending_response = pending_response
+
+    def __repr__(self) -> str:
+        return f"Session({self.selection!r}, pending={self.pending_response!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    response: ResponseApdu
-    session: Session
-    app: AppState
-    writes: tuple[tuple[FilePath, bytes], ...] = ()
+Writes = tuple[tuple[FilePath, bytes], ...]
+# One command's outcome: (response, the application's new state, the EF writes). A plain tuple:
+# every command of every script returns one.
+CommandResult = tuple[ResponseApdu, AppState, Writes]
+_NO_WRITES: Writes = ()
 
 
 _OK = ResponseApdu(b"", StatusWord.OK)  # immutable: one instance for every plain 90 00
@@ -82,36 +90,43 @@ def _sw(sw: int) -> ResponseApdu:
     return ResponseApdu(b"", sw)
 
 
-def get_response(session: Session, apdu: CommandApdu) -> tuple[ResponseApdu, Session]:
+def get_response(session: Session, apdu: CommandApdu) -> ResponseApdu:
     """ISO/IEC 7816-4 GET RESPONSE on data a previous command left (``61 XX``)."""
     pending = session.pending_response
     if pending is None:
-        return _sw(StatusWord.CONDITIONS_NOT_SATISFIED), session
+        return _sw(StatusWord.CONDITIONS_NOT_SATISFIED)
     if apdu.p1 or apdu.p2:
-        return _sw(StatusWord.WRONG_P1_P2), session
+        return _sw(StatusWord.WRONG_P1_P2)
     le = 256 if apdu.le is None else apdu.le
     if le != 256 and le > len(pending):
-        return _sw(0x6C00 | len(pending)), session  # T=0: wrong Le, XX = what there is
+        return _sw(0x6C00 | len(pending))  # T=0: wrong Le, XX = what there is
     chunk, rest = pending[:le], pending[le:]
     if rest:
-        return ResponseApdu(chunk, 0x6100 | (len(rest) & 0xFF)), Session(session.selection, rest)
-    return ResponseApdu(chunk, StatusWord.OK), Session(session.selection)
+        session.pending_response = rest
+        return ResponseApdu(chunk, 0x6100 | (len(rest) & 0xFF))
+    session.pending_response = None
+    return ResponseApdu(chunk, StatusWord.OK)
 
 
-def _offer(data: bytes, session: Session, options: CardOptions) -> tuple[ResponseApdu, Session]:
+def _offer(data: bytes, session: Session, options: CardOptions) -> ResponseApdu:
     """Response data of a case-4 command: ``61 XX`` + GET RESPONSE (no_auto_get_response, SJA5)
     or the data directly."""
-    # Sessions are built directly (not dataclasses.replace): several per script command.
     if not data or not options.no_auto_get_response:
-        if session.pending_response is not None:
-            session = Session(session.selection)
-        return (ResponseApdu(data, StatusWord.OK) if data else _OK), session
-    return _sw(0x6100 | (len(data) & 0xFF)), Session(session.selection, data)
+        session.pending_response = None
+        return ResponseApdu(data, StatusWord.OK) if data else _OK
+    session.pending_response = data
+    return _sw(0x6100 | (len(data) & 0xFF))
 
 
 @dataclass(frozen=True, slots=True)
 class Application:
     profile: ApplicationProfile
+    # Compact scripts already read for this application, script -> its commands: a campaign sends
+    # every card the same script, and reading it is a pure function of the octets and of
+    # ``case2_instructions`` (immutable values; bounded by the executor, which fills it).
+    decoded_scripts: dict[bytes, tuple[CommandApdu | None, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def tar(self) -> bytes:
@@ -120,6 +135,12 @@ class Application:
     @property
     def case2_instructions(self) -> frozenset[int]:
         return RAM_CASE2_INSTRUCTIONS if self.profile.kind is AppKind.RAM else CASE2_INSTRUCTIONS
+
+    @property
+    def initial_state_varies(self) -> bool:
+        """Whether :meth:`initial_state` depends on the fleet index (a purse's balance step)."""
+        p = self.profile
+        return p.kind is AppKind.PURSE and p.balance_modulo > 1 and p.balance_step != 0
 
     def initial_state(self, index: int = 0) -> AppState:
         p = self.profile
@@ -135,20 +156,19 @@ class Application:
     def execute(
         self, apdu: CommandApdu, app: AppState, files: FileView, session: Session, options: CardOptions
     ) -> CommandResult:
+        """Run one command; updates ``session`` (selection, pending response) in place."""
         try:
             if apdu.ins == INS_GET_RESPONSE:
-                response, session = get_response(session, apdu)
-                return CommandResult(response, session, app)
-            if session.pending_response is not None:
-                session = Session(session.selection)
+                return get_response(session, apdu), app, _NO_WRITES
+            session.pending_response = None
             kind = self.profile.kind
             if kind is AppKind.RFM:
                 return _rfm(apdu, app, files, session, options)
             if kind is AppKind.RAM:
-                return _ram(apdu, app, session)
-            return _purse(self.profile, apdu, app, session, options)
+                return _ram(apdu, app)
+            return _purse(self.profile, apdu, app, options)
         except ApduRejected as exc:
-            return CommandResult(_sw(exc.status_word), session, app)
+            return _sw(exc.status_word), app, _NO_WRITES
 
 
 # --------------------------------------------------------------------------- RFM
@@ -162,12 +182,11 @@ def _rfm(
     if apdu.ins not in FILE_INSTRUCTIONS:
         raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"RFM: INS {apdu.ins:02X}")
     outcome = execute_file_command(files, session.selection, apdu)
-    if outcome.selection is not session.selection:
-        session = Session(outcome.selection, session.pending_response)
+    session.selection = outcome.selection
     response = outcome.response
-    if apdu.ins == INS_SELECT:
-        response, session = _offer(response.data, session, options)
-    return CommandResult(response, session, app, outcome.writes)
+    if apdu.ins == INS_SELECT and response.data:  # no data: 90 00 as it is (execute cleared pending)
+        response = _offer(response.data, session, options)
+    return response, app, outcome.writes
 
 
 # --------------------------------------------------------------------------- RAM (GP registry)
@@ -177,14 +196,14 @@ def _frozen(mapping: dict[bytes, object]) -> Mapping[bytes, object]:
     return MappingProxyType(mapping)
 
 
-def _ram(apdu: CommandApdu, app: AppState, session: Session) -> CommandResult:
+def _ram(apdu: CommandApdu, app: AppState) -> CommandResult:
     if apdu.cla not in (0x80, 0x00):
         raise ApduRejected(StatusWord.CLA_NOT_SUPPORTED, f"RAM: CLA {apdu.cla:02X}")
     ok = ResponseApdu(b"", StatusWord.OK)
     if apdu.ins == INS_SELECT:
-        return CommandResult(ok, session, app)  # the ISD is always selected
+        return ok, app, _NO_WRITES  # the ISD is always selected
     if apdu.ins == INS_GET_STATUS:
-        return CommandResult(_get_status(apdu, app), session, app)
+        return _get_status(apdu, app), app, _NO_WRITES
     try:
         if apdu.ins == INS_INSTALL:
             app = _install(apdu, app)
@@ -196,7 +215,7 @@ def _ram(apdu: CommandApdu, app: AppState, session: Session) -> CommandResult:
             raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"RAM: INS {apdu.ins:02X}")
     except DecodeError as exc:
         raise ApduRejected(StatusWord.WRONG_DATA, f"RAM: {exc}") from exc
-    return CommandResult(ok, session, app)
+    return ok, app, _NO_WRITES
 
 
 def _install(apdu: CommandApdu, app: AppState) -> AppState:
@@ -320,9 +339,7 @@ def _transaction_reply(apdu: CommandApdu, app: AppState, options: CardOptions) -
     return replace(app, replies=replies)
 
 
-def _purse(
-    profile: ApplicationProfile, apdu: CommandApdu, app: AppState, session: Session, options: CardOptions
-) -> CommandResult:
+def _purse(profile: ApplicationProfile, apdu: CommandApdu, app: AppState, options: CardOptions) -> CommandResult:
     if apdu.cla != 0x80:
         raise ApduRejected(StatusWord.CLA_NOT_SUPPORTED, f"purse: CLA {apdu.cla:02X}")
     balance = app.balance or 0
@@ -338,29 +355,42 @@ def _purse(
                 StatusWord.CONDITIONS_NOT_SATISFIED,
                 f"RELOAD {amount}: balance {balance} would exceed {profile.max_balance}",
             )
-        return CommandResult(ok, session, replace(app, balance=balance + amount))
+        return ok, replace(app, balance=balance + amount), _NO_WRITES
     if apdu.ins == INS_PURSE_SET_PARAMETER:
         if not 1 <= len(apdu.data) <= 32:
             raise ApduRejected(StatusWord.WRONG_LENGTH, f"SET PARAMETER value of {len(apdu.data)} octets")
         parameters = dict(app.parameters)
         parameters[apdu.p1] = apdu.data
-        return CommandResult(ok, session, replace(app, parameters=MappingProxyType(parameters)))
+        return ok, replace(app, parameters=MappingProxyType(parameters)), _NO_WRITES
     if apdu.ins == INS_GET_DATA:
         if (apdu.p1 << 8 | apdu.p2) != PURSE_BALANCE_TAG:
             raise ApduRejected(StatusWord.REFERENCED_DATA_NOT_FOUND, f"GET DATA {apdu.p1:02X}{apdu.p2:02X}")
-        return CommandResult(ResponseApdu(balance.to_bytes(4, "big"), StatusWord.OK), session, app)
+        return ResponseApdu(balance.to_bytes(4, "big"), StatusWord.OK), app, _NO_WRITES
     if apdu.ins == INS_PURSE_TRANSACTION_REPLY:
-        return CommandResult(ok, session, _transaction_reply(apdu, app, options))
+        return ok, _transaction_reply(apdu, app, options), _NO_WRITES
     raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"purse: INS {apdu.ins:02X}")
 
 
 class ApplicationTable:
     """Explicit TAR -> application table (TS 102 226 §8.2.1.3.2.4: TARs set at install)."""
 
-    __slots__ = ("_by_tar",)
+    __slots__ = ("_by_tar", "_initial")
 
     def __init__(self, profiles: tuple[ApplicationProfile, ...]) -> None:
         self._by_tar = {p.tar: Application(p) for p in profiles}
+        # Initial states that are the same on every card, built once (immutable values); None for
+        # those that vary with the fleet index, built per card.
+        self._initial = {
+            tar: None if app.initial_state_varies else app.initial_state(0) for tar, app in self._by_tar.items()
+        }
+
+    def initial_states(self, index: int) -> dict[bytes, AppState]:
+        """Every application's initial state on card ``index``, by TAR."""
+        by_tar = self._by_tar
+        return {
+            tar: by_tar[tar].initial_state(index) if state is None else state
+            for tar, state in self._initial.items()
+        }
 
     def get(self, tar: bytes) -> Application | None:
         return self._by_tar.get(tar)

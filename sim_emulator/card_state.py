@@ -31,6 +31,14 @@ def _frozen(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping))
 
 
+def _thawed(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A new dict with ``mapping``'s items: the C copy of the dict behind a MappingProxyType (what
+    this module stores) or of a dict; ``dict(mapping)`` (item by item) for any other mapping."""
+    if type(mapping) is MappingProxyType or type(mapping) is dict:
+        return mapping.copy()  # type: ignore[attr-defined,no-any-return]
+    return dict(mapping)
+
+
 _NO_FILES: Mapping[FilePath, bytes | None] = MappingProxyType({})
 _NO_COUNTERS: Mapping[CounterKey, int] = MappingProxyType({})
 _NO_PARAMETERS: Mapping[int, bytes] = MappingProxyType({})
@@ -109,23 +117,23 @@ class CardState:
     files: Mapping[FilePath, bytes | None] = field(default_factory=lambda: _NO_FILES)
 
     def with_counter(self, key: CounterKey, cntr: int) -> CardState:
-        counters = dict(self.counters)
+        counters = _thawed(self.counters)
         counters[key] = cntr
         return CardState(self.applications, MappingProxyType(counters), self.files)
 
     def with_files(self, writes: tuple[tuple[FilePath, bytes], ...]) -> CardState:
-        changed = dict(self.files)
+        changed = _thawed(self.files)
         changed.update(writes)
         return CardState(self.applications, self.counters, MappingProxyType(changed))
 
     def with_app(
         self, tar: bytes, app: AppState, writes: tuple[tuple[FilePath, bytes], ...] = ()
     ) -> CardState:
-        applications = dict(self.applications)
+        applications = _thawed(self.applications)
         applications[tar] = app
         files = self.files
         if writes:
-            changed = dict(files)
+            changed = _thawed(files)
             changed.update(writes)
             files = MappingProxyType(changed)
         return CardState(MappingProxyType(applications), self.counters, files)

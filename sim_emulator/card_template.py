@@ -47,7 +47,7 @@ class CardTemplate:
         return MappingProxyType(files)
 
     def initial_state(self, index: int) -> CardState:
-        apps = {app.tar: app.initial_state(index) for app in self.applications}
+        apps = self.applications.initial_states(index)
         return CardState(MappingProxyType(apps))
 
     def complete_state(self, state: CardState, index: int) -> CardState:

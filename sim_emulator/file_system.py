@@ -71,7 +71,7 @@ Node = DedicatedFile | ElementaryFile
 class FileTree:
     """Structure and default contents; immutable once built, shared by many cards."""
 
-    __slots__ = ("_children", "defaults", "nodes")
+    __slots__ = ("_children", "_selected", "_selected_quietly", "defaults", "nodes")
 
     def __init__(self, nodes: Mapping[FilePath, Node], defaults: Mapping[FilePath, bytes]) -> None:
         self.nodes = MappingProxyType(dict(nodes))
@@ -81,6 +81,14 @@ class FileTree:
             if len(path) > 1:
                 children.setdefault(path[:-1], {})[path[-1]] = path
         self._children = children
+        # What a SELECT of each file leaves selected (TS 102 221 §8.4.1: a DF becomes the current
+        # DF, an EF the current EF under its parent), and the outcome of a SELECT that returns no
+        # FCP (P2 0C): immutable values, built once per tree instead of once per SELECT.
+        self._selected = {
+            path: Selection(path) if isinstance(node, DedicatedFile) else Selection(path[:-1], path)
+            for path, node in self.nodes.items()
+        }
+        self._selected_quietly = {path: FileOutcome(_OK, sel) for path, sel in self._selected.items()}
 
     def child(self, df: FilePath, fid: bytes) -> FilePath | None:
         children = self._children.get(df)
@@ -171,18 +179,27 @@ def standard_tree() -> FileTree:
     return FileTree(nodes, defaults)
 
 
+_SWAP_NIBBLES = bytes(((octet & 0x0F) << 4) | (octet >> 4) for octet in range(256))
+
+
 def iccid_content(iccid: str) -> bytes:
     """EF.ICCID: 10 octets of swapped BCD, F-padded (TS 102 221 §13.2)."""
     digits = iccid.ljust(20, "f")
+    if digits.isascii() and digits.isalnum():  # every card's identity: hex read at once, nibbles swapped
+        return bytes.fromhex(digits[:20]).translate(_SWAP_NIBBLES)
     return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 20, 2))
 
 
 def imsi_content(imsi: str) -> bytes:
     """EF.IMSI: length, then parity nibble + digits in swapped BCD (GSM 11.11 §10.3.2)."""
-    nibbles = [9 if len(imsi) % 2 else 1] + [int(d) for d in imsi]
-    if len(nibbles) % 2:
-        nibbles.append(0xF)
-    body = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
+    if imsi.isascii() and imsi.isdigit():  # every card's identity: the nibbles as hex, swapped
+        text = ("9" if len(imsi) % 2 else "1") + imsi
+        body = bytes.fromhex(text if len(text) % 2 == 0 else text + "f").translate(_SWAP_NIBBLES)
+    else:
+        nibbles = [9 if len(imsi) % 2 else 1] + [int(d) for d in imsi]
+        if len(nibbles) % 2:
+            nibbles.append(0xF)
+        body = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, len(nibbles), 2))
     return (bytes((len(body),)) + body).ljust(9, b"\xff")[:9]
 
 
@@ -203,7 +220,7 @@ class FileView:
 
     def node(self, path: FilePath) -> Node | None:
         node = self.tree.nodes.get(path)
-        if isinstance(node, ElementaryFile) and self.content(path) is None:
+        if node.__class__ is ElementaryFile and self.content(path) is None:
             return None  # absent on this card (fleet variation)
         return node
 
@@ -274,7 +291,8 @@ def _resolve_fid(view: FileView, selection: Selection, fid: bytes) -> FilePath |
         return MF
     # Candidates in that order, each looked up only when the previous ones did not match.
     tree = view.tree
-    path = tree.child(df, fid)
+    children = tree._children.get(df)
+    path = None if children is None else children.get(fid)
     if path is not None and view.node(path) is not None:
         return path
     if df[-1] == fid and view.node(df) is not None:
@@ -291,7 +309,8 @@ def _resolve_fid(view: FileView, selection: Selection, fid: bytes) -> FilePath |
 
 def _select(view: FileView, selection: Selection, apdu: CommandApdu) -> FileOutcome:
     # TS 102 221 §11.1.1.2: P2 04 returns the FCP, 0C returns nothing.
-    if apdu.p2 not in (0x04, 0x0C, 0x00):
+    p2 = apdu.p2
+    if p2 != 0x0C and p2 != 0x04 and p2 != 0x00:
         raise _reject(StatusWord.INCORRECT_P1_P2, f"SELECT P2 {apdu.p2:02X} not supported")
     if apdu.p1 == 0x00:
         if len(apdu.data) != 2:
@@ -315,11 +334,10 @@ def _select(view: FileView, selection: Selection, apdu: CommandApdu) -> FileOutc
             StatusWord.FILE_NOT_FOUND,
             f"file {apdu.data.hex().upper()} not found from {path_text(selection.df)}",
         )
-    node = view.tree.nodes[path]
-    new = Selection(path) if isinstance(node, DedicatedFile) else Selection(path[:-1], path)
-    if apdu.p2 == 0x0C:
-        return FileOutcome(_OK, new)
-    return FileOutcome(ResponseApdu(fcp(view, path), StatusWord.OK), new)
+    tree = view.tree
+    if p2 == 0x0C:
+        return tree._selected_quietly[path]
+    return FileOutcome(ResponseApdu(fcp(view, path), StatusWord.OK), tree._selected[path])
 
 
 def _current_ef(view: FileView, selection: Selection, structure: EfStructure) -> ElementaryFile:

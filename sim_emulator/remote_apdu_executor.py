@@ -27,7 +27,7 @@ tags), runs nothing and is answered with bad format ``90 01 01``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ota_protocols.action_counter import is_counted
@@ -38,7 +38,6 @@ from ota_protocols.apdu.remote_commands import (
     ExpandedCommandScript,
     ExpandedResponse,
 )
-from ota_protocols.byte_reader import ByteReader
 from ota_protocols.errors import DecodeError
 from sim_emulator.applets import Application
 from sim_emulator.card_state import CardState
@@ -46,6 +45,7 @@ from sim_emulator.file_system import FileTree, FileView
 from sim_emulator.profile import CardOptions, FilePath, ScriptFormat
 
 MAX_NN = 0xFF  # NN is one octet (TS 102 226 §5.1.2)
+MAX_DECODED_SCRIPTS = 16  # per application (of a template): the scripts of the campaigns in flight
 
 Commit = Callable[[CardState], None]
 
@@ -70,7 +70,7 @@ class _Run:
 
 
 def _execute(
-    commands: list[CommandApdu | None],
+    commands: Sequence[CommandApdu | None],
     application: Application,
     state: CardState,
     tree: FileTree,
@@ -85,27 +85,29 @@ def _execute(
     responses: list[ResponseApdu] = []
     files = state.files
     view = FileView(tree, initial, files)  # rebuilt only when a command changed the files
+    app = state.applications[tar]  # changes below only with ``state``
+    execute = application.execute
     for apdu in commands[:MAX_NN]:
         if apdu is None:
             responses.append(ResponseApdu(b"", StatusWord.WRONG_LENGTH))
             return _Run(len(responses), tuple(responses), True, state)
-        app = state.applications[tar]
         if state.files is not files:
             files = state.files
             view = FileView(tree, initial, files)
-        result = application.execute(apdu, app, view, session, options)
-        session = result.session
-        responses.append(result.response)
-        if not is_success_sw(result.response.sw):
+        response, new_app, writes = execute(apdu, app, view, session, options)
+        responses.append(response)
+        sw = response.sw
+        if sw != 0x9000 and not is_success_sw(sw):
             # TS 102 226 §5.1.1: stop; this action and every later one are not applied.
             return _Run(len(responses), tuple(responses), True, state)
         if is_counted(apdu.ins):
-            new_app = result.app.counted(apdu.encode_t0(), options.journal_limit)
-            state = state.with_app(tar, new_app, result.writes)
+            app = new_app.counted(apdu.encode_t0(), options.journal_limit)
+            state = state.with_app(tar, app, writes)
             commit(state)  # effect + action counter in one atomic write
-        elif result.app is not app or result.writes:
+        elif new_app is not app or writes:
             # Not an action, yet a state change (the purse's TRANSACTION REPLY record): saved, not counted.
-            state = state.with_app(tar, result.app, result.writes)
+            app = new_app
+            state = state.with_app(tar, app, writes)
             if save is not None:
                 save(state)
     return _Run(len(responses), tuple(responses), False, state)
@@ -124,7 +126,7 @@ def run_script(
 ) -> ScriptOutcome:
     before = state.applications[application.tar].action_counter
     if script_format is ScriptFormat.COMPACT:
-        commands = _decode_compact(script, application.case2_instructions)
+        commands = _compact_commands(application, script)
         run = _execute(commands, application, state, tree, initial, options, commit, save)
         last = run.responses[-1] if run.responses else ResponseApdu(b"", StatusWord.OK)
         response = CompactResponse(run.executed, last.sw, last.data).encode()
@@ -148,13 +150,39 @@ def run_script(
     return ScriptOutcome(response, run.executed, last.sw, run.stopped_on_error, before, after, run.state)
 
 
+def _compact_commands(application: Application, script: bytes) -> tuple[CommandApdu | None, ...]:
+    """``_decode_compact`` of ``script`` for this application, read once per distinct script."""
+    memo = application.decoded_scripts
+    commands = memo.get(script)
+    if commands is None:
+        commands = tuple(_decode_compact(script, application.case2_instructions))
+        if len(memo) >= MAX_DECODED_SCRIPTS:
+            memo.clear()  # bounded: a sender varying its scripts cannot grow it
+        memo[bytes(script)] = commands
+    return commands
+
+
 def _decode_compact(script: bytes, case2: frozenset[int]) -> list[CommandApdu | None]:
-    reader = ByteReader(script)
+    """TS 102 226 §5.1.1: T=0 commands back to back (``CommandApdu.decode_t0`` read in place:
+    P3 is Le for the ``case2`` instructions, else Lc). A command that runs past the end is
+    ``None`` and ends the list."""
     commands: list[CommandApdu | None] = []
-    while not reader.at_end():
-        try:
-            commands.append(CommandApdu.decode_t0(reader, case2_instructions=case2))
-        except DecodeError:
+    end = len(script)
+    pos = 0
+    while pos < end:
+        if end - pos < 5:  # header or P3 missing
             commands.append(None)
             break
+        cla, ins, p1, p2, p3 = script[pos : pos + 5]
+        pos += 5
+        if ins in case2:
+            commands.append(CommandApdu(cla, ins, p1, p2, b"", 256 if p3 == 0 else p3))
+        elif p3 == 0:
+            commands.append(CommandApdu(cla, ins, p1, p2))  # case 1 written with P3 = 00
+        elif pos + p3 > end:
+            commands.append(None)  # Lc longer than what is left
+            break
+        else:
+            commands.append(CommandApdu(cla, ins, p1, p2, script[pos : pos + p3]))
+            pos += p3
     return commands

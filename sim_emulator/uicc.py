@@ -82,6 +82,7 @@ _CASE2 = {INS_READ_BINARY, INS_READ_RECORD, INS_GET_RESPONSE, INS_STATUS, INS_FE
 _SMS_UD_MAX = 140  # TS 23.040 §9.2.3.16, 8-bit data
 _PID_DATA_DOWNLOAD, _DCS_CLASS2_8BIT = 0x7F, 0xF6
 _REASSEMBLY_TIMEOUT = 1e12  # the card has no clock: partial sets live until reset or eviction
+_SW_OK = int(StatusWord.OK)  # compared on every response: a plain int, not the enum member lookup
 MENU_ITEM_PAY = 0x01  # the purse's menu item "pay" (MENU SELECTION item identifier)
 _MAX_MO_CNTR = (1 << 40) - 1  # 5-octet CNTR (TS 102 225 §5.1)
 
@@ -204,7 +205,7 @@ class Uicc:
             if self._power_up_report_due:
                 self._power_up_report_due = False
                 self._information_messages()
-            return self._final(b"", StatusWord.OK, cla)
+            return self._final(b"", _SW_OK, cla)
         raise ApduRejected(StatusWord.INS_NOT_SUPPORTED, f"INS {ins:02X}")
 
     @staticmethod
@@ -218,13 +219,14 @@ class Uicc:
                 )
             return CommandApdu(cla, ins, p1, p2, b"", 256 if p3 == 0 else p3)
         # Case 1/3/4: P3 = Lc. A trailing Le octet (ISO short form) is tolerated.
-        if len(body) not in (p3, p3 + 1) or (p3 == 0 and body):
+        size = len(body)
+        if size != p3 and (size != p3 + 1 or p3 == 0):
             raise ApduRejected(StatusWord.WRONG_LENGTH, f"Lc {p3} but {len(body)} octets follow")
-        return CommandApdu(cla, ins, p1, p2, body[:p3])
+        return CommandApdu(cla, ins, p1, p2, body if size == p3 else body[:p3])
 
     def _final(self, data: bytes, sw: int, cla: int) -> ResponseApdu:
         """Apply T=0 and proactive rules to a command's outcome."""
-        if sw == StatusWord.OK and self._proactive and not self._fetched:
+        if sw == _SW_OK and self._proactive and not self._fetched:
             sw = 0x9100 | (len(self._proactive[0].command) & 0xFF)  # TS 102 221 §10.2.1.1
         if data and self.template.options.t0_get_response:
             self._pending = _Pending(data, sw)
@@ -301,12 +303,12 @@ class Uicc:
         if apdu.data and apdu.data[0] == BerTag.MENU_SELECTION:
             return self._menu_selection(apdu)
         if not apdu.data or apdu.data[0] != 0xD1:
-            return self._final(b"", StatusWord.OK, cla)  # other ENVELOPEs: accepted, nothing to do
+            return self._final(b"", _SW_OK, cla)  # other ENVELOPEs: accepted, nothing to do
         try:
             download = SmsPpDownload.decode(apdu.data, base_offset=5)
             deliver = SmsDeliver.decode(download.tpdu)
             if not deliver.tp_udhi:
-                return self._final(b"", StatusWord.OK, cla)  # no UDH, no CPI: not OTA (TS 31.115 §4.2)
+                return self._final(b"", _SW_OK, cla)  # no UDH, no CPI: not OTA (TS 31.115 §4.2)
             ud = deliver.tp_ud
             header, rest = split_udh(ud)
             info = parse_concatenation(header)
@@ -316,13 +318,13 @@ class Uicc:
                     self._reassembler = Reassembler(timeout_s=_REASSEMBLY_TIMEOUT, max_pending=4)
                 whole = self._reassembler.add(deliver.tp_oa.digits, ud, float(self._envelopes))
                 if whole is None:
-                    return self._final(b"", StatusWord.OK, cla)  # TS 31.115 §4.2: wait for the rest
+                    return self._final(b"", _SW_OK, cla)  # TS 31.115 §4.2: wait for the rest
                 header, rest = split_udh(whole)
         except DecodeError as exc:
             raise ApduRejected(StatusWord.WRONG_DATA, f"SMS-PP DOWNLOAD: {exc}") from exc
         # protocols.md §2.5 step 1 and §14.1: IEI 70 anywhere in the (first segment's) UDH.
         if not header.has(Iei.COMMAND_PACKET):
-            return self._final(b"", StatusWord.OK, cla)
+            return self._final(b"", _SW_OK, cla)
         data, sw = self._ota(rest, deliver.tp_oa)
         return self._final(data, sw, cla)
 

@@ -170,7 +170,7 @@ class ResponseApdu:
         return self.sw & 0xFF
 
     def encode(self) -> bytes:
-        return self.data + sw_bytes(self.sw)
+        return self.data + (self.sw & 0xFFFF).to_bytes(2, "big")  # data + sw_bytes(sw)
 
     @classmethod
     def decode(cls, raw: bytes) -> ResponseApdu:

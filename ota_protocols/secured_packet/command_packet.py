@@ -157,6 +157,21 @@ def command_user_data(packet: bytes) -> bytes:
 
 def parse_command_header(packet: bytes, *, base_offset: int = 0) -> CommandHeader:
     """Read CPL .. TAR and check the lengths (failures: status 06, TS 102 225 §5.2)."""
+    packet = bytes(packet)
+    n = len(packet)
+    if n > 2 + MIN_CHL:
+        # The usual packet, read by index: CPL counts the rest and CHL fits in it, so SPI .. TAR
+        # are there. Anything else goes through the reader below, which names what is wrong.
+        cpl = (packet[0] << 8) | packet[1]
+        chl = packet[2]
+        if cpl == n - 2 and MIN_CHL <= chl <= cpl - 1:
+            spi = Spi.from_bytes(packet[3:5])
+            return CommandHeader(cpl, chl, spi, packet[5], packet[6], packet[7:10], packet[10:])
+    return _read_command_header(packet, base_offset)
+
+
+def _read_command_header(packet: bytes, base_offset: int) -> CommandHeader:
+    """:func:`parse_command_header` field by field: every shape, every error."""
     reader = ByteReader(packet, base_offset=base_offset)
     cpl = reader.uint(2, "cpl")
     if cpl != reader.remaining:

@@ -87,7 +87,10 @@ class _ChainedCbc:
     def encrypt(self, data: bytes) -> bytes:
         b = self._block
         first = _xor(data[:b], self._chain)
-        out: bytes = self._encryptor.encrypt(first + data[b:])  # type: ignore[attr-defined]
+        # Into a buffer of ours (``output=``): pycryptodome then skips building its own (~0.6 us).
+        buffer = bytearray(len(data))
+        self._encryptor.encrypt(first + data[b:], output=buffer)  # type: ignore[attr-defined]
+        out = bytes(buffer)
         self._chain = out[-b:]
         return out
 
@@ -121,7 +124,8 @@ class CipherKey:
             )
 
     def encrypt(self, data: bytes) -> bytes:
-        self._check(data, "plaintext")
+        if len(data) % self.block_size:
+            self._check(data, "plaintext")
         if not data:
             return b""
         if self._cbc is None:
@@ -129,10 +133,13 @@ class CipherKey:
         return self._cbc.encrypt(data)
 
     def decrypt(self, data: bytes) -> bytes:
-        self._check(data, "ciphertext")
+        if len(data) % self.block_size:
+            self._check(data, "ciphertext")
         if not data:
             return b""
-        plain: bytes = self._ecb.decrypt(data)  # type: ignore[attr-defined]
+        buffer = bytearray(len(data))  # as _ChainedCbc.encrypt: our own output buffer
+        self._ecb.decrypt(data, output=buffer)  # type: ignore[attr-defined]
+        plain = bytes(buffer)
         if self._cbc is None:
             return plain
         # CBC: P_i = D(C_i) xor C_{i-1}, with C_0 = IV = 0.
@@ -164,6 +171,9 @@ def _xor_lanes(data: bytes, lane: int) -> bytes:
     for i in range(0, len(padded), lane):
         acc ^= int.from_bytes(padded[i : i + lane], "big")
     return acc.to_bytes(lane, "big")
+
+
+_AES_CMAC = IntegrityAlgorithm.AES_CMAC
 
 
 def _shift_left_one(block: bytes) -> bytes:
@@ -213,6 +223,8 @@ class ChecksumKey:
 
     def compute(self, data: bytes) -> bytes:
         algorithm = self.algorithm
+        if algorithm is _AES_CMAC:  # the usual one first (the branches exclude each other)
+            return self._cmac(data)[: self.length]
         if algorithm is IntegrityAlgorithm.CRC32:
             # TS 102 225 §5.1.3: CRC-32 as in ISO/IEC 13239 (= zlib), written big-endian.
             return zlib.crc32(data).to_bytes(4, "big")
@@ -224,8 +236,6 @@ class ChecksumKey:
         if algorithm is IntegrityAlgorithm.XOR8:
             return _xor_lanes(data, 8)
         assert self._cbc is not None
-        if algorithm is IntegrityAlgorithm.AES_CMAC:
-            return self._cmac(data)[: self.length]
         # ISO/IEC 9797-1 MAC algorithm 1, padding method 1: zero octets to a block boundary.
         padded = data + bytes(-len(data) % 8) if data else bytes(8)
         return self._cbc.encrypt(padded)[-8:]

@@ -22,10 +22,20 @@ from ota_protocols.secured_packet.security_parameters import (
 )
 
 UNIDENTIFIED = 0x06  # TS 102 225 §5.2 status "unidentified security error"
+_MAX_MEMO = 64  # KIc and (KID, mode, length) answers kept per key set: a hostile peer cannot grow them
 
 
 class PacketKeys:
-    __slots__ = ("_checksums", "_ciphers", "kic_implicit", "kic_key", "kid_implicit", "kid_key")
+    __slots__ = (
+        "_by_kic",
+        "_by_kid",
+        "_checksums",
+        "_ciphers",
+        "kic_implicit",
+        "kic_key",
+        "kid_implicit",
+        "kid_key",
+    )
 
     def __init__(
         self,
@@ -41,6 +51,10 @@ class PacketKeys:
         self.kid_implicit = kid_implicit
         self._ciphers: dict[CipherAlgorithm, CipherKey] = {}
         self._checksums: dict[tuple[IntegrityAlgorithm, int], ChecksumKey] = {}
+        # The answers by the packet's own octets (KIc; KID, mode, length), so a packet that uses this
+        # key set again skips the algorithm resolution (bounded: _MAX_MEMO each).
+        self._by_kic: dict[int, CipherKey] = {}
+        self._by_kid: dict[tuple[int, IntegrityMode, int | None], ChecksumKey | None] = {}
 
     def __repr__(self) -> str:
         def describe(key: bytes | None) -> str:
@@ -50,6 +64,15 @@ class PacketKeys:
 
     def cipher(self, kic: int) -> CipherKey:
         """The ciphering key for a packet whose SPI asks for ciphering (status 06 if unusable)."""
+        found = self._by_kic.get(kic)
+        if found is not None:
+            return found
+        found = self._cipher(kic)
+        if len(self._by_kic) < _MAX_MEMO:
+            self._by_kic[kic] = found
+        return found
+
+    def _cipher(self, kic: int) -> CipherKey:
         algorithm = resolve_cipher(kic, self.kic_implicit)
         cached = self._ciphers.get(algorithm)
         if cached is not None:
@@ -68,6 +91,17 @@ class PacketKeys:
 
         ``length`` is the checksum length (AES-CMAC: 4 or 8, from CHL/RHL on decode).
         """
+        memo = (kid, mode, length)
+        try:
+            return self._by_kid[memo]
+        except KeyError:
+            pass
+        found = self._checksum(kid, mode, length)
+        if len(self._by_kid) < _MAX_MEMO:
+            self._by_kid[memo] = found
+        return found
+
+    def _checksum(self, kid: int, mode: IntegrityMode, length: int | None) -> ChecksumKey | None:
         algorithm = resolve_integrity(kid, mode, self.kid_implicit)
         if algorithm is None:
             return None

@@ -177,16 +177,8 @@ def decode_response_packet(
     """
     if user_data[:3] != RPI_UDH:
         raise DecodeError("udh", 0, f"expected UDH 027100 (RPI, TS 31.115 §4.3), got {user_data[:3].hex()}")
-    reader = ByteReader(user_data)
-    reader.take(3, "udh")
-    rpl = reader.uint(2, "rpl")
-    if rpl != reader.remaining:
-        raise DecodeError("rpl", 3, f"RPL {rpl} but {reader.remaining} octets follow it")
-    rhl = reader.u8("rhl")
-    if rhl < MIN_RHL or rhl > rpl - 1:
-        raise DecodeError("rhl", 5, f"RHL {rhl:#04x} outside {MIN_RHL:#04x}..RPL - 1 = {rpl - 1}")
-    tar = reader.take(3, "tar")
-    body = reader.rest()
+    user_data = bytes(user_data)
+    rpl, rhl, tar, body = _response_header(user_data)
     n = rhl - MIN_RHL
     try:
         cipher_key = keys.cipher(kic) if spi.por_ciphered else None
@@ -217,6 +209,33 @@ def decode_response_packet(
     if deciphered is not None:
         return deciphered
     raise DecodeError("pcntr", 14, "neither the deciphered nor the clear reading of the PoR is well formed")
+
+
+def _response_header(user_data: bytes) -> tuple[int, int, bytes, bytes]:
+    """RPL, RHL, TAR and the rest of a PoR after its ``02 71 00``. The usual PoR is read by index
+    (RPL counts the rest and RHL fits in it, so TAR is there); anything else by the field-by-field
+    reader, which names what is wrong."""
+    size = len(user_data)
+    if size > 5 + MIN_RHL:
+        rpl = (user_data[3] << 8) | user_data[4]
+        rhl = user_data[5]
+        if rpl == size - 5 and MIN_RHL <= rhl <= rpl - 1:
+            return rpl, rhl, user_data[6:9], user_data[9:]
+    return _read_response_header(user_data)
+
+
+def _read_response_header(user_data: bytes) -> tuple[int, int, bytes, bytes]:
+    """RPL, RHL, TAR and the rest of a PoR after its ``02 71 00``, field by field: every error."""
+    reader = ByteReader(user_data)
+    reader.take(3, "udh")
+    rpl = reader.uint(2, "rpl")
+    if rpl != reader.remaining:
+        raise DecodeError("rpl", 3, f"RPL {rpl} but {reader.remaining} octets follow it")
+    rhl = reader.u8("rhl")
+    if rhl < MIN_RHL or rhl > rpl - 1:
+        raise DecodeError("rhl", 5, f"RHL {rhl:#04x} outside {MIN_RHL:#04x}..RPL - 1 = {rpl - 1}")
+    tar = reader.take(3, "tar")
+    return rpl, rhl, tar, reader.rest()
 
 
 def _read_body(
