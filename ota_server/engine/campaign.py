@@ -64,6 +64,7 @@ from ota_server.engine.job_model import (
     SendReply,
     SendScript,
     Transition,
+    job_replace,
 )
 from ota_server.engine.job_slots import REPORT_STATES, JobRecord, JobSlot, build_slots
 from ota_server.engine.outbound import Outbound
@@ -418,7 +419,8 @@ class CampaignEngine:
             if job.phase is Phase.NEW and job.script_cntr is None and job.attempts == 0 and job.queries == 0:
                 # A later step on a TAR an earlier step just used starts from the counter it left.
                 base = self._ca.get((slot.card.iccid, slot.tar_hex), job.confirmed)
-                slot.job = replace(job, confirmed=base, start_counter=base)
+                if base != job.confirmed or base != job.start_counter:
+                    slot.job = job_replace(job, confirmed=base, start_counter=base)
             self._router.register(slot)
             self.step_slot(slot, Begin(), now)
 

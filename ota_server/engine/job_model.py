@@ -232,23 +232,25 @@ class Transition:
     durable: bool = True
 
 
-def go_send(job: Job, kind: MessageKind, note: str | None = None) -> Transition:
-    job = job_replace(job, phase=Phase.SENDING, next_kind=kind, deadline=None)
+def go_send(job: Job, kind: MessageKind, note: str | None = None, **changes: Any) -> Transition:
+    """SENDING the ``kind`` next; ``changes``: other fields the same step sets (one new Job, not two)."""
+    job = job_replace(job, **changes, phase=Phase.SENDING, next_kind=kind, deadline=None)
     command: Command = (
         SendScript(job.applied, job.n - job.applied) if kind is MessageKind.SCRIPT else SendQuery()
     )
     return Transition(job, (command,), note)
 
 
-def go_finish(job: Job, phase: Phase, reason: str) -> Transition:
-    job = job_replace(job, phase=phase, reason=reason, deadline=None, next_kind=None)
+def go_finish(job: Job, phase: Phase, reason: str, **changes: Any) -> Transition:
+    """End in ``phase``; ``changes``: other fields the same step sets (one new Job, not two)."""
     commands: tuple[Command, ...] = (Finish(phase, reason),)
-    if job.replies:
+    replies = changes["replies"] if "replies" in changes else job.replies
+    if replies:
         # Message 2 is still owed (never proven received): send it on its own, once more.
-        commands = (SendReply(job.replies), *commands)
-        job = job_replace(
-            job, replies=(), reply_carriers=(), replies_sent=job.replies_sent + len(job.replies)
-        )
+        commands = (SendReply(replies), *commands)
+        sent = changes["replies_sent"] if "replies_sent" in changes else job.replies_sent
+        changes.update(replies=(), reply_carriers=(), replies_sent=sent + len(replies))
+    job = job_replace(job, **changes, phase=phase, reason=reason, deadline=None, next_kind=None)
     return Transition(job, commands, reason)
 
 
@@ -259,3 +261,11 @@ def unchanged(job: Job, note: str | None = None) -> Transition:
 def with_status(job: Job, text: str) -> Job:
     # Keep the report short: each distinct status once, in order of first appearance.
     return job if text in job.statuses else job_replace(job, statuses=(*job.statuses, text))
+
+
+def statuses_with(statuses: tuple[str, ...], *texts: str) -> tuple[str, ...]:
+    """``statuses`` after :func:`with_status` of each text in turn (for a step that builds one Job)."""
+    for text in texts:
+        if text not in statuses:
+            statuses = (*statuses, text)
+    return statuses
