@@ -216,7 +216,7 @@ class CampaignEngine:
         the PoR reassembler, the campaign deadline)."""
         if self.finished:
             return None
-        candidates: list[float] = []
+        best = self._deadline_at
         timers = self._timers
         while timers:
             deadline, index, version = timers[0]
@@ -224,18 +224,13 @@ class CampaignEngine:
             if version != slot.version or slot.job.deadline != deadline or slot.ended:
                 heapq.heappop(timers)
                 continue
-            candidates.append(deadline)
+            if best is None or deadline < best:
+                best = deadline
             break
-        last = self._last_now
-        at = self._out.next_time(last)
-        if at is not None:
-            candidates.append(at)
-        router = self._router.next_deadline()
-        if router is not None:
-            candidates.append(router)
-        if self._deadline_at is not None:
-            candidates.append(self._deadline_at)
-        return min(candidates) if candidates else None
+        for at in (self._out.next_time(self._last_now), self._router.next_deadline()):
+            if at is not None and (best is None or at < best):
+                best = at
+        return best
 
     def effects(self) -> list[Effect]:
         """What the shell must do now, in order; call it until it returns nothing. Inputs since the
@@ -532,24 +527,28 @@ class CampaignEngine:
         """Reserve and build what the jobs asked for, put it all in ONE Commit, then release what
         the pacers allow (the Submits follow the Commit that holds them)."""
         self._last_now = now
-        self._out.reserve_and_build(now)
+        out = self._out
+        if out.to_send or out.replies_out:
+            out.reserve_and_build(now)
         self._commit(now)
-        self._effects.extend(self._out.pump(now))
+        submits = out.pump(now)
+        if submits:
+            self._effects.extend(submits)
 
     def _commit(self, now: float) -> None:
-        wall = now + self.wall_offset
-        reservations = self._out.take_reservations()
         if (
             self._dirty
-            or reservations
+            or self._out.reservations
             or self._counters
             or self._history
             or self._router.dirty_mo
             or self._forwarded
         ):
+            wall = now + self.wall_offset
+            name = self.name
             commit = Commit(
-                reservations=reservations,
-                jobs=tuple(JobRecord(self.name, slot, wall) for slot in self._dirty.values()),
+                reservations=self._out.take_reservations(),
+                jobs=tuple([JobRecord(name, slot, wall) for slot in self._dirty.values()]),
                 counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),

@@ -60,12 +60,27 @@ class Outbound:
             for _ in range(max(1, config.pacing.binds))
         ]
         self._cntr = cntrs  # (ICCID, KVN) -> last CNTR reserved
-        self._reservations: list[Reservation] = []
+        self.reservations: list[Reservation] = []  # made since the last Commit
         self.to_send: dict[int, JobSlot] = {}  # jobs that asked for a message
         self.replies_out: list[tuple[JobSlot, tuple[int, ...]]] = []
         self._segments: dict[tuple[int, int], int] = {}  # (slot, CNTR) -> segments not yet answered
         self._pending: dict[Token, SubmitSm] = {}  # released, not yet answered (window-bounded)
         self._replies: set[tuple[int, int]] = set()  # (slot, CNTR) of message-2-alone packets
+        # smpp-and-peers.md §1.2: what every OTA submit_sm of this campaign shares (see _submit_sm).
+        s = config.smsc
+        validity = config.campaign.validity_period_s
+        self._submit_fields = {
+            "source_addr_ton": s.source_addr_ton,
+            "source_addr_npi": s.source_addr_npi,
+            "source_addr": s.source_addr,
+            "dest_addr_ton": s.dest_addr_ton,
+            "dest_addr_npi": s.dest_addr_npi,
+            "esm_class": 0x40,
+            "protocol_id": 0x7F,
+            "data_coding": 0xF6,
+            "registered_delivery": 1 if s.registered_delivery else 0,
+            "validity_period": relative_validity(validity) if validity is not None else "",
+        }
 
     # ------------------------------------------------------------------ reserve and build
 
@@ -75,8 +90,8 @@ class Outbound:
             self._cntr[key] = max(self._cntr.get(key, 0), value)
 
     def take_reservations(self) -> tuple[Reservation, ...]:
-        out = tuple(self._reservations)
-        self._reservations.clear()
+        out = tuple(self.reservations)
+        self.reservations.clear()
         return out
 
     def reserve_and_build(self, now: float) -> None:
@@ -126,7 +141,7 @@ class Outbound:
             )
         self._cntr[key] = value
         name = self.engine.name
-        self._reservations.append(Reservation(slot.card.iccid, slot.counter_kvn, value, name, kind, detail))
+        self.reservations.append(Reservation(slot.card.iccid, slot.counter_kvn, value, name, kind, detail))
         return value
 
     def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action]) -> None:
@@ -139,24 +154,9 @@ class Outbound:
 
     def _submit_sm(self, msisdn: str, user_data: bytes) -> SubmitSm:
         """smpp-and-peers.md §1.2: an OTA command is esm_class 0x40 (UDHI), PID 0x7F (SIM data
-        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4)."""
-        config = self.engine.config
-        s = config.smsc
-        validity = config.campaign.validity_period_s
-        return SubmitSm(
-            source_addr_ton=s.source_addr_ton,
-            source_addr_npi=s.source_addr_npi,
-            source_addr=s.source_addr,
-            dest_addr_ton=s.dest_addr_ton,
-            dest_addr_npi=s.dest_addr_npi,
-            destination_addr=msisdn,
-            esm_class=0x40,
-            protocol_id=0x7F,
-            data_coding=0xF6,
-            registered_delivery=1 if s.registered_delivery else 0,
-            validity_period=relative_validity(validity) if validity is not None else "",
-            short_message=user_data,
-        )
+        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4); the
+        fields every message shares are read from the config once (``_submit_fields``)."""
+        return SubmitSm(destination_addr=msisdn, short_message=user_data, **self._submit_fields)
 
     # ------------------------------------------------------------------ release (pacing)
 
@@ -165,6 +165,8 @@ class Outbound:
         out: list[Submit] = []
         slots = self.engine.slots
         for bind, pacer in enumerate(self.pacers):
+            if not pacer.waiting:
+                continue
             for token, pdu in pacer.release(now):
                 slot = slots[token[0]]
                 if not self._wanted(slot, token[1]):
@@ -173,7 +175,8 @@ class Outbound:
                     continue
                 self._pending[token] = pdu
                 out.append(Submit(bind, token, pdu))
-        self.engine.stats.submits += len(out)
+        if out:
+            self.engine.stats.submits += len(out)
         return out
 
     def _wanted(self, slot: JobSlot, cntr: int) -> bool:
@@ -186,8 +189,13 @@ class Outbound:
         return not slot.job.phase.terminal and cntr in slot.job.outstanding_cntrs
 
     def next_time(self, now: float) -> float | None:
-        times = [t for t in (p.next_time(now) for p in self.pacers) if t is not None]
-        return min(times) if times else None
+        best = None
+        for pacer in self.pacers:
+            if pacer.waiting:
+                at = pacer.next_time(now)
+                if at is not None and (best is None or at < best):
+                    best = at
+        return best
 
     # ------------------------------------------------------------------ the SMSC's answers
 
