@@ -265,30 +265,36 @@ class VirtualOtaServer:
         answers are fed back before the next turn, so one clock event is one turn, not one per SMS
         (a zero-latency SMPP session; deliver_sm still arrive as their own events)."""
         engine = self.engine
-        while engine is not None:
-            effects = engine.effects()
-            if not effects:
-                break
-            answers: list[SubmitAnswered] = []
-            for effect in effects:
-                if isinstance(effect, Commit):
-                    try:
-                        self.store.commit(effect)
-                    except StoreError:
-                        # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
-                        self.crash("database")
-                        return
-                    if self.crash_after_commit:
-                        # The worst moment to die: reservations durable, their messages never sent.
-                        self.crash_after_commit = False
-                        self.crash("crash")
-                        return
-                elif isinstance(effect, Submit):
-                    status, message_id = self.network.submit(effect.pdu, self.system_id)
-                    answers.append(SubmitAnswered(effect.token, status, message_id))
-            now = self.clock.now
-            for answer in answers:
-                engine.handle(answer, now)
+        if engine is not None:
+            store = self.store
+            submit = self.network.submit
+            system_id = self.system_id
+            while True:
+                effects = engine.effects()
+                if not effects:
+                    break
+                answers: list[SubmitAnswered] = []
+                for effect in effects:
+                    if type(effect) is Submit:
+                        status, message_id = submit(effect.pdu, system_id)
+                        answers.append(SubmitAnswered(effect.token, status, message_id))
+                    elif isinstance(effect, Commit):
+                        try:
+                            store.commit(effect)
+                        except StoreError:
+                            # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
+                            self.crash("database")
+                            return
+                        if self.crash_after_commit:
+                            # The worst moment to die: reservations durable, their messages never sent.
+                            self.crash_after_commit = False
+                            self.crash("crash")
+                            return
+                if answers:
+                    now = self.clock.now
+                    handle = engine.handle
+                    for answer in answers:
+                        handle(answer, now)
         self._arm()
 
     def _arm(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ota_protocols.errors import LocalProtocolViolation
 from ota_protocols.secured_packet.response_packet import ResponseStatus
@@ -242,8 +242,10 @@ class Finish:
 Command = SendScript | SendQuery | SendReply | Finish
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
+    """What one step gives the engine (immutable; a NamedTuple, built per event: cheaper than a frozen
+    dataclass, whose ``__init__`` sets each field through ``object.__setattr__``)."""
+
     job: Job
     commands: tuple[Command, ...] = ()
     note: str | None = None  # for the audit history; None: nothing worth recording

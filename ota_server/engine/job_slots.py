@@ -134,6 +134,9 @@ def build_slots(
     csv_key = targets.csv.key if targets.csv else None
     index = first_index
     binds = max(1, config.pacing.binds)
+    # Jobs are immutable: consecutive cards whose first Job is the same (n, CA), as a fleet's issued
+    # counter makes them, share one (memory and time at start; one Job kept, so nothing grows).
+    fresh = Job(n=-1)
     for target in cards:
         card = target.card
         if not targets.selects(card):
@@ -151,11 +154,13 @@ def build_slots(
             # The stored CA: from earlier reports, else the issuer's record of the fleet (a wrong
             # record is caught by the PoR's "before" value); unknown: the job asks the card first.
             base = snapshot.confirmed.get((card.iccid, tar_hex), issued_counter)
+            if fresh.n != len(actions) or fresh.confirmed != base:
+                fresh = Job(n=len(actions), confirmed=base, start_counter=base)
             slot = JobSlot(
                 index,
                 card,
                 target.keysets,
-                Job(n=len(actions), confirmed=base, start_counter=base),
+                fresh,
                 step=k,
                 security=sec,
                 actions=actions,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["CNTR_LIMIT", "Outbound", "relative_validity", "reply_actions"]
 
 CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
+_KIND_NAMES = {kind: kind.value for kind in MessageKind}  # a dict read: Enum.value is a Python property
 
 
 def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
@@ -114,7 +115,7 @@ class Outbound:
             actions = (*reply_actions(job.replies), *actions)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
             step_note = f" step {slot.step + 1}" if len(engine.config.steps) > 1 else ""
-            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar_hex}{step_note}")
+            cntr = self._reserve(slot, _KIND_NAMES[kind], f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
             self._queue(slot, cntr, actions)
             stats.packets_sent += 1

@@ -158,3 +158,9 @@ def choose(candidates: Sequence[Candidate[_K, _R]]) -> Candidate[_K, _R] | None:
         if c.status not in (None, 0) and c.cntr == 0:
             return c
     return None
+
+
+def claims_alone(outstanding: tuple[int, ...], cntr: int, status: int) -> bool:
+    """:func:`choose` for a lone candidate whose keys read the PoR (``cntr``, ``status``): the
+    exact CNTR, or an error PoR with CNTR zero (the engine's path when one job is on the key)."""
+    return cntr in outstanding or (status != 0 and cntr == 0)

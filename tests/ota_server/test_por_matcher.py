@@ -82,3 +82,13 @@ def test_assembler_deadlines_follow_the_reassembler_through_eviction_and_expiry(
     assert assembler.next_deadline() == plain.next_deadline() == 12.0
     assert len(assembler.expire(12.0)) == len(plain.expire(12.0)) == 1
     assert assembler.next_deadline() is None and plain.next_deadline() is None
+
+
+def test_a_lone_candidate_is_claimed_exactly_as_choose_decides() -> None:
+    from ota_server.engine.por_matcher import Candidate, choose, claims_alone
+
+    for outstanding in ((), (0,), (5,), (5, 6), (0, 7)):
+        for cntr in (0, 5, 6, 9):
+            for status in (0, 1, 2, 0x0B):
+                alone = Candidate("job", frozenset(outstanding), cntr, status, None)
+                assert claims_alone(outstanding, cntr, status) is (choose([alone]) is not None)
