@@ -63,8 +63,9 @@ class MemoryStore:
         for r in commit.reservations:
             key = (r.iccid, r.kvn)
             self.cntrs[key] = max(self.cntrs.get(key, 0), r.cntr)
+        jobs = self.jobs
         for record in commit.jobs:
-            self.jobs[record.key] = record  # its row is built only if a runner restarts
+            jobs[record.key] = record  # its row is built only if a runner restarts
         for iccid, tar, value in commit.counters:
             self.confirmed[(iccid, tar)] = value
         for iccid, tar, value in commit.mo_counters:
@@ -162,12 +163,11 @@ class VirtualOtaServer:
         self._version = 0  # voids the clock events of an engine that crashed
         self._timer_at: float | None = None
         self._token = ""
+        # The engine's run has ended: read after every clock event (the driver's stop test), so kept
+        # as a plain attribute, taken from the engine after each call into it (_arm ends every one).
+        self.finished = False
 
     # ------------------------------------------------------------------ lifecycle of the runner
-
-    @property
-    def finished(self) -> bool:
-        return self.engine is not None and self.engine.finished
 
     def start(self) -> None:
         """A runner starts: takes the lease, reads the store, lets the engine begin, binds."""
@@ -212,6 +212,7 @@ class VirtualOtaServer:
         if self.engine is not None:
             self._past_stats.append(self.engine.stats)  # the lab reports every run's traffic
         self.engine = None
+        self.finished = False
         self.stopped_reason = why
         self._version += 1
         self._timer_at = None
@@ -301,6 +302,7 @@ class VirtualOtaServer:
         engine = self.engine
         if engine is None:
             return
+        self.finished = engine.finished
         deadline = engine.next_deadline()
         if deadline is None or (
             self._timer_at is not None and self._timer_at <= deadline and self._timer_at >= self.clock.now

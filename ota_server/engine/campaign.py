@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["CampaignEngine"]
 
 TIMELINE_BINS = 200
+_SENDS = (SendScript, SendQuery)  # the commands that ask the outbound side for a message
 
 
 class CampaignEngine:
@@ -434,7 +435,7 @@ class CampaignEngine:
 
     def apply(self, slot: JobSlot, t: Transition, now: float) -> None:
         before = slot.job
-        slot.job = t.job
+        job = slot.job = t.job
         if t.note and self.audit:
             self._history.append(
                 HistoryRow(
@@ -448,28 +449,33 @@ class CampaignEngine:
                     t.note,
                 )
             )
-        if not t.changed and not t.note:
+        note = t.note
+        if not t.changed and not note:
             return
-        if t.durable or t.note:
+        if t.durable or note:
             self._dirty[slot.index] = slot
-        if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
+        confirmed = job.confirmed
+        if confirmed is not None and confirmed != before.confirmed:
             key = (slot.card.iccid, slot.tar_hex)
-            self._counters[key] = t.job.confirmed
-            self._ca[key] = t.job.confirmed
+            self._counters[key] = confirmed
+            self._ca[key] = confirmed
         for command in t.commands:
-            if isinstance(command, SendScript | SendQuery):
+            if isinstance(command, _SENDS):
                 self._out.to_send[slot.index] = slot
             elif isinstance(command, SendReply):
                 self._out.replies_out.append((slot, command.sequences))
             elif isinstance(command, Finish):
                 self._on_finish(slot, now)
-        if before.phase.terminal and not t.job.phase.terminal:  # pragma: no cover - the table forbids it
-            raise OtaSimError(f"job {slot.card.iccid} left a terminal phase")
-        if t.job.phase is not before.phase and t.job.phase.terminal:
-            self._count_closed(before, t.job, now)
-        if t.job.deadline is not None and t.job.deadline != before.deadline:
+        phase = job.phase
+        if phase is not before.phase:
+            if before.phase.terminal and not phase.terminal:  # pragma: no cover - the table forbids it
+                raise OtaSimError(f"job {slot.card.iccid} left a terminal phase")
+            if phase.terminal:
+                self._count_closed(before, job, now)
+        deadline = job.deadline
+        if deadline is not None and deadline != before.deadline:
             slot.version += 1
-            heapq.heappush(self._timers, (t.job.deadline, slot.index, slot.version))
+            heapq.heappush(self._timers, (deadline, slot.index, slot.version))
 
     def _count_closed(self, before: Job, job: Job, now: float) -> None:
         state = REPORT_STATES.get(job.phase)
@@ -549,7 +555,7 @@ class CampaignEngine:
             commit = Commit(
                 reservations=self._out.take_reservations(),
                 jobs=tuple([JobRecord(name, slot, wall) for slot in self._dirty.values()]),
-                counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
+                counters=tuple([(i, t, v) for (i, t), v in self._counters.items()]) if self._counters else (),
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),
                 at=wall,

@@ -72,6 +72,8 @@ class DeliveryRouter:
         return bool(self._mo_dirty)
 
     def take_dirty_mo(self) -> tuple[tuple[str, str, int], ...]:
+        if not self._mo_dirty:
+            return ()
         out = tuple((iccid, tar, cntr) for (iccid, tar), cntr in self._mo_dirty.items())
         self._mo_dirty.clear()
         return out

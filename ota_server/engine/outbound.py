@@ -70,6 +70,7 @@ class Outbound:
         # smpp-and-peers.md §1.2: what every OTA submit_sm of this campaign shares (see _submit_sm).
         s = config.smsc
         validity = config.campaign.validity_period_s
+        self._steps = len(config.steps)
         self._submit_fields = {
             "source_addr_ton": s.source_addr_ton,
             "source_addr_npi": s.source_addr_npi,
@@ -111,10 +112,11 @@ class Outbound:
                 engine.cancel_open_slot(slot, now)  # cancel: the fence said what ran; the rest never goes
                 continue
             actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
-            # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
-            actions = (*reply_actions(job.replies), *actions)
+            if job.replies:
+                # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
+                actions = (*reply_actions(job.replies), *actions)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
-            step_note = f" step {slot.step + 1}" if len(engine.config.steps) > 1 else ""
+            step_note = f" step {slot.step + 1}" if self._steps > 1 else ""
             cntr = self._reserve(slot, _KIND_NAMES[kind], f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
             self._queue(slot, cntr, actions)
@@ -170,7 +172,12 @@ class Outbound:
                 continue
             for token, pdu in pacer.release(now):
                 slot = slots[token[0]]
-                if not self._wanted(slot, token[1]):
+                job = slot.job
+                # _wanted, its usual case first: the job waits on this message.
+                wanted = (
+                    slot.override is None and not job.phase.terminal and token[1] in job.outstanding_cntrs
+                ) or self._wanted(slot, token[1])
+                if not wanted:
                     pacer.answered()  # dropped, never sent
                     self._segments.pop((token[0], token[1]), None)
                     continue
