@@ -23,7 +23,7 @@ from ota_server.engine.job_model import Accepted, MessageKind, Phase, Sent, Subm
 from ota_server.engine.job_slots import JobSlot
 from ota_server.engine.pacing import THROTTLE_STATUSES, BindPacer
 from ota_server.engine.records import HistoryRow, Reservation
-from ota_server.model import Action
+from ota_server.model import Action, ScriptFormat
 
 if TYPE_CHECKING:
     from ota_server.engine.campaign import CampaignEngine
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["CNTR_LIMIT", "Outbound", "relative_validity", "reply_actions"]
 
 CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
-_KIND_NAMES = {kind: kind.value for kind in MessageKind}  # a dict read: Enum.value is a Python property
+_KIND_NAMES = {kind: kind.value for kind in MessageKind}
+_SCRIPTS_KEPT = 64  # encoded scripts an Outbound keeps (see Outbound._script)  # a dict read: Enum.value is a Python property
 
 
 def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
@@ -71,6 +72,7 @@ class Outbound:
         s = config.smsc
         validity = config.campaign.validity_period_s
         self._steps = len(config.steps)
+        self._scripts: dict[tuple[int, int, ScriptFormat], tuple[tuple[Action, ...], bytes]] = {}
         self._submit_fields = {
             "source_addr_ton": s.source_addr_ton,
             "source_addr_npi": s.source_addr_npi,
@@ -112,14 +114,17 @@ class Outbound:
                 engine.cancel_open_slot(slot, now)  # cancel: the fence said what ran; the rest never goes
                 continue
             actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
+            script = None
             if job.replies:
                 # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
                 actions = (*reply_actions(job.replies), *actions)
+            elif actions:
+                script = self._script(slot, job.applied)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
             step_note = f" step {slot.step + 1}" if self._steps > 1 else ""
             cntr = self._reserve(slot, _KIND_NAMES[kind], f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
-            self._queue(slot, cntr, actions)
+            self._queue(slot, cntr, actions, script)
             stats.packets_sent += 1
             if kind is MessageKind.SCRIPT:
                 stats.scripts_sent += 1
@@ -147,9 +152,27 @@ class Outbound:
         self.reservations.append(Reservation(slot.card.iccid, slot.counter_kvn, value, name, kind, detail))
         return value
 
-    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action]) -> None:
+    def _script(self, slot: JobSlot, applied: int) -> bytes:
+        """The secured data of the slot's actions from ``applied`` on: the same bytes for every card
+        whose step shares the actions (a campaign without per-card parameters: all of them), so
+        encoded once per (actions, applied, format). Bounded: cleared past _SCRIPTS_KEPT entries
+        (per-card actions from a CSV give one entry per card)."""
+        fmt = slot.security.script_format
+        key = (id(slot.actions), applied, fmt)
+        kept = self._scripts.get(key)
+        if kept is not None and kept[0] is slot.actions:
+            return kept[1]
+        script = command_builder.encode_script(command_builder.script_apdus(slot.actions[applied:]), fmt)
+        if len(self._scripts) >= _SCRIPTS_KEPT:
+            self._scripts.clear()
+        self._scripts[key] = (slot.actions, script)  # the actions kept: their id stays theirs
+        return script
+
+    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action], script: bytes | None = None) -> None:
         engine = self.engine
-        segments = command_builder.build_user_data(slot.keys, slot.security, cntr, actions, rng=engine.rng)
+        segments = command_builder.build_user_data(
+            slot.keys, slot.security, cntr, actions, rng=engine.rng, script=script
+        )
         self._segments[(slot.index, cntr)] = len(segments)
         self.pacers[slot.bind].queue(
             ((slot.index, cntr, k), self._submit_sm(slot.card.msisdn, ud)) for k, ud in enumerate(segments)
