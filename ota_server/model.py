@@ -13,6 +13,7 @@ PURE data: frozen slotted dataclasses. Key fields are ``repr=False`` (house-styl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -120,7 +121,7 @@ class Security:
         return self.spi.por_integrity != 0
 
 
-def packet_keys_for(keysets: dict[int, Keyset], security: Security) -> PacketKeys:
+def packet_keys_for(keysets: Mapping[int, Keyset], security: Security) -> PacketKeys:
     """PacketKeys combining the KIc key set's cipher key and the KID key set's checksum key."""
     cipher = keysets.get(security.cipher_kvn)
     checksum = keysets.get(security.checksum_kvn)

@@ -110,6 +110,9 @@ class _FleetKeysets(Mapping[int, Keyset]):
     def __getitem__(self, kvn: int) -> Keyset:
         return self._load()[kvn]
 
+    def get(self, kvn: int, default: Any = None) -> Any:  # Mapping.get, without its KeyError round trip
+        return self._load().get(kvn, default)
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._load())
 

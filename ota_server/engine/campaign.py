@@ -238,6 +238,8 @@ class CampaignEngine:
         last call are taken as one turn (group commit). A turn that received deliver_sm comes out in
         two parts: first a Commit of what they settled and their Acknowledge (so the SMSC's MO window
         is not held while packets are built), then the reservations, their Commit and the Submits."""
+        if self._turn_at is None and not self._effects:
+            return []
         if self._turn_at is not None:
             now = self._turn_at
             if self._acks:

@@ -92,7 +92,7 @@ class JobSlot:
     def keys(self) -> PacketKeys:
         """The job's PacketKeys (key schedules kept while the job is open, see :meth:`forget_keys`)."""
         if self._keys is None:
-            self._keys = packet_keys_for(dict(self.keysets), self.security)
+            self._keys = packet_keys_for(self.keysets, self.security)
         return self._keys
 
     def pending_json(self, applied: int) -> list[list[str]]:
