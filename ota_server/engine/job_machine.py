@@ -277,7 +277,8 @@ def _replies_proven(job: Job, report: PorReport) -> Job:
 
 def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transition:
     before = job
-    job = _replies_proven(job, report)
+    if job.reply_carriers:  # a message of this job carried message 2
+        job = _replies_proven(job, report)
     if report.cntr == job.script_cntr and job.script_cntr is not None:
         via = "por"
     elif report.cntr in job.query_cntrs:
