@@ -157,6 +157,8 @@ del _namespace
 
 
 # Events --------------------------------------------------------------------
+# Immutable all. The ones every transaction builds (Sent, Accepted, PorArrived; SendScript and Finish
+# below) are NamedTuples: a frozen dataclass sets each field through object.__setattr__.
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,24 +166,21 @@ class Begin:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
+class Sent(NamedTuple):
     """The engine reserved ``cntr`` for the message the job asked for (durable before it leaves)."""
 
     kind: MessageKind
     cntr: int
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """The SMSC took the message of ``cntr`` (submit_sm_resp ESME_ROK), or may have (no answer):
     the attempt and its PoR timer start now (docs/campaigns.md §6.2)."""
 
     cntr: int
 
 
-@dataclass(frozen=True, slots=True)
-class PorArrived:
+class PorArrived(NamedTuple):
     report: PorReport
 
 
@@ -212,8 +211,7 @@ Event = Begin | Sent | Accepted | PorArrived | SubmitRefused | DeadlinePassed | 
 # Commands ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SendScript:
+class SendScript(NamedTuple):
     """Send actions[first : first + count] under a fresh CNTR."""
 
     first: int
@@ -233,8 +231,7 @@ class SendReply:
     sequences: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
+class Finish(NamedTuple):
     phase: Phase
     reason: str
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["CNTR_LIMIT", "Outbound", "relative_validity", "reply_actions"]
 
 CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
-_KIND_NAMES = {kind: kind.value for kind in MessageKind}
+_SCRIPT, _QUERY = MessageKind.SCRIPT.value, MessageKind.QUERY.value  # read once: Enum.value is a property
 _SCRIPTS_KEPT = 64  # encoded scripts an Outbound keeps (see Outbound._script)  # a dict read: Enum.value is a Python property
 
 
@@ -72,7 +72,7 @@ class Outbound:
         s = config.smsc
         validity = config.campaign.validity_period_s
         self._steps = len(config.steps)
-        self._scripts: dict[tuple[int, int, ScriptFormat], tuple[tuple[Action, ...], bytes]] = {}
+        self._scripts: dict[tuple[int, int, bool], tuple[tuple[Action, ...], bytes]] = {}
         self._submit_fields = {
             "source_addr_ton": s.source_addr_ton,
             "source_addr_npi": s.source_addr_npi,
@@ -122,7 +122,8 @@ class Outbound:
                 script = self._script(slot, job.applied)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
             step_note = f" step {slot.step + 1}" if self._steps > 1 else ""
-            cntr = self._reserve(slot, _KIND_NAMES[kind], f"{what}TAR {slot.tar_hex}{step_note}")
+            name = _SCRIPT if kind is MessageKind.SCRIPT else _QUERY
+            cntr = self._reserve(slot, name, f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
             self._queue(slot, cntr, actions, script)
             stats.packets_sent += 1
@@ -158,7 +159,7 @@ class Outbound:
         encoded once per (actions, applied, format). Bounded: cleared past _SCRIPTS_KEPT entries
         (per-card actions from a CSV give one entry per card)."""
         fmt = slot.security.script_format
-        key = (id(slot.actions), applied, fmt)
+        key = (id(slot.actions), applied, fmt is ScriptFormat.EXPANDED)  # a bool: Enum hashes in Python
         kept = self._scripts.get(key)
         if kept is not None and kept[0] is slot.actions:
             return kept[1]
