@@ -219,10 +219,13 @@ class CampaignEngine:
             return None
         best = self._deadline_at
         timers = self._timers
+        slots = self.slots
         while timers:
             deadline, index, version = timers[0]
-            slot = self.slots[index]
-            if version != slot.version or slot.job.deadline != deadline or slot.ended:
+            slot = slots[index]
+            job = slot.job
+            ended = slot.override is not None or job.phase.terminal  # slot.ended, inline
+            if version != slot.version or job.deadline != deadline or ended:
                 heapq.heappop(timers)
                 continue
             if best is None or deadline < best:

@@ -147,18 +147,18 @@ _namespace: dict[str, Any] = {
     "_FIELDS": _JOB_FIELD_SET,
     "_setattr": setattr,
 }
-exec(_job_replace_source(), _namespace)  # noqa: S102 - generated from Job's own field list, as dataclasses does
+exec(_job_replace_source(), _namespace)  # generated from Job's own field list, as dataclasses does
 job_replace: Callable[..., Job] = _namespace["job_replace"]
-job_replace.__doc__ = """``dataclasses.replace(job, **changes)`` for the hot path: the same new Job (equal fields,
-same type), copied slot by slot (one line per field, generated from ``fields(Job)``) instead of the
+job_replace.__doc__ = """``dataclasses.replace(job, **changes)`` for the hot path: the same new Job (equal
+fields, same type), copied slot by slot (one line per field, generated from ``fields(Job)``) instead of the
 generic replace + frozen ``__init__`` (about 3x cheaper than descriptor-by-descriptor)."""
 job_replace.__module__ = __name__
 del _namespace
 
 
 # Events --------------------------------------------------------------------
-# Immutable all. The ones every transaction builds (Sent, Accepted, PorArrived; SendScript and Finish
-# below) are NamedTuples: a frozen dataclass sets each field through object.__setattr__.
+# Immutable all. The ones every transaction builds (Sent, Accepted, PorArrived; Finish below) are
+# NamedTuples: a frozen dataclass sets each field through object.__setattr__.
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +211,8 @@ Event = Begin | Sent | Accepted | PorArrived | SubmitRefused | DeadlinePassed | 
 # Commands ------------------------------------------------------------------
 
 
-class SendScript(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SendScript:
     """Send actions[first : first + count] under a fresh CNTR."""
 
     first: int
@@ -264,11 +265,11 @@ def go_send(job: Job, kind: MessageKind, note: str | None = None, **changes: Any
 def go_finish(job: Job, phase: Phase, reason: str, **changes: Any) -> Transition:
     """End in ``phase``; ``changes``: other fields the same step sets (one new Job, not two)."""
     commands: tuple[Command, ...] = (Finish(phase, reason),)
-    replies = changes["replies"] if "replies" in changes else job.replies
+    replies = changes.get("replies", job.replies)
     if replies:
         # Message 2 is still owed (never proven received): send it on its own, once more.
         commands = (SendReply(replies), *commands)
-        sent = changes["replies_sent"] if "replies_sent" in changes else job.replies_sent
+        sent = changes.get("replies_sent", job.replies_sent)
         changes.update(replies=(), reply_carriers=(), replies_sent=sent + len(replies))
     job = job_replace(job, **changes, phase=phase, reason=reason, deadline=None, next_kind=None)
     return Transition(job, commands, reason)

@@ -12,7 +12,7 @@ the TRANSACTION REPLY (claim 8).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ota_protocols.apdu import card_commands
 from ota_protocols.errors import OtaSimError
@@ -32,7 +32,7 @@ __all__ = ["CNTR_LIMIT", "Outbound", "relative_validity", "reply_actions"]
 
 CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
 _SCRIPT, _QUERY = MessageKind.SCRIPT.value, MessageKind.QUERY.value  # read once: Enum.value is a property
-_SCRIPTS_KEPT = 64  # encoded scripts an Outbound keeps (see Outbound._script)  # a dict read: Enum.value is a Python property
+_SCRIPTS_KEPT = 64  # encoded scripts an Outbound keeps (see Outbound._script)
 
 
 def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
@@ -73,7 +73,7 @@ class Outbound:
         validity = config.campaign.validity_period_s
         self._steps = len(config.steps)
         self._scripts: dict[tuple[int, int, bool], tuple[tuple[Action, ...], bytes]] = {}
-        self._submit_fields = {
+        self._submit_fields: dict[str, Any] = {
             "source_addr_ton": s.source_addr_ton,
             "source_addr_npi": s.source_addr_npi,
             "source_addr": s.source_addr,
@@ -169,7 +169,9 @@ class Outbound:
         self._scripts[key] = (slot.actions, script)  # the actions kept: their id stays theirs
         return script
 
-    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action], script: bytes | None = None) -> None:
+    def _queue(
+        self, slot: JobSlot, cntr: int, actions: Sequence[Action], script: bytes | None = None
+    ) -> None:
         engine = self.engine
         segments = command_builder.build_user_data(
             slot.keys, slot.security, cntr, actions, rng=engine.rng, script=script

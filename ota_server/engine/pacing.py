@@ -34,7 +34,7 @@ class BindPacer(Generic[_T, _P]):
         "_next_slot",
         "_pause_s",
         "_paused_until",
-                "down_since",
+        "down_since",
         "in_flight",
         "rate",
         "up",

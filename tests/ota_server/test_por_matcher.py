@@ -70,7 +70,8 @@ def test_assembler_deadlines_follow_the_reassembler_through_eviction_and_expiry(
     from ota_protocols.sms.concatenation import Reassembler
 
     data = bytes(200)
-    ud = encode_response_packet(ResponsePacket(SECURITY.tar, 42, 0, data), SECURITY.spi, 0x12, 0x12, aes_keys())
+    packet = ResponsePacket(SECURITY.tar, 42, 0, data)
+    ud = encode_response_packet(packet, SECURITY.spi, 0x12, 0x12, aes_keys())
     parts = split_user_data(ud[3:], first_ies=(RPI,), reference=1)
     assembler, plain = PorAssembler(timeout_s=10.0, max_pending=1), Reassembler(timeout_s=10.0, max_pending=1)
     assert assembler.next_deadline() is None and assembler.expire(0.0) == []
