@@ -48,12 +48,20 @@ def script_apdus(actions: Sequence[Action]) -> list[CommandApdu]:
     return [apdu for action in actions for apdu in action.apdus]
 
 
-def build_packet(keys: PacketKeys, security: Security, cntr: int, actions: Sequence[Action]) -> bytes:
-    """The complete command packet, CPL to the end (protocols.md §2.4)."""
+def build_packet(
+    keys: PacketKeys,
+    security: Security,
+    cntr: int,
+    actions: Sequence[Action],
+    *,
+    script: bytes | None = None,
+) -> bytes:
+    """The complete command packet, CPL to the end (protocols.md §2.4). ``script``: the secured
+    data already encoded from ``actions`` (:func:`encode_script`), by a caller that keeps it."""
     spi = security.spi
     checksum_key = keys.checksum(security.kid, spi.integrity, security.checksum_length)
     cipher_key = keys.cipher(security.kic) if spi.ciphering else None
-    data = encode_script(script_apdus(actions), security.script_format)
+    data = encode_script(script_apdus(actions), security.script_format) if script is None else script
     command = CommandPacket(spi, security.kic, security.kid, security.tar, cntr, data)
     return seal_command(command, cipher_key, checksum_key)
 
@@ -65,9 +73,11 @@ def build_user_data(
     actions: Sequence[Action],
     *,
     rng: random.Random,
+    script: bytes | None = None,
 ) -> list[bytes]:
-    """TP-UD segments: ``02 70 00 + packet`` when it fits 140 octets, else the §14.1 layout."""
-    packet = build_packet(keys, security, cntr, actions)
+    """TP-UD segments: ``02 70 00 + packet`` when it fits 140 octets, else the §14.1 layout.
+    ``script``: as for :func:`build_packet`."""
+    packet = build_packet(keys, security, cntr, actions, script=script)
     if 3 + len(packet) <= MAX_UD:
         return [b"\x02\x70\x00" + packet]
     # protocols.md §14.1: complete packet first, then cut; the CPI rides in the first UDH.

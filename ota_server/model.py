@@ -13,6 +13,7 @@ PURE data: frozen slotted dataclasses. Key fields are ``repr=False`` (house-styl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -120,7 +121,7 @@ class Security:
         return self.spi.por_integrity != 0
 
 
-def packet_keys_for(keysets: dict[int, Keyset], security: Security) -> PacketKeys:
+def packet_keys_for(keysets: Mapping[int, Keyset], security: Security) -> PacketKeys:
     """PacketKeys combining the KIc key set's cipher key and the KID key set's checksum key."""
     cipher = keysets.get(security.cipher_kvn)
     checksum = keysets.get(security.checksum_kvn)
@@ -134,15 +135,25 @@ def packet_keys_for(keysets: dict[int, Keyset], security: Security) -> PacketKey
     )
 
 
+# Value -> member, read per derived card (an Enum call runs Python code): fixed, both enums' members.
+_CIPHERS = {a.value: a for a in CipherAlgorithm}
+_INTEGRITIES = {a.value: a for a in IntegrityAlgorithm}
+
+
 def keysets_of(derived: DerivedCard) -> list[Keyset]:
     """A fleet card's key sets (``ota_protocols.fleet.derive_card``) as the platform holds them."""
-    return [
-        Keyset(
-            kvn=k.kvn,
-            kic_algorithm=CipherAlgorithm(k.kic_algorithm),
-            kid_algorithm=IntegrityAlgorithm(k.kid_algorithm),
-            kic=k.kic,
-            kid=k.kid,
+    out = []
+    for k in derived.keysets:
+        kic_algorithm = _CIPHERS.get(k.kic_algorithm)
+        kid_algorithm = _INTEGRITIES.get(k.kid_algorithm)
+        out.append(
+            Keyset(
+                kvn=k.kvn,
+                # not a member's value: the Enum call raises as it always did
+                kic_algorithm=CipherAlgorithm(k.kic_algorithm) if kic_algorithm is None else kic_algorithm,
+                kid_algorithm=IntegrityAlgorithm(k.kid_algorithm) if kid_algorithm is None else kid_algorithm,
+                kic=k.kic,
+                kid=k.kid,
+            )
         )
-        for k in derived.keysets
-    ]
+    return out

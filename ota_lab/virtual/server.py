@@ -63,8 +63,9 @@ class MemoryStore:
         for r in commit.reservations:
             key = (r.iccid, r.kvn)
             self.cntrs[key] = max(self.cntrs.get(key, 0), r.cntr)
+        jobs = self.jobs
         for record in commit.jobs:
-            self.jobs[record.key] = record  # its row is built only if a runner restarts
+            jobs[record.key] = record  # its row is built only if a runner restarts
         for iccid, tar, value in commit.counters:
             self.confirmed[(iccid, tar)] = value
         for iccid, tar, value in commit.mo_counters:
@@ -108,6 +109,9 @@ class _FleetKeysets(Mapping[int, Keyset]):
 
     def __getitem__(self, kvn: int) -> Keyset:
         return self._load()[kvn]
+
+    def get(self, kvn: int, default: Any = None) -> Any:  # Mapping.get, without its KeyError round trip
+        return self._load().get(kvn, default)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._load())
@@ -162,12 +166,11 @@ class VirtualOtaServer:
         self._version = 0  # voids the clock events of an engine that crashed
         self._timer_at: float | None = None
         self._token = ""
+        # The engine's run has ended: read after every clock event (the driver's stop test), so kept
+        # as a plain attribute, taken from the engine after each call into it (_arm ends every one).
+        self.finished = False
 
     # ------------------------------------------------------------------ lifecycle of the runner
-
-    @property
-    def finished(self) -> bool:
-        return self.engine is not None and self.engine.finished
 
     def start(self) -> None:
         """A runner starts: takes the lease, reads the store, lets the engine begin, binds."""
@@ -212,6 +215,7 @@ class VirtualOtaServer:
         if self.engine is not None:
             self._past_stats.append(self.engine.stats)  # the lab reports every run's traffic
         self.engine = None
+        self.finished = False
         self.stopped_reason = why
         self._version += 1
         self._timer_at = None
@@ -265,36 +269,43 @@ class VirtualOtaServer:
         answers are fed back before the next turn, so one clock event is one turn, not one per SMS
         (a zero-latency SMPP session; deliver_sm still arrive as their own events)."""
         engine = self.engine
-        while engine is not None:
-            effects = engine.effects()
-            if not effects:
-                break
-            answers: list[SubmitAnswered] = []
-            for effect in effects:
-                if isinstance(effect, Commit):
-                    try:
-                        self.store.commit(effect)
-                    except StoreError:
-                        # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
-                        self.crash("database")
-                        return
-                    if self.crash_after_commit:
-                        # The worst moment to die: reservations durable, their messages never sent.
-                        self.crash_after_commit = False
-                        self.crash("crash")
-                        return
-                elif isinstance(effect, Submit):
-                    status, message_id = self.network.submit(effect.pdu, self.system_id)
-                    answers.append(SubmitAnswered(effect.token, status, message_id))
-            now = self.clock.now
-            for answer in answers:
-                engine.handle(answer, now)
+        if engine is not None:
+            store = self.store
+            submit = self.network.submit
+            system_id = self.system_id
+            while True:
+                effects = engine.effects()
+                if not effects:
+                    break
+                answers: list[SubmitAnswered] = []
+                for effect in effects:
+                    if type(effect) is Submit:
+                        status, message_id = submit(effect.pdu, system_id)
+                        answers.append(SubmitAnswered(effect.token, status, message_id))
+                    elif isinstance(effect, Commit):
+                        try:
+                            store.commit(effect)
+                        except StoreError:
+                            # docs/campaigns.md §6.5: the run stops; nothing after the failed commit happens.
+                            self.crash("database")
+                            return
+                        if self.crash_after_commit:
+                            # The worst moment to die: reservations durable, their messages never sent.
+                            self.crash_after_commit = False
+                            self.crash("crash")
+                            return
+                if answers:
+                    now = self.clock.now
+                    handle = engine.handle
+                    for answer in answers:
+                        handle(answer, now)
         self._arm()
 
     def _arm(self) -> None:
         engine = self.engine
         if engine is None:
             return
+        self.finished = engine.finished
         deadline = engine.next_deadline()
         if deadline is None or (
             self._timer_at is not None and self._timer_at <= deadline and self._timer_at >= self.clock.now

@@ -64,6 +64,7 @@ from ota_server.engine.job_model import (
     SendReply,
     SendScript,
     Transition,
+    job_replace,
 )
 from ota_server.engine.job_slots import REPORT_STATES, JobRecord, JobSlot, build_slots
 from ota_server.engine.outbound import Outbound
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["CampaignEngine"]
 
 TIMELINE_BINS = 200
+_SENDS = (SendScript, SendQuery)  # the commands that ask the outbound side for a message
 
 
 class CampaignEngine:
@@ -215,32 +217,32 @@ class CampaignEngine:
         the PoR reassembler, the campaign deadline)."""
         if self.finished:
             return None
-        candidates: list[float] = []
+        best = self._deadline_at
         timers = self._timers
+        slots = self.slots
         while timers:
             deadline, index, version = timers[0]
-            slot = self.slots[index]
-            if version != slot.version or slot.job.deadline != deadline or slot.ended:
+            slot = slots[index]
+            job = slot.job
+            ended = slot.override is not None or job.phase.terminal  # slot.ended, inline
+            if version != slot.version or job.deadline != deadline or ended:
                 heapq.heappop(timers)
                 continue
-            candidates.append(deadline)
+            if best is None or deadline < best:
+                best = deadline
             break
-        last = self._last_now
-        at = self._out.next_time(last)
-        if at is not None:
-            candidates.append(at)
-        router = self._router.next_deadline()
-        if router is not None:
-            candidates.append(router)
-        if self._deadline_at is not None:
-            candidates.append(self._deadline_at)
-        return min(candidates) if candidates else None
+        for at in (self._out.next_time(self._last_now), self._router.next_deadline()):
+            if at is not None and (best is None or at < best):
+                best = at
+        return best
 
     def effects(self) -> list[Effect]:
         """What the shell must do now, in order; call it until it returns nothing. Inputs since the
         last call are taken as one turn (group commit). A turn that received deliver_sm comes out in
         two parts: first a Commit of what they settled and their Acknowledge (so the SMSC's MO window
         is not held while packets are built), then the reservations, their Commit and the Submits."""
+        if self._turn_at is None and not self._effects:
+            return []
         if self._turn_at is not None:
             now = self._turn_at
             if self._acks:
@@ -418,7 +420,8 @@ class CampaignEngine:
             if job.phase is Phase.NEW and job.script_cntr is None and job.attempts == 0 and job.queries == 0:
                 # A later step on a TAR an earlier step just used starts from the counter it left.
                 base = self._ca.get((slot.card.iccid, slot.tar_hex), job.confirmed)
-                slot.job = replace(job, confirmed=base, start_counter=base)
+                if base != job.confirmed or base != job.start_counter:
+                    slot.job = job_replace(job, confirmed=base, start_counter=base)
             self._router.register(slot)
             self.step_slot(slot, Begin(), now)
 
@@ -437,7 +440,7 @@ class CampaignEngine:
 
     def apply(self, slot: JobSlot, t: Transition, now: float) -> None:
         before = slot.job
-        slot.job = t.job
+        job = slot.job = t.job
         if t.note and self.audit:
             self._history.append(
                 HistoryRow(
@@ -451,28 +454,33 @@ class CampaignEngine:
                     t.note,
                 )
             )
-        if not t.changed and not t.note:
+        note = t.note
+        if not t.changed and not note:
             return
-        if t.durable or t.note:
+        if t.durable or note:
             self._dirty[slot.index] = slot
-        if t.job.confirmed is not None and t.job.confirmed != before.confirmed:
+        confirmed = job.confirmed
+        if confirmed is not None and confirmed != before.confirmed:
             key = (slot.card.iccid, slot.tar_hex)
-            self._counters[key] = t.job.confirmed
-            self._ca[key] = t.job.confirmed
+            self._counters[key] = confirmed
+            self._ca[key] = confirmed
         for command in t.commands:
-            if isinstance(command, SendScript | SendQuery):
+            if isinstance(command, _SENDS):
                 self._out.to_send[slot.index] = slot
             elif isinstance(command, SendReply):
                 self._out.replies_out.append((slot, command.sequences))
             elif isinstance(command, Finish):
                 self._on_finish(slot, now)
-        if before.phase.terminal and not t.job.phase.terminal:  # pragma: no cover - the table forbids it
-            raise OtaSimError(f"job {slot.card.iccid} left a terminal phase")
-        if t.job.phase is not before.phase and t.job.phase.terminal:
-            self._count_closed(before, t.job, now)
-        if t.job.deadline is not None and t.job.deadline != before.deadline:
+        phase = job.phase
+        if phase is not before.phase:
+            if before.phase.terminal and not phase.terminal:  # pragma: no cover - the table forbids it
+                raise OtaSimError(f"job {slot.card.iccid} left a terminal phase")
+            if phase.terminal:
+                self._count_closed(before, job, now)
+        deadline = job.deadline
+        if deadline is not None and deadline != before.deadline:
             slot.version += 1
-            heapq.heappush(self._timers, (t.job.deadline, slot.index, slot.version))
+            heapq.heappush(self._timers, (deadline, slot.index, slot.version))
 
     def _count_closed(self, before: Job, job: Job, now: float) -> None:
         state = REPORT_STATES.get(job.phase)
@@ -530,25 +538,29 @@ class CampaignEngine:
         """Reserve and build what the jobs asked for, put it all in ONE Commit, then release what
         the pacers allow (the Submits follow the Commit that holds them)."""
         self._last_now = now
-        self._out.reserve_and_build(now)
+        out = self._out
+        if out.to_send or out.replies_out:
+            out.reserve_and_build(now)
         self._commit(now)
-        self._effects.extend(self._out.pump(now))
+        submits = out.pump(now)
+        if submits:
+            self._effects.extend(submits)
 
     def _commit(self, now: float) -> None:
-        wall = now + self.wall_offset
-        reservations = self._out.take_reservations()
         if (
             self._dirty
-            or reservations
+            or self._out.reservations
             or self._counters
             or self._history
             or self._router.dirty_mo
             or self._forwarded
         ):
+            wall = now + self.wall_offset
+            name = self.name
             commit = Commit(
-                reservations=reservations,
-                jobs=tuple(JobRecord(self.name, slot, wall) for slot in self._dirty.values()),
-                counters=tuple((i, t, v) for (i, t), v in self._counters.items()),
+                reservations=self._out.take_reservations(),
+                jobs=tuple([JobRecord(name, slot, wall) for slot in self._dirty.values()]),
+                counters=tuple([(i, t, v) for (i, t), v in self._counters.items()]) if self._counters else (),
                 mo_counters=self._router.take_dirty_mo(),
                 history=tuple(self._history),
                 at=wall,

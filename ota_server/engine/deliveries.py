@@ -26,6 +26,7 @@ from ota_server.engine.por_matcher import (
     OutstandingIndex,
     PorAssembler,
     choose,
+    claims_alone,
     classify_deliver,
 )
 from ota_server.engine.por_verification import PorReport, RejectedPor, por_tar, verify_por
@@ -71,6 +72,8 @@ class DeliveryRouter:
         return bool(self._mo_dirty)
 
     def take_dirty_mo(self) -> tuple[tuple[str, str, int], ...]:
+        if not self._mo_dirty:
+            return ()
         out = tuple((iccid, tar, cntr) for (iccid, tar), cntr in self._mo_dirty.items())
         self._mo_dirty.clear()
         return out
@@ -147,8 +150,20 @@ class DeliveryRouter:
     def _por(self, msisdn: str, user_data: bytes, now: float) -> None:
         engine = self.engine
         tar = por_tar(user_data)
+        indices = self._index.candidates(msisdn, tar)
+        if len(indices) == 1:
+            # One job on (MSISDN, TAR), the usual case: what choose() decides for one candidate.
+            slot = engine.slots[indices[0]]
+            report = verify_por(user_data, slot.security, slot.keys)
+            if isinstance(report, RejectedPor):
+                self._por_unclaimed(msisdn, tar, slot, report, now)
+            elif claims_alone(slot.job.outstanding_cntrs, report.cntr, report.status):
+                self._por_for(slot, report, now)
+            else:
+                self._por_unclaimed(msisdn, tar, None, None, now)
+            return
         candidates: list[Candidate[int, PorReport | RejectedPor]] = []
-        for index in self._index.candidates(msisdn, tar):
+        for index in indices:
             slot = engine.slots[index]
             report = verify_por(user_data, slot.security, slot.keys)
             if isinstance(report, PorReport):
@@ -158,22 +173,37 @@ class DeliveryRouter:
                 candidates.append(Candidate(index, frozenset(), None, None, report))
         chosen = choose(candidates)
         if chosen is None or not isinstance(chosen.report, PorReport):
-            rejected = next((c.report for c in candidates if isinstance(c.report, RejectedPor)), None)
-            if rejected is not None:
-                engine.stats.por_rejected += 1
-                iccid = engine.slots[candidates[0].job].card.iccid
-                self._note(now, iccid, "por", None, "rejected", rejected.reason)
+            rejected = next((c for c in candidates if isinstance(c.report, RejectedPor)), None)
+            if rejected is None:
+                self._por_unclaimed(msisdn, tar, None, None, now)
             else:
-                engine.stats.por_unmatched += 1
-                self._note(now, None, "por", None, "unmatched", f"{msisdn} TAR {tar.hex()}")
+                first = engine.slots[candidates[0].job]
+                self._por_unclaimed(msisdn, tar, first, rejected.report, now)  # type: ignore[arg-type]
             return
-        slot = engine.slots[chosen.job]
-        report = chosen.report
-        engine.stats.por_received += 1
-        engine.stats.por_status[report.status] += 1
+        self._por_for(engine.slots[chosen.job], chosen.report, now)
+
+    def _por_unclaimed(
+        self, msisdn: str, tar: bytes, first: JobSlot | None, rejected: RejectedPor | None, now: float
+    ) -> None:
+        """No job takes the PoR: rejected (``first``: the first candidate, named in the history) when
+        a candidate's keys could not trust it, else unmatched."""
+        stats = self.engine.stats
+        if rejected is not None and first is not None:
+            stats.por_rejected += 1
+            self._note(now, first.card.iccid, "por", None, "rejected", rejected.reason)
+        else:
+            stats.por_unmatched += 1
+            self._note(now, None, "por", None, "unmatched", f"{msisdn} TAR {tar.hex()}")
+
+    def _por_for(self, slot: JobSlot, report: PorReport, now: float) -> None:
+        """The PoR is this job's: counted, noted, stepped."""
+        engine = self.engine
+        stats = engine.stats
+        stats.por_received += 1
+        stats.por_status[report.status] += 1
         if slot.job.deadline is not None:  # the PoR timer runs from the SMSC's acceptance
             accepted_at = slot.job.deadline - engine.policy.por_timeout_s
-            engine.stats.por_latency.observe(max(0.0, now - accepted_at))
+            stats.por_latency.observe(max(0.0, now - accepted_at))
         if engine.audit:
             counter = f" AC {report.counter.before}->{report.counter.after}" if report.counter else ""
             sw = f" SW {report.sw:04X}" if report.sw is not None else ""

@@ -7,11 +7,16 @@ must perform them: a :class:`~ota_server.engine.records.Commit` first, then the 
 Glossary: bind one ESME transceiver session (index into ``[pacing] binds``); token the engine's
 handle for one SMS segment, given back in every answer about it; handle the shell's handle for one
 deliver_sm, acknowledged only once what it carried is durable.
+
+Immutable records all: the per-message ones (:class:`SubmitAnswered`, :class:`SubmitUnanswered`,
+:class:`DeliverArrived`, :class:`Submit`) are NamedTuples, built per SMS (a frozen dataclass sets each
+field through ``object.__setattr__``); the rare ones are frozen dataclasses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ota_protocols.smpp.pdu_codec import SubmitSm
 from ota_server.engine.records import Commit
@@ -45,8 +50,7 @@ class LinkDown:
     unsent: tuple[object, ...] = ()  # tokens handed to the link but never written
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitAnswered:
+class SubmitAnswered(NamedTuple):
     """A submit_sm_resp: ``status`` 0 = taken (SMPP 3.4 §4.4.2), else refused or throttled."""
 
     token: object
@@ -54,16 +58,14 @@ class SubmitAnswered:
     message_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitUnanswered:
+class SubmitUnanswered(NamedTuple):
     """Written, but no submit_sm_resp (timeout or link lost): the SMSC may have taken it."""
 
     token: object
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverArrived:
+class DeliverArrived(NamedTuple):
     handle: object
     source_addr: str
     esm_class: int
@@ -91,8 +93,7 @@ class Cancel:
 EngineEvent = LinkUp | LinkDown | SubmitAnswered | SubmitUnanswered | DeliverArrived | Pause | Resume | Cancel
 
 
-@dataclass(frozen=True, slots=True)
-class Submit:
+class Submit(NamedTuple):
     bind: int
     token: Token
     pdu: SubmitSm

@@ -70,6 +70,7 @@ from ota_server.engine.job_model import (
     go_finish,
     go_send,
     job_replace,
+    statuses_with,
     unchanged,
     with_status,
 )
@@ -236,19 +237,28 @@ def _on_deadline(job: Job, now: float, policy: Policy, *, note: str | None = Non
     if job.phase is not Phase.WAITING:
         return unchanged(job)
     unanswered = job.unanswered + 1
-    job = with_status(job_replace(job, unanswered=unanswered), STATUS_TIMEOUT)
+    statuses = statuses_with(job.statuses, STATUS_TIMEOUT)
     if unanswered >= policy.max_attempts:
         what = (
             f"outcome of the script cntr={job.script_cntr} unknown"
             if job.script_cntr is not None
             else "action counter unknown"
         )
-        return go_finish(job, Phase.FAILED, f"no PoR after {unanswered} messages: {what}")
+        reason = f"no PoR after {unanswered} messages: {what}"
+        return go_finish(job, Phase.FAILED, reason, unanswered=unanswered, statuses=statuses)
     # No blind resend (smpp-and-peers.md §4): ask the card what ran, after a back-off.
     delay = policy.backoff(unanswered)
     if delay <= 0:
-        return go_send(job, MessageKind.QUERY, note or "PoR timeout: status query")
-    job = job_replace(job, phase=Phase.BACKOFF, next_kind=MessageKind.QUERY, deadline=now + delay)
+        note = note or "PoR timeout: status query"
+        return go_send(job, MessageKind.QUERY, note, unanswered=unanswered, statuses=statuses)
+    job = job_replace(
+        job,
+        unanswered=unanswered,
+        statuses=statuses,
+        phase=Phase.BACKOFF,
+        next_kind=MessageKind.QUERY,
+        deadline=now + delay,
+    )
     return Transition(job, (), note or f"PoR timeout: status query in {delay:g} s")
 
 
@@ -267,7 +277,8 @@ def _replies_proven(job: Job, report: PorReport) -> Job:
 
 def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transition:
     before = job
-    job = _replies_proven(job, report)
+    if job.reply_carriers:  # a message of this job carried message 2
+        job = _replies_proven(job, report)
     if report.cntr == job.script_cntr and job.script_cntr is not None:
         via = "por"
     elif report.cntr in job.query_cntrs:
@@ -281,15 +292,17 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
     status = report.status
     if status == ResponseStatus.POR_OK:
         assert report.counter is not None
-        return _reconcile(job_replace(job, unanswered=0), report, via, policy)
+        return _reconcile(job, report, via, policy)
     text = f"{status:02X} {report.meaning}"
+    if status in WAITING_STATUSES and job.phase is Phase.WAITING:
+        statuses = statuses_with(job.statuses, text)
+        job = job_replace(job, statuses=statuses, deadline=now + policy.por_timeout_s)
+        return Transition(job, (), f"PoR {text}: waiting for the actual PoR")
     job = with_status(job, text)
     if status == ResponseStatus.CNTR_LOW:
         # A duplicated or late copy of a packet the card already took: the copy was a replay.
         return Transition(job, (), f"PoR {text}: a replayed copy, still waiting")
     if status in WAITING_STATUSES:
-        if job.phase is Phase.WAITING:
-            job = job_replace(job, deadline=now + policy.por_timeout_s)
         return Transition(job, (), f"PoR {text}: waiting for the actual PoR")
     if status in FAILING_STATUSES:
         return go_finish(job, Phase.FAILED, f"PoR status {text}: no script ran")
@@ -312,13 +325,23 @@ def _on_por(job: Job, report: PorReport, now: float, policy: Policy) -> Transiti
 
 
 def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transition:
+    """A verified status-00 PoR (``unanswered`` back to 0): what ran, and what comes next. Each
+    outcome is one new Job (the fields this step sets, gathered, then one :func:`job_replace`)."""
     counter = report.counter
     assert counter is not None
     after = counter.after
     if job.confirmed is None:
         # First contact: the query told us CA; now the script can be sent.
-        job = job_replace(job, confirmed=after, start_counter=after, query_cntrs=(), script_cntr=None)
-        return go_send(job, MessageKind.SCRIPT, f"action counter {after}")
+        return go_send(
+            job,
+            MessageKind.SCRIPT,
+            f"action counter {after}",
+            unanswered=0,
+            confirmed=after,
+            start_counter=after,
+            query_cntrs=(),
+            script_cntr=None,
+        )
     base = job.confirmed
     count = job.script_count if job.script_cntr is not None else 0
     try:
@@ -326,45 +349,52 @@ def _reconcile(job: Job, report: PorReport, via: str, policy: Policy) -> Transit
             raise DecodeError("action_counter", 0, f"card counted from {counter.before}, not {base}")
         x = missing_actions(base, count, after)
     except DecodeError:
-        job = job_replace(job, mismatches=job.mismatches + 1)
         detail = f"counter mismatch: card reports {counter.before}->{after}, expected {base}..{base + count}"
-        job = with_status(job, "counter mismatch")
+        statuses = statuses_with(job.statuses, "counter mismatch")
+        mismatches = job.mismatches + 1
         if via == "por":
             # Never resend on an unexplained counter; ask again instead.
-            return go_send(job, MessageKind.QUERY, detail)
-        return go_finish(job, Phase.FAILED, detail)
+            return go_send(
+                job, MessageKind.QUERY, detail, unanswered=0, mismatches=mismatches, statuses=statuses
+            )
+        return go_finish(job, Phase.FAILED, detail, unanswered=0, mismatches=mismatches, statuses=statuses)
 
     executed = count - x
-    job = with_status(job, f"00 {report.meaning}")
-    job = job_replace(
-        job,
-        applied=job.applied + executed,
-        confirmed=after,
-        script_cntr=None,
-        script_count=0,
-        query_cntrs=(),
-        counter_path=via if via != "error" else job.counter_path,
-        last_sw=report.sw if via == "por" else job.last_sw,
-    )
+    applied = job.applied + executed
+    ok = f"00 {report.meaning}"
+    changes: dict[str, Any] = {
+        "unanswered": 0,
+        "applied": applied,
+        "confirmed": after,
+        "script_cntr": None,
+        "script_count": 0,
+        "query_cntrs": (),
+        "counter_path": via if via != "error" else job.counter_path,
+        "last_sw": report.sw if via == "por" else job.last_sw,
+    }
     if x == 0:
         if via == "query" and count:
-            job = with_status(job, STATUS_FENCE_DONE)
-        return go_finish(job, Phase.DONE, "")
-    first_missing = job.applied + 1  # 1-based action number
+            changes["statuses"] = statuses_with(job.statuses, ok, STATUS_FENCE_DONE)
+        else:
+            changes["statuses"] = statuses_with(job.statuses, ok)
+        return go_finish(job, Phase.DONE, "", **changes)
+    first_missing = applied + 1  # 1-based action number
     if via == "por":
         sw = report.sw if report.sw is not None else 0x6F00
         why = f"last {x} not executed: action {first_missing} failed with SW {sw:04X} ({sw_meaning(sw)})"
         if sw in PERMANENT_SWS:
-            job = with_status(job, f"SW {sw:04X} {sw_meaning(sw)}: permanent, not resent")
-            return go_finish(job, Phase.PARTIAL if job.applied else Phase.FAILED, why)
-        job = with_status(job, f"SW {sw:04X} {sw_meaning(sw)}: transient, resent")
+            permanent = f"SW {sw:04X} {sw_meaning(sw)}: permanent, not resent"
+            changes["statuses"] = statuses_with(job.statuses, ok, permanent)
+            return go_finish(job, Phase.PARTIAL if applied else Phase.FAILED, why, **changes)
+        transient = f"SW {sw:04X} {sw_meaning(sw)}: transient, resent"
+        changes["statuses"] = statuses_with(job.statuses, ok, transient)
     else:
         why = "script lost" if x == count else f"last {x} not executed (PoR lost)"
-        job = with_status(job, STATUS_FENCE_RESEND)
+        changes["statuses"] = statuses_with(job.statuses, ok, STATUS_FENCE_RESEND)
     if job.attempts >= policy.max_attempts:
-        return go_finish(job, Phase.FAILED, f"gave up after {job.attempts} scripts: {why}")
-    job = job_replace(job, resent_actions=job.resent_actions + x)
-    return go_send(job, MessageKind.SCRIPT, f"{why}: resending those {x}")
+        return go_finish(job, Phase.FAILED, f"gave up after {job.attempts} scripts: {why}", **changes)
+    changes["resent_actions"] = job.resent_actions + x
+    return go_send(job, MessageKind.SCRIPT, f"{why}: resending those {x}", **changes)
 
 
 EVENT_TYPES: tuple[type, ...] = (

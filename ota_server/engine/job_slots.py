@@ -78,8 +78,7 @@ class JobSlot:
         self.previous: JobSlot | None = None
         self.finished_at: float | None = None
         self._keys: PacketKeys | None = None
-        self._pending: tuple[int, list[list[str]]] | None = None
-        self._pending: tuple[int, list[list[str]]] | None = None
+        self._pending: PendingActions | None = None  # made with the slot's first JobRecord
 
     @property
     def tar(self) -> bytes:
@@ -93,15 +92,18 @@ class JobSlot:
     def keys(self) -> PacketKeys:
         """The job's PacketKeys (key schedules kept while the job is open, see :meth:`forget_keys`)."""
         if self._keys is None:
-            self._keys = packet_keys_for(dict(self.keysets), self.security)
+            self._keys = packet_keys_for(self.keysets, self.security)
         return self._keys
 
     def pending_json(self, applied: int) -> list[list[str]]:
         """The actions not yet confirmed, as the jobs table keeps them (hex APDUs)."""
-        cached = self._pending
-        if cached is None or cached[0] != applied:
-            cached = self._pending = (applied, [a.to_json() for a in self.actions[applied:]])
-        return cached[1]
+        return self.pending_actions().json(applied)
+
+    def pending_actions(self) -> PendingActions:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = PendingActions(self.actions)
+        return pending
 
     def forget_keys(self) -> None:
         self._keys = None
@@ -134,6 +136,9 @@ def build_slots(
     csv_key = targets.csv.key if targets.csv else None
     index = first_index
     binds = max(1, config.pacing.binds)
+    # Jobs are immutable: consecutive cards whose first Job is the same (n, CA), as a fleet's issued
+    # counter makes them, share one (memory and time at start; one Job kept, so nothing grows).
+    fresh = Job(n=-1)
     for target in cards:
         card = target.card
         if not targets.selects(card):
@@ -151,11 +156,13 @@ def build_slots(
             # The stored CA: from earlier reports, else the issuer's record of the fleet (a wrong
             # record is caught by the PoR's "before" value); unknown: the job asks the card first.
             base = snapshot.confirmed.get((card.iccid, tar_hex), issued_counter)
+            if fresh.n != len(actions) or fresh.confirmed != base:
+                fresh = Job(n=len(actions), confirmed=base, start_counter=base)
             slot = JobSlot(
                 index,
                 card,
                 target.keysets,
-                Job(n=len(actions), confirmed=base, start_counter=base),
+                fresh,
                 step=k,
                 security=sec,
                 actions=actions,
@@ -179,12 +186,32 @@ def build_slots(
             yield slot
 
 
+class PendingActions:
+    """A job's actions and the JSON of the ones not yet confirmed (the jobs table's ``pending``
+    column), computed when a store first asks for a row with that many applied, then kept for the
+    next rows. One per slot; the slot's JobRecords share it (not the slot: a store that outlives an
+    engine keeps this, not the engine's slots and keys)."""
+
+    __slots__ = ("_applied", "_json", "actions")
+
+    def __init__(self, actions: tuple[Action, ...]) -> None:
+        self.actions = actions
+        self._applied = -1
+        self._json: list[list[str]] = []
+
+    def json(self, applied: int) -> list[list[str]]:
+        if applied != self._applied:
+            self._json = [a.to_json() for a in self.actions[applied:]]
+            self._applied = applied
+        return self._json
+
+
 class JobRecord:
     """A job as one Commit keeps it: the immutable Job and the slot's few mutable facts, captured when
     the commit is made; the store's row (JSON columns and all) is built only by a store that needs it
     (:meth:`row`): the SQLite store at once, the lab's memory store only when a runner restarts."""
 
-    __slots__ = ("actions_json", "campaign", "card", "finished_at", "job", "override", "step", "tar", "wall")
+    __slots__ = ("_pending", "campaign", "card", "finished_at", "job", "override", "step", "tar", "wall")
 
     def __init__(self, campaign: str, slot: JobSlot, wall: float) -> None:
         self.campaign = campaign
@@ -194,8 +221,14 @@ class JobRecord:
         self.job = slot.job
         self.override = slot.override
         self.finished_at = slot.finished_at
-        self.actions_json = slot.pending_json(slot.job.applied)
+        pending = slot._pending
+        self._pending = pending if pending is not None else slot.pending_actions()
         self.wall = wall
+
+    @property
+    def actions_json(self) -> list[list[str]]:
+        """The actions this record's job has not yet confirmed, as hex APDUs (built on first ask)."""
+        return self._pending.json(self.job.applied)
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -12,7 +12,7 @@ the TRANSACTION REPLY (claim 8).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ota_protocols.apdu import card_commands
 from ota_protocols.errors import OtaSimError
@@ -23,7 +23,7 @@ from ota_server.engine.job_model import Accepted, MessageKind, Phase, Sent, Subm
 from ota_server.engine.job_slots import JobSlot
 from ota_server.engine.pacing import THROTTLE_STATUSES, BindPacer
 from ota_server.engine.records import HistoryRow, Reservation
-from ota_server.model import Action
+from ota_server.model import Action, ScriptFormat
 
 if TYPE_CHECKING:
     from ota_server.engine.campaign import CampaignEngine
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["CNTR_LIMIT", "Outbound", "relative_validity", "reply_actions"]
 
 CNTR_LIMIT = 1 << 40  # TS 102 225 §5.1.1: five octets
+_SCRIPT, _QUERY = MessageKind.SCRIPT.value, MessageKind.QUERY.value  # read once: Enum.value is a property
+_SCRIPTS_KEPT = 64  # encoded scripts an Outbound keeps (see Outbound._script)
 
 
 def reply_actions(sequences: Iterable[int]) -> tuple[Action, ...]:
@@ -60,12 +62,29 @@ class Outbound:
             for _ in range(max(1, config.pacing.binds))
         ]
         self._cntr = cntrs  # (ICCID, KVN) -> last CNTR reserved
-        self._reservations: list[Reservation] = []
+        self.reservations: list[Reservation] = []  # made since the last Commit
         self.to_send: dict[int, JobSlot] = {}  # jobs that asked for a message
         self.replies_out: list[tuple[JobSlot, tuple[int, ...]]] = []
         self._segments: dict[tuple[int, int], int] = {}  # (slot, CNTR) -> segments not yet answered
         self._pending: dict[Token, SubmitSm] = {}  # released, not yet answered (window-bounded)
         self._replies: set[tuple[int, int]] = set()  # (slot, CNTR) of message-2-alone packets
+        # smpp-and-peers.md §1.2: what every OTA submit_sm of this campaign shares (see _submit_sm).
+        s = config.smsc
+        validity = config.campaign.validity_period_s
+        self._steps = len(config.steps)
+        self._scripts: dict[tuple[int, int, bool], tuple[tuple[Action, ...], bytes]] = {}
+        self._submit_fields: dict[str, Any] = {
+            "source_addr_ton": s.source_addr_ton,
+            "source_addr_npi": s.source_addr_npi,
+            "source_addr": s.source_addr,
+            "dest_addr_ton": s.dest_addr_ton,
+            "dest_addr_npi": s.dest_addr_npi,
+            "esm_class": 0x40,
+            "protocol_id": 0x7F,
+            "data_coding": 0xF6,
+            "registered_delivery": 1 if s.registered_delivery else 0,
+            "validity_period": relative_validity(validity) if validity is not None else "",
+        }
 
     # ------------------------------------------------------------------ reserve and build
 
@@ -75,8 +94,8 @@ class Outbound:
             self._cntr[key] = max(self._cntr.get(key, 0), value)
 
     def take_reservations(self) -> tuple[Reservation, ...]:
-        out = tuple(self._reservations)
-        self._reservations.clear()
+        out = tuple(self.reservations)
+        self.reservations.clear()
         return out
 
     def reserve_and_build(self, now: float) -> None:
@@ -95,13 +114,18 @@ class Outbound:
                 engine.cancel_open_slot(slot, now)  # cancel: the fence said what ran; the rest never goes
                 continue
             actions = slot.actions[job.applied :] if kind is MessageKind.SCRIPT else ()
-            # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
-            actions = (*reply_actions(job.replies), *actions)
+            script = None
+            if job.replies:
+                # Message 2 (claim 8): owed TRANSACTION REPLYs first, then exactly the missing actions.
+                actions = (*reply_actions(job.replies), *actions)
+            elif actions:
+                script = self._script(slot, job.applied)
             what = f"actions {job.applied + 1}..{job.n} " if kind is MessageKind.SCRIPT else ""
-            step_note = f" step {slot.step + 1}" if len(engine.config.steps) > 1 else ""
-            cntr = self._reserve(slot, kind.value, f"{what}TAR {slot.tar_hex}{step_note}")
+            step_note = f" step {slot.step + 1}" if self._steps > 1 else ""
+            name = _SCRIPT if kind is MessageKind.SCRIPT else _QUERY
+            cntr = self._reserve(slot, name, f"{what}TAR {slot.tar_hex}{step_note}")
             stats.replies_sent += len(job.replies)
-            self._queue(slot, cntr, actions)
+            self._queue(slot, cntr, actions, script)
             stats.packets_sent += 1
             if kind is MessageKind.SCRIPT:
                 stats.scripts_sent += 1
@@ -126,12 +150,32 @@ class Outbound:
             )
         self._cntr[key] = value
         name = self.engine.name
-        self._reservations.append(Reservation(slot.card.iccid, slot.counter_kvn, value, name, kind, detail))
+        self.reservations.append(Reservation(slot.card.iccid, slot.counter_kvn, value, name, kind, detail))
         return value
 
-    def _queue(self, slot: JobSlot, cntr: int, actions: Sequence[Action]) -> None:
+    def _script(self, slot: JobSlot, applied: int) -> bytes:
+        """The secured data of the slot's actions from ``applied`` on: the same bytes for every card
+        whose step shares the actions (a campaign without per-card parameters: all of them), so
+        encoded once per (actions, applied, format). Bounded: cleared past _SCRIPTS_KEPT entries
+        (per-card actions from a CSV give one entry per card)."""
+        fmt = slot.security.script_format
+        key = (id(slot.actions), applied, fmt is ScriptFormat.EXPANDED)  # a bool: Enum hashes in Python
+        kept = self._scripts.get(key)
+        if kept is not None and kept[0] is slot.actions:
+            return kept[1]
+        script = command_builder.encode_script(command_builder.script_apdus(slot.actions[applied:]), fmt)
+        if len(self._scripts) >= _SCRIPTS_KEPT:
+            self._scripts.clear()
+        self._scripts[key] = (slot.actions, script)  # the actions kept: their id stays theirs
+        return script
+
+    def _queue(
+        self, slot: JobSlot, cntr: int, actions: Sequence[Action], script: bytes | None = None
+    ) -> None:
         engine = self.engine
-        segments = command_builder.build_user_data(slot.keys, slot.security, cntr, actions, rng=engine.rng)
+        segments = command_builder.build_user_data(
+            slot.keys, slot.security, cntr, actions, rng=engine.rng, script=script
+        )
         self._segments[(slot.index, cntr)] = len(segments)
         self.pacers[slot.bind].queue(
             ((slot.index, cntr, k), self._submit_sm(slot.card.msisdn, ud)) for k, ud in enumerate(segments)
@@ -139,24 +183,9 @@ class Outbound:
 
     def _submit_sm(self, msisdn: str, user_data: bytes) -> SubmitSm:
         """smpp-and-peers.md §1.2: an OTA command is esm_class 0x40 (UDHI), PID 0x7F (SIM data
-        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4)."""
-        config = self.engine.config
-        s = config.smsc
-        validity = config.campaign.validity_period_s
-        return SubmitSm(
-            source_addr_ton=s.source_addr_ton,
-            source_addr_npi=s.source_addr_npi,
-            source_addr=s.source_addr,
-            dest_addr_ton=s.dest_addr_ton,
-            dest_addr_npi=s.dest_addr_npi,
-            destination_addr=msisdn,
-            esm_class=0x40,
-            protocol_id=0x7F,
-            data_coding=0xF6,
-            registered_delivery=1 if s.registered_delivery else 0,
-            validity_period=relative_validity(validity) if validity is not None else "",
-            short_message=user_data,
-        )
+        download, TS 23.040 §9.2.3.9), DCS 0xF6 (8-bit, class 2: to the SIM, TS 23.038 §4); the
+        fields every message shares are read from the config once (``_submit_fields``)."""
+        return SubmitSm(destination_addr=msisdn, short_message=user_data, **self._submit_fields)
 
     # ------------------------------------------------------------------ release (pacing)
 
@@ -165,15 +194,23 @@ class Outbound:
         out: list[Submit] = []
         slots = self.engine.slots
         for bind, pacer in enumerate(self.pacers):
+            if not pacer.waiting:
+                continue
             for token, pdu in pacer.release(now):
                 slot = slots[token[0]]
-                if not self._wanted(slot, token[1]):
+                job = slot.job
+                # _wanted, its usual case first: the job waits on this message.
+                wanted = (
+                    slot.override is None and not job.phase.terminal and token[1] in job.outstanding_cntrs
+                ) or self._wanted(slot, token[1])
+                if not wanted:
                     pacer.answered()  # dropped, never sent
                     self._segments.pop((token[0], token[1]), None)
                     continue
                 self._pending[token] = pdu
                 out.append(Submit(bind, token, pdu))
-        self.engine.stats.submits += len(out)
+        if out:
+            self.engine.stats.submits += len(out)
         return out
 
     def _wanted(self, slot: JobSlot, cntr: int) -> bool:
@@ -186,8 +223,13 @@ class Outbound:
         return not slot.job.phase.terminal and cntr in slot.job.outstanding_cntrs
 
     def next_time(self, now: float) -> float | None:
-        times = [t for t in (p.next_time(now) for p in self.pacers) if t is not None]
-        return min(times) if times else None
+        best = None
+        for pacer in self.pacers:
+            if pacer.waiting:
+                at = pacer.next_time(now)
+                if at is not None and (best is None or at < best):
+                    best = at
+        return best
 
     # ------------------------------------------------------------------ the SMSC's answers
 

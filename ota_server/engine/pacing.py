@@ -34,11 +34,11 @@ class BindPacer(Generic[_T, _P]):
         "_next_slot",
         "_pause_s",
         "_paused_until",
-        "_queue",
         "down_since",
         "in_flight",
         "rate",
         "up",
+        "waiting",
         "window",
     )
 
@@ -48,20 +48,20 @@ class BindPacer(Generic[_T, _P]):
         self.up = False
         self.down_since: float | None = 0.0
         self.in_flight = 0
-        self._queue: deque[tuple[_T, _P]] = deque()
+        self.waiting: deque[tuple[_T, _P]] = deque()  # committed, not yet released, in order
         self._next_slot = 0.0
         self._pause_s = _THROTTLE_PAUSE_S
         self._paused_until = 0.0
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self.waiting)
 
     def queue(self, items: Iterable[tuple[_T, _P]]) -> None:
-        self._queue.extend(items)
+        self.waiting.extend(items)
 
     def requeue_first(self, items: Iterable[tuple[_T, _P]]) -> None:
         """Messages that did not leave (unsent at a link drop, throttled): first in line again."""
-        self._queue.extendleft(reversed(list(items)))
+        self.waiting.extendleft(reversed(list(items)))
 
     def link_up(self) -> None:
         self.up = True
@@ -89,7 +89,7 @@ class BindPacer(Generic[_T, _P]):
         out: list[tuple[_T, _P]] = []
         if not self.up or now < self._paused_until:
             return out
-        queue = self._queue
+        queue = self.waiting
         rate = self.rate
         while queue and self.in_flight < self.window:
             if rate > 0:
@@ -105,7 +105,7 @@ class BindPacer(Generic[_T, _P]):
 
     def next_time(self, now: float) -> float | None:
         """When :meth:`release` may give something again (None: on an answer or a link event)."""
-        if not self._queue or not self.up or self.in_flight >= self.window:
+        if not self.waiting or not self.up or self.in_flight >= self.window:
             return None
         at = max(self._paused_until, self._next_slot if self.rate > 0 else 0.0)
         return at if at > now else None

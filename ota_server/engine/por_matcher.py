@@ -73,13 +73,17 @@ class PorAssembler:
     """Concatenated parts per subscriber -> the whole TP-UD: ``02 71 00`` + a PoR, or ``02 70 00`` +
     a card-originated command packet (IEI 70 in the first UDH, the same §14.1 layout)."""
 
-    __slots__ = ("_reassembler",)
+    __slots__ = ("_held", "_reassembler")
 
     def __init__(self, *, timeout_s: float = 60.0, max_pending: int = 4096) -> None:
         self._reassembler = Reassembler(timeout_s=timeout_s, max_pending=max_pending)
+        # False: no part was added since the reassembler was last seen empty (nothing pending, nothing
+        # evicted): next_deadline and expire have nothing to ask it (the engine asks them per event).
+        self._held = False
 
     def add(self, msisdn: str, user_data: bytes, now: float) -> bytes | None:
         """The whole message once every part is in, else None. Raises DecodeError on a bad UDH."""
+        self._held = True
         whole = self._reassembler.add(msisdn, user_data, now)
         if whole is None:
             return None
@@ -92,10 +96,19 @@ class PorAssembler:
         raise DecodeError("udh", 0, "reassembled message carries no RPI (71) nor CPI (70)")
 
     def next_deadline(self) -> float | None:
-        return self._reassembler.next_deadline()
+        if not self._held:
+            return None
+        at = self._reassembler.next_deadline()
+        if at is None:
+            self._held = False  # nothing pending, nothing evicted
+        return at
 
     def expire(self, now: float) -> list[SegmentsExpired]:
-        return self._reassembler.expire(now)
+        if not self._held:
+            return []
+        expired = self._reassembler.expire(now)  # reports (and forgets) every evicted set too
+        self._held = self._reassembler.pending_count > 0
+        return expired
 
 
 class OutstandingIndex(Generic[_K]):
@@ -145,3 +158,9 @@ def choose(candidates: Sequence[Candidate[_K, _R]]) -> Candidate[_K, _R] | None:
         if c.status not in (None, 0) and c.cntr == 0:
             return c
     return None
+
+
+def claims_alone(outstanding: tuple[int, ...], cntr: int, status: int) -> bool:
+    """:func:`choose` for a lone candidate whose keys read the PoR (``cntr``, ``status``): the
+    exact CNTR, or an error PoR with CNTR zero (the engine's path when one job is on the key)."""
+    return cntr in outstanding or (status != 0 and cntr == 0)

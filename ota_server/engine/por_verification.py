@@ -15,6 +15,7 @@ anything that cannot be trusted is a :class:`RejectedPor` and is treated like a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ota_protocols.action_counter import CounterReport, split_counter_report
 from ota_protocols.apdu.remote_commands import CompactResponse, ExpandedResponse
@@ -65,9 +66,9 @@ def por_tar(user_data: bytes) -> bytes:
     return user_data[_POR_TAR] if len(user_data) >= _POR_TAR.stop else b""
 
 
-@dataclass(frozen=True, slots=True)
-class PorReport:
-    """A PoR whose integrity was checked as far as SPI2 allows."""
+class PorReport(NamedTuple):
+    """A PoR whose integrity was checked as far as SPI2 allows (immutable; a NamedTuple: one is
+    built per PoR, cheaper than a frozen dataclass)."""
 
     tar: bytes
     cntr: int

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ota_server.engine.job_model import Job, Phase
 from ota_server.model import Card, Keyset
@@ -80,8 +80,7 @@ class CampaignRow:
     runner_token: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """A CNTR the engine took for one message (TS 102 225 §5.1.1: stored before the SMS leaves)."""
 
     iccid: str
@@ -92,8 +91,7 @@ class Reservation:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
+class HistoryRow(NamedTuple):
     at: float
     campaign: str | None
     iccid: str | None
@@ -116,10 +114,11 @@ class Forwarded:
     message_state: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """One durable write (an effect): everything in it commits atomically, and the effects after it
-    (submits, deliver_sm acknowledgements) are performed only once it has."""
+    (submits, deliver_sm acknowledgements) are performed only once it has. Immutable, like the
+    Reservation and HistoryRow it carries; the three are NamedTuples, built per turn and per message
+    (a frozen dataclass sets each field through ``object.__setattr__``). False when empty."""
 
     reservations: tuple[Reservation, ...] = ()
     jobs: tuple[Any, ...] = ()  # job_slots.JobRecord (or JobRow): ``row()`` gives the store's row

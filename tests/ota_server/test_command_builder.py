@@ -63,3 +63,20 @@ def test_expanded_format_carries_the_same_apdus() -> None:
     assert whole is not None
     opened = decode_command_packet(split_command_user_data(whole), aes_keys())
     assert ExpandedCommandScript.decode(opened.data).apdus == tuple(script_apdus(actions))
+
+
+def test_a_kept_script_gives_the_bytes_of_encoding_the_actions() -> None:
+    """The engine encodes a step's shared script once and passes it in: same segments, same rng use."""
+    from dataclasses import replace
+
+    from ota_server.command_builder import encode_script
+
+    every = tuple(make_actions(12))  # long enough to need concatenation (the rng draws a reference)
+    for fmt in ScriptFormat:
+        security = replace(SECURITY, script_format=fmt)
+        for first in range(len(every) + 1):
+            actions = every[first:]
+            script = encode_script(script_apdus(actions), fmt)
+            plain = build_user_data(aes_keys(), security, 9, actions, rng=random.Random(5))
+            kept = build_user_data(aes_keys(), security, 9, actions, rng=random.Random(5), script=script)
+            assert kept == plain

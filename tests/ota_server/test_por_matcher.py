@@ -62,3 +62,34 @@ def test_match_by_cntr_then_error_with_zero_cntr_goes_to_the_oldest() -> None:
     assert choose(stale) is None
     index.unregister("4917", SECURITY.tar, "old")
     assert index.candidates("4917", SECURITY.tar) == ("new",)
+
+
+def test_assembler_deadlines_follow_the_reassembler_through_eviction_and_expiry() -> None:
+    """The assembler skips its reassembler while nothing was added since it was last seen empty:
+    the deadlines and expiries it gives are the reassembler's own, evicted sets included."""
+    from ota_protocols.sms.concatenation import Reassembler
+
+    data = bytes(200)
+    packet = ResponsePacket(SECURITY.tar, 42, 0, data)
+    ud = encode_response_packet(packet, SECURITY.spi, 0x12, 0x12, aes_keys())
+    parts = split_user_data(ud[3:], first_ies=(RPI,), reference=1)
+    assembler, plain = PorAssembler(timeout_s=10.0, max_pending=1), Reassembler(timeout_s=10.0, max_pending=1)
+    assert assembler.next_deadline() is None and assembler.expire(0.0) == []
+    for at, msisdn in ((1.0, "33600000001"), (2.0, "33600000002")):  # the second evicts the first
+        assert assembler.add(msisdn, parts[0], at) is None
+        plain.add(msisdn, parts[0], at)
+    assert assembler.next_deadline() == plain.next_deadline() == 2.0  # the eviction, reported at 2.0
+    assert [e.originator for e in assembler.expire(2.0)] == [e.originator for e in plain.expire(2.0)]
+    assert assembler.next_deadline() == plain.next_deadline() == 12.0
+    assert len(assembler.expire(12.0)) == len(plain.expire(12.0)) == 1
+    assert assembler.next_deadline() is None and plain.next_deadline() is None
+
+
+def test_a_lone_candidate_is_claimed_exactly_as_choose_decides() -> None:
+    from ota_server.engine.por_matcher import Candidate, choose, claims_alone
+
+    for outstanding in ((), (0,), (5,), (5, 6), (0, 7)):
+        for cntr in (0, 5, 6, 9):
+            for status in (0, 1, 2, 0x0B):
+                alone = Candidate("job", frozenset(outstanding), cntr, status, None)
+                assert claims_alone(outstanding, cntr, status) is (choose([alone]) is not None)
