@@ -5,7 +5,7 @@ between the SMSC server and the phones (:mod:`handset.network_core`, PURE: the
 same core drives the virtual-time lab).  Each phone (MSISDN) has a FIFO of accepted MT
 messages and at most one in flight.  An MT goes out over the radio link
 (:mod:`handset.radio_link`), every :class:`~handset.radio_link.Delivery` runs at
-its time with ``loop.call_at``, the phone's ME (:mod:`handset.mobile_equipment`)
+its time (``loop.call_at``, or ``call_soon`` when due), the phone's ME (:mod:`handset.mobile_equipment`)
 hands it to the card, and its RP-ACK/RP-ERROR and SMS-SUBMITs come back over
 the radio link to become deliver_sm (:mod:`handset.smsc_router`).
 
@@ -57,14 +57,15 @@ class Phone(network_core.Phone):
 
     def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random) -> None:
         super().__init__(msisdn, card, me, rng)
-        self.upload_timer: asyncio.TimerHandle | None = None
-        self.activity_timer: asyncio.TimerHandle | None = None
+        self.upload_timer: asyncio.Handle | None = None
+        self.activity_timer: asyncio.Handle | None = None
 
 
 class Network:
     """The radio network: phones and their MT queues on the asyncio loop. The decisions are
     :class:`handset.network_core.NetworkCore`'s; this shell runs its :class:`~handset.network_core.Later`
-    actions with ``loop.call_at`` and its :class:`~handset.network_core.ToEsme` through the SMSC server."""
+    actions at their time (:meth:`_run`) and its :class:`~handset.network_core.ToEsme` through the
+    SMSC server."""
 
     def __init__(
         self,
@@ -114,13 +115,21 @@ class Network:
     # ------------------------------------------------------------------ the core's actions
 
     def _run(self, actions: list[network_core.Action]) -> None:
+        """Each :class:`~handset.network_core.Later` runs at its time: one already due (a radio
+        without delay: the delivery, the report) with ``call_soon``, in the order given, without a
+        timer in the loop's heap (whose pushes and pops, among the phones' RP timers, cost more
+        than the rest of this shell per message); a later one with ``call_at``."""
         loop = self.loop
+        now = loop.time()
         for action in actions:
             if isinstance(action, network_core.ToEsme):
                 if self.server is not None:
                     self.server.deliver_mo(action.pdu, prefer_system_id=action.prefer)
                 continue
-            handle = loop.call_at(action.at, self._fire, action)
+            if action.at <= now:
+                handle: asyncio.Handle = loop.call_soon(self._fire, action)
+            else:
+                handle = loop.call_at(action.at, self._fire, action)
             phone = action.phone
             assert isinstance(phone, Phone)
             if action.kind == network_core.UPLOAD:
