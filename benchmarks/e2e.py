@@ -184,7 +184,8 @@ class _CpuSampler:
         writer_stats: list[str] = []
         while not self._stop.wait(0.02):
             if not esme_stats or not writer_stats:
-                threads = threading.enumerate()
+                # A thread just started may not have its native id yet: found again next tick.
+                threads = [t for t in threading.enumerate() if t.native_id is not None]
                 esme_stats = [_stat(pid, t) for t in threads if t.name == SMPP_LINK_THREAD]
                 writer_stats = [_stat(pid, t) for t in threads if t.name == COMMIT_WRITER_THREAD]
             try:
