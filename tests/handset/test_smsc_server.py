@@ -159,6 +159,43 @@ async def test_por_via_deliver_report_reaches_the_esme(network: Net) -> None:
         await esme.close()
 
 
+class _RecordingLoop:
+    """The network's loop, recording the timer handles it arms (call_at)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.timers: list[tuple[object, asyncio.TimerHandle]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loop, name)
+
+    def call_at(self, when: float, callback: object, later: object) -> asyncio.TimerHandle:
+        handle = self._loop.call_at(when, callback, later)  # type: ignore[arg-type]
+        self.timers.append((later, handle))
+        return handle
+
+
+@pytest.mark.asyncio
+async def test_an_answered_mts_rp_timer_is_cancelled_not_left_to_fire(network: Net) -> None:
+    from handset import network_core
+
+    service, port, _ = network
+    assert service.network is not None
+    recording = _RecordingLoop(service.network.loop)
+    service.network.loop = recording  # type: ignore[assignment]
+    esme = await bound(port)
+    try:
+        await esme.submit(**ota_submit(1, b"\x16\x19"))
+        check_por(await esme.next_deliver(), 1, b"\x16\x19")
+        rp_timers = [h for later, h in recording.timers if later.kind == network_core.TIMER]  # type: ignore[attr-defined]
+        # Armed when the MT went out; cancelled once the RP-ACK came, so that it lets the MT go.
+        assert len(rp_timers) == 1 and rp_timers[0].cancelled()
+        phone = service.network.phones[derive_card(SPEC, 1).msisdn]
+        assert phone.timer == 0 and phone.sf_timer is None
+    finally:
+        await esme.close()
+
+
 @pytest.mark.asyncio
 async def test_por_via_sms_submit_reaches_the_esme(network: Net) -> None:
     _, port, cards = network
