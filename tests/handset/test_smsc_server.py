@@ -430,3 +430,19 @@ async def test_corrupted_mt_gives_an_integrity_failure_por(network: Net) -> None
         assert por.short_message[3 + 2 + 1 + 3 + 5 + 1] == 0x01
     finally:
         await esme.close()
+
+
+@pytest.mark.asyncio
+async def test_the_long_lived_network_is_kept_out_of_gc_until_stop() -> None:
+    import gc
+
+    template = load_card_template(ROOT / "configs" / "cards" / "fleet-template.toml")
+    cards = [card_from_fleet(SPEC, i, template) for i in SPEC.indices]
+    service = HandsetService(make_config(), cards=cards)
+    await service.start(host="127.0.0.1", port=0)
+    try:
+        assert gc.get_freeze_count() > 0  # the cards, phones and MEs: out of the full collections
+    finally:
+        async with asyncio.timeout(10):
+            await service.stop()
+    assert gc.get_freeze_count() == 0  # given back: a process that runs many networks keeps none
