@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from handset.config import EsmeConfig, HandsetConfig, SmscConfig
 from handset.radio_link import DirectionFaults, RadioConfig
-from handset.service import HandsetService
+from handset.service import YOUNG_GC_THRESHOLD, HandsetService
 from ota_protocols.fleet import FleetSpec, derive_card
 from ota_protocols.secured_packet.command_packet import (
     CommandPacket,
@@ -433,16 +433,19 @@ async def test_corrupted_mt_gives_an_integrity_failure_por(network: Net) -> None
 
 
 @pytest.mark.asyncio
-async def test_the_long_lived_network_is_kept_out_of_gc_until_stop() -> None:
+async def test_the_network_tunes_the_collector_until_stop() -> None:
     import gc
 
     template = load_card_template(ROOT / "configs" / "cards" / "fleet-template.toml")
     cards = [card_from_fleet(SPEC, i, template) for i in SPEC.indices]
     service = HandsetService(make_config(), cards=cards)
+    before = gc.get_threshold()
     await service.start(host="127.0.0.1", port=0)
     try:
         assert gc.get_freeze_count() > 0  # the cards, phones and MEs: out of the full collections
+        assert gc.get_threshold()[0] == max(before[0], YOUNG_GC_THRESHOLD)
     finally:
         async with asyncio.timeout(10):
             await service.stop()
     assert gc.get_freeze_count() == 0  # given back: a process that runs many networks keeps none
+    assert gc.get_threshold() == before
