@@ -5,7 +5,7 @@ between the SMSC server and the phones (:mod:`handset.network_core`, PURE: the
 same core drives the virtual-time lab).  Each phone (MSISDN) has a FIFO of accepted MT
 messages and at most one in flight.  An MT goes out over the radio link
 (:mod:`handset.radio_link`), every :class:`~handset.radio_link.Delivery` runs at
-its time with ``loop.call_at``, the phone's ME (:mod:`handset.mobile_equipment`)
+its time (``loop.call_at``, or ``call_soon`` when due), the phone's ME (:mod:`handset.mobile_equipment`)
 hands it to the card, and its RP-ACK/RP-ERROR and SMS-SUBMITs come back over
 the radio link to become deliver_sm (:mod:`handset.smsc_router`).
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 from datetime import UTC, datetime
@@ -48,23 +49,30 @@ __all__ = ["HandsetService", "Network", "Phone", "build_cards"]
 
 log = logging.getLogger(__name__)
 
+# Net allocations between two young GC collections while a service runs (CPython's default: 700).
+YOUNG_GC_THRESHOLD = 10_000
+
 
 class Phone(network_core.Phone):
     """A phone of the asyncio network: the core's phone plus the handles :meth:`Network.close`
-    cancels (its activity and terminal-store upload timers)."""
+    cancels (its activity and terminal-store upload timers) and its S&F timer's handle with the
+    generation it was armed with (:meth:`Network._settle`)."""
 
-    __slots__ = ("activity_timer", "upload_timer")
+    __slots__ = ("activity_timer", "sf_generation", "sf_timer", "upload_timer")
 
     def __init__(self, msisdn: str, card: Any, me: MobileEquipment, rng: random.Random) -> None:
         super().__init__(msisdn, card, me, rng)
-        self.upload_timer: asyncio.TimerHandle | None = None
-        self.activity_timer: asyncio.TimerHandle | None = None
+        self.upload_timer: asyncio.Handle | None = None
+        self.activity_timer: asyncio.Handle | None = None
+        self.sf_timer: asyncio.Handle | None = None
+        self.sf_generation = 0
 
 
 class Network:
     """The radio network: phones and their MT queues on the asyncio loop. The decisions are
     :class:`handset.network_core.NetworkCore`'s; this shell runs its :class:`~handset.network_core.Later`
-    actions with ``loop.call_at`` and its :class:`~handset.network_core.ToEsme` through the SMSC server."""
+    actions at their time (:meth:`_run`) and its :class:`~handset.network_core.ToEsme` through the
+    SMSC server."""
 
     def __init__(
         self,
@@ -114,19 +122,31 @@ class Network:
     # ------------------------------------------------------------------ the core's actions
 
     def _run(self, actions: list[network_core.Action]) -> None:
+        """Each :class:`~handset.network_core.Later` runs at its time: one already due (a radio
+        without delay: the delivery, the report) with ``call_soon``, in the order given, without a
+        timer in the loop's heap (whose pushes and pops, among the phones' RP timers, cost more
+        than the rest of this shell per message); a later one with ``call_at``."""
         loop = self.loop
+        now = loop.time()
         for action in actions:
             if isinstance(action, network_core.ToEsme):
                 if self.server is not None:
                     self.server.deliver_mo(action.pdu, prefer_system_id=action.prefer)
                 continue
-            handle = loop.call_at(action.at, self._fire, action)
+            if action.at <= now:
+                handle: asyncio.Handle = loop.call_soon(self._fire, action)
+            else:
+                handle = loop.call_at(action.at, self._fire, action)
             phone = action.phone
             assert isinstance(phone, Phone)
             if action.kind == network_core.UPLOAD:
                 phone.upload_timer = handle
             elif action.kind == network_core.TRANSACTION:
                 phone.activity_timer = handle
+            elif action.kind == network_core.TIMER:
+                if phone.sf_timer is not None:  # one S&F timer per phone: the new one replaces it
+                    phone.sf_timer.cancel()
+                phone.sf_timer, phone.sf_generation = handle, action.args[0]
 
     def _fire(self, later: network_core.Later) -> None:
         phone = later.phone
@@ -135,7 +155,22 @@ class Network:
             phone.upload_timer = None
         elif later.kind == network_core.TRANSACTION:
             phone.activity_timer = None
+        elif later.kind == network_core.TIMER and later.args[0] == phone.sf_generation:
+            phone.sf_timer = None
         self._run(self.core.fire(later, self.loop.time()))
+        self._settle(phone)
+
+    @staticmethod
+    def _settle(phone: Phone) -> None:
+        """The core disarmed the phone's S&F timer (the RP answer came, the MT is done): cancel its
+        handle now. Fired, it would find its generation stale and do nothing (the core's own
+        cancellation); meanwhile it held the MT and its PDUs for ``rp_timeout_s``, and with them
+        every MT of the last 30 s survived into the oldest GC generation, whose full collections
+        walked them (a tenth of the network's CPU at 10^4 cards in benchmarks.e2e)."""
+        handle = phone.sf_timer
+        if handle is not None and phone.timer != phone.sf_generation:
+            handle.cancel()
+            phone.sf_timer = None
 
     # ------------------------------------------------------------------ SMSC side
 
@@ -147,7 +182,9 @@ class Network:
         return self.core.queued
 
     def submit(self, message: MtMessage) -> None:
-        self._run(self.core.submit(self.phones[message.msisdn], message, self.loop.time()))
+        phone = self.phones[message.msisdn]
+        self._run(self.core.submit(phone, message, self.loop.time()))
+        self._settle(phone)
 
     # ------------------------------------------------------------------ subscriber activity
 
@@ -251,6 +288,8 @@ class HandsetService:
         self.server: SmscServer | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._periodic_task: asyncio.Task[None] | None = None
+        self._frozen = False
+        self._gc_threshold = gc.get_threshold()
 
     async def start(self, *, host: str | None = None, port: int | None = None) -> int:
         loop = asyncio.get_running_loop()
@@ -266,6 +305,19 @@ class HandsetService:
         self.network.start_activity()
         if self.config.smsc.restart_every_s > 0:
             self._periodic_task = asyncio.create_task(self._restart_periodically())
+        # The cards, phones and MEs built above live as long as the service: moved out of the
+        # cyclic collector's generations (gc.freeze) until stop(), so that its full collections
+        # stop walking them. At 10^4 cards those cost the network process seconds per run
+        # (benchmarks.e2e), more than its SMSC and SMPP codec together. And a young collection
+        # every YOUNG_GC_THRESHOLD net allocations rather than 700: what one message allocates
+        # dies with it, so most young collections found little but cost up to a tenth of the
+        # flow. stop() gives both back (gc.unfreeze, the threshold it found).
+        if not self._frozen:
+            gc.freeze()
+            self._frozen = True
+            self._gc_threshold = gc.get_threshold()
+            if self._gc_threshold[0] < YOUNG_GC_THRESHOLD:
+                gc.set_threshold(YOUNG_GC_THRESHOLD, *self._gc_threshold[1:])
         return bound
 
     # ------------------------------------------------------------------ SMSC restart
@@ -329,6 +381,11 @@ class HandsetService:
                 close()
         if self.capture is not None:
             self.capture.close()
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()  # back to the oldest generation: collected as usual from here on
+            if gc.get_threshold()[0] == YOUNG_GC_THRESHOLD:  # ours, not one set since
+                gc.set_threshold(*self._gc_threshold)
 
     def report(self) -> dict[str, Any]:
         """JSON-able: every card's own report and the network counters."""

@@ -54,6 +54,10 @@ _JOB_COLUMNS = (
     "queries", "resent_actions", "outstanding", "result", "reason", "counter_path", "statuses",
     "updated_at", "extra", "step",
 )  # fmt: skip
+# json.dumps with its defaults is this encoder's encode behind a dozen keyword checks: the same
+# text for half the cost, four times per job row of every group commit. Stateless, never grows.
+_to_json = json.JSONEncoder().encode
+
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({','.join('?' * len(_JOB_COLUMNS))}) "
     "ON CONFLICT (campaign, iccid, tar, step) DO UPDATE SET "
@@ -432,7 +436,7 @@ class CardStore:
         mo_rows: list[tuple[str, str, int, float]] = []
         forwarded_rows: list[tuple[object, ...]] = []
         highest: dict[tuple[str, int], int] = {}
-        dumps = json.dumps
+        dumps = _to_json
         for commit in commits:
             at = commit.at
             for r in commit.reservations:

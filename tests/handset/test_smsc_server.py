@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from handset.config import EsmeConfig, HandsetConfig, SmscConfig
 from handset.radio_link import DirectionFaults, RadioConfig
-from handset.service import HandsetService
+from handset.service import YOUNG_GC_THRESHOLD, HandsetService
 from ota_protocols.fleet import FleetSpec, derive_card
 from ota_protocols.secured_packet.command_packet import (
     CommandPacket,
@@ -155,6 +155,43 @@ async def test_por_via_deliver_report_reaches_the_esme(network: Net) -> None:
         assert cards[1].apdus[-2][:2] == b"\x80\xc2"  # ENVELOPE, then GET RESPONSE
         report = service.report()
         assert report["smsc"]["pors"] == 1 and report["smsc"]["submits"] == 1
+    finally:
+        await esme.close()
+
+
+class _RecordingLoop:
+    """The network's loop, recording the timer handles it arms (call_at)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.timers: list[tuple[object, asyncio.TimerHandle]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loop, name)
+
+    def call_at(self, when: float, callback: object, later: object) -> asyncio.TimerHandle:
+        handle = self._loop.call_at(when, callback, later)  # type: ignore[arg-type]
+        self.timers.append((later, handle))
+        return handle
+
+
+@pytest.mark.asyncio
+async def test_an_answered_mts_rp_timer_is_cancelled_not_left_to_fire(network: Net) -> None:
+    from handset import network_core
+
+    service, port, _ = network
+    assert service.network is not None
+    recording = _RecordingLoop(service.network.loop)
+    service.network.loop = recording  # type: ignore[assignment]
+    esme = await bound(port)
+    try:
+        await esme.submit(**ota_submit(1, b"\x16\x19"))
+        check_por(await esme.next_deliver(), 1, b"\x16\x19")
+        rp_timers = [h for later, h in recording.timers if later.kind == network_core.TIMER]  # type: ignore[attr-defined]
+        # Armed when the MT went out; cancelled once the RP-ACK came, so that it lets the MT go.
+        assert len(rp_timers) == 1 and rp_timers[0].cancelled()
+        phone = service.network.phones[derive_card(SPEC, 1).msisdn]
+        assert phone.timer == 0 and phone.sf_timer is None
     finally:
         await esme.close()
 
@@ -393,3 +430,22 @@ async def test_corrupted_mt_gives_an_integrity_failure_por(network: Net) -> None
         assert por.short_message[3 + 2 + 1 + 3 + 5 + 1] == 0x01
     finally:
         await esme.close()
+
+
+@pytest.mark.asyncio
+async def test_the_network_tunes_the_collector_until_stop() -> None:
+    import gc
+
+    template = load_card_template(ROOT / "configs" / "cards" / "fleet-template.toml")
+    cards = [card_from_fleet(SPEC, i, template) for i in SPEC.indices]
+    service = HandsetService(make_config(), cards=cards)
+    before = gc.get_threshold()
+    await service.start(host="127.0.0.1", port=0)
+    try:
+        assert gc.get_freeze_count() > 0  # the cards, phones and MEs: out of the full collections
+        assert gc.get_threshold()[0] == max(before[0], YOUNG_GC_THRESHOLD)
+    finally:
+        async with asyncio.timeout(10):
+            await service.stop()
+    assert gc.get_freeze_count() == 0  # given back: a process that runs many networks keeps none
+    assert gc.get_threshold() == before

@@ -162,3 +162,22 @@ def test_a_file_written_before_schema_versions_opens_migrated(tmp_path: Path) ->
     store.close()
     again = CardStore(path)  # a second open changes nothing
     assert again._db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_job_rows_json_columns_are_what_json_dumps_writes(tmp_path: Path) -> None:
+    import json
+
+    row = JobRow(
+        campaign="demo", iccid=CARD.iccid, tar="b00010", state="waiting", pending=[["00a4000c023f00", "é"]],
+        n=4, applied=3, base=3, start_counter=0, attempts=2, queries=1, resent_actions=1, outstanding=[7, 8],
+        statuses=["9000"], extra={"finished_at": None, "replies": [], "ratio": 0.5, "sent": True},
+    )  # fmt: skip
+    store = _store(str(tmp_path / "store.sqlite"))
+    try:
+        store.commit(Commit(jobs=(row,), at=1.0))
+        stored = store._db.execute("SELECT pending, outstanding, statuses, extra FROM jobs").fetchone()
+        assert tuple(stored) == tuple(
+            json.dumps(v) for v in (row.pending, row.outstanding, row.statuses, row.extra)
+        )
+    finally:
+        store.close()

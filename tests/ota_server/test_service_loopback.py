@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from pathlib import Path
@@ -13,7 +14,7 @@ from ota_protocols.fleet import FleetSpec, derive_card
 from ota_protocols.secured_packet.packet_keys import PacketKeys
 from ota_protocols.smpp.pdu_codec import SubmitSm
 from ota_server.config import load_campaign
-from ota_server.service import CampaignRunner
+from ota_server.service import YOUNG_GC_THRESHOLD, CampaignRunner
 from tests.ota_server.cardsim import CardSim
 from tests.ota_server.fake_smsc import FakeSmsc
 
@@ -93,7 +94,10 @@ async def test_campaign_runs_against_model_cards_and_never_logs_keys(
     submits: dict[str, int] = {}
     made: dict[str, int] = {}
 
+    thresholds: set[int] = set()
+
     def on_submit(pdu: SubmitSm) -> None:
+        thresholds.add(gc.get_threshold()[0])
         dst = pdu.destination_addr
         submits[dst] = submits.get(dst, 0) + 1
         if lossy and dst == msisdns[1] and submits[dst] == 2:
@@ -109,6 +113,7 @@ async def test_campaign_runs_against_model_cards_and_never_logs_keys(
     smsc.on_submit = on_submit
     port = await smsc.start()
     caplog.set_level(logging.DEBUG)
+    threshold = gc.get_threshold()
     try:
         runner = CampaignRunner(
             load_campaign(tmp_path / "c.toml"),
@@ -120,6 +125,8 @@ async def test_campaign_runs_against_model_cards_and_never_logs_keys(
             report = await runner.run()
     finally:
         await smsc.stop()
+    # Young collections are rarer while the campaign runs; the threshold is given back after.
+    assert thresholds == {max(threshold[0], YOUNG_GC_THRESHOLD)} and gc.get_threshold() == threshold
     summary = report["summary"]
     assert (summary["confirmed"], summary["partial"], summary["failed"], summary["pending"]) == (5, 1, 0, 0)
     partial = [c for c in report["cards"] if c["state"] == "partial"]

@@ -980,3 +980,47 @@ def test_a_refilled_submit_sm_is_byte_for_byte_a_new_one() -> None:
         theirs = smpplib.smpp.make_pdu("submit_sm", client=fresh, **fields)
         assert mine.sequence == theirs.sequence
         assert mine.generate() == theirs.generate(), pdu
+
+
+def test_a_refilled_parsed_pdu_is_what_read_pdu_gives() -> None:
+    import smpplib.client
+    import smpplib.smpp
+
+    from ota_server.smpp_connection import ParsedPdus
+
+    def client() -> smpplib.client.Client:
+        return smpplib.client.Client(
+            "127.0.0.1", 1, allow_unknown_opt_params=True,
+            sequence_generator=smpplib.client.SimpleSequenceGenerator(),
+        )  # fmt: skip
+
+    def deliver(seq: int, **fields: object) -> bytes:
+        base: dict[str, object] = dict(
+            sequence_number=seq, source_addr=MSISDN, destination_addr="12345",
+            esm_class=0x40, protocol_id=0x7F, data_coding=0xF6, short_message=POR_UD,
+        )  # fmt: skip
+        base.update(fields)
+        return encode_pdu(DeliverSm(**base))  # type: ignore[arg-type]
+
+    raws = [
+        deliver(7),
+        deliver(8, esm_class=0x04, short_message=b"id:0000000001 stat:DELIVRD",
+                tlvs=((Tag.RECEIPTED_MESSAGE_ID, b"0000000001\x00"), (Tag.MESSAGE_STATE, b"\x02"))),
+        deliver(9),  # the receipt's TLVs must not linger
+        deliver(10, short_message=b"", tlvs=((Tag.MESSAGE_PAYLOAD, POR_UD),)),
+        encode_pdu(SubmitSmResp(sequence_number=11, message_id="000000000A")),
+        encode_pdu(SubmitSmResp(sequence_number=12, command_status=0x58)),  # no body: no message_id
+        encode_pdu(SubmitSmResp(sequence_number=13, message_id="000000000B")),
+        deliver(14)[:-len(POR_UD)],  # a body cut short: the last fields stay unset
+        deliver(15),
+    ]  # fmt: skip
+    pooled, fresh = client(), client()
+    reads = ParsedPdus(pooled)
+    for raw in raws:
+        mine = reads.parse(raw)
+        theirs = smpplib.smpp.parse_pdu(raw, client=fresh, allow_unknown_opt_params=True)  # as read_pdu
+        assert mine is not None and mine.command == theirs.command
+        names = ("length", "status", "sequence", *theirs.params)
+        assert {n: getattr(mine, n) for n in names} == {n: getattr(theirs, n) for n in names}, raw.hex()
+        assert pooled.next_sequence() == fresh.next_sequence()  # the same numbers left for submit_sm
+    assert reads.parse(encode_pdu(EnquireLink(sequence_number=3))) is None  # not pooled: read_pdu's
