@@ -257,6 +257,52 @@ def test_missing_segment_is_reported_at_its_deadline(
 
 
 @settings(**SETTINGS)
+@given(
+    payload=st.binary(max_size=700),
+    first_ies=first_ies_choices,
+    reference=st.integers(0, 255),
+    ref16=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    duplicates=st.lists(st.integers(0, 10), max_size=6),
+    noise=st.lists(st.binary(max_size=12), max_size=4),
+)
+def test_add_parsed_matches_add(
+    payload: bytes,
+    first_ies: tuple[InformationElement, ...],
+    reference: int,
+    ref16: bool,
+    seed: int,
+    duplicates: list[int],
+    noise: list[bytes],
+) -> None:
+    """The card's entry point (already split and read) gives add()'s octets, errors and state."""
+    segments = split_user_data(payload, first_ies=first_ies, reference=reference, ref16=ref16)
+    feed = list(segments) + [segments[i % len(segments)] for i in duplicates]
+    feed += [UserDataHeader((concat_8bit(reference, 2, 1),)).encode() + n for n in noise]  # total clash
+    feed += [b"\x05\x00\x03" + n for n in noise]  # malformed concatenation IEs
+    random.Random(seed).shuffle(feed)
+    general, parsed = Reassembler(timeout_s=60, max_pending=2), Reassembler(timeout_s=60, max_pending=2)
+    for i, ud in enumerate(feed):
+        try:
+            expected: object = general.add(SMSC, ud, float(i))
+        except DecodeError as exc:
+            expected = ("error", str(exc))
+        try:
+            header, rest = split_udh(ud)
+            info = parse_concatenation(header)
+            if info is None:
+                got: object = ud
+            else:
+                whole = parsed.add_parsed(SMSC, header, rest, info, float(i))
+                got = None if whole is None else whole[0].encode() + whole[1]
+        except DecodeError as exc:
+            got = ("error", str(exc))
+        assert got == expected
+        assert parsed.pending_count == general.pending_count
+    assert parsed.expire(1e9) == general.expire(1e9)
+
+
+@settings(**SETTINGS)
 @given(st.lists(st.binary(max_size=30), max_size=8), st.booleans())
 def test_reassembler_add_is_total(uds: list[bytes], udhi: bool) -> None:
     r = Reassembler(timeout_s=5, max_pending=3)
