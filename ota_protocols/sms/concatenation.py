@@ -256,6 +256,8 @@ class Reassembler:
 
     def expire(self, now: float) -> list[SegmentsExpired]:
         """Drop the sets whose deadline is at or before ``now``, and report them and evicted sets."""
+        if not self._pending and not self._evicted:
+            return []  # the usual answer, asked whenever the server's engine looks for timeouts
         events = [event for _, event in self._evicted]
         self._evicted.clear()
         for key in [k for k, partial in self._pending.items() if partial.deadline <= now]:
