@@ -201,4 +201,5 @@ def index_of_msisdn(spec: FleetSpec, msisdn: str) -> int | None:
     if len(msisdn) != spec.msisdn_digits or not msisdn.startswith(spec.msisdn_prefix) or not msisdn.isdigit():
         return None
     index = int(msisdn[len(spec.msisdn_prefix) :])
-    return index if index in spec.indices else None
+    first = spec.first_index
+    return index if first <= index < first + spec.count else None  # index in spec.indices

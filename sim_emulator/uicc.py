@@ -174,7 +174,7 @@ class Uicc:
             response = ResponseApdu(b"", StatusWord.MEMORY_FAILURE)
         except OtaSimError:
             response = ResponseApdu(b"", StatusWord.TECHNICAL_PROBLEM)
-        return response.encode()
+        return response.data + (response.sw & 0xFFFF).to_bytes(2, "big")  # response.encode(), inline
 
     def _dispatch(self, raw: bytes) -> ResponseApdu:
         if len(raw) < 4:

@@ -65,6 +65,8 @@ def test_fleet_is_deterministic_and_well_formed() -> None:
     assert len(card.imsi) == 15 and card.msisdn == "491700000042"
     assert index_of_msisdn(spec, card.msisdn) == 42
     assert index_of_msisdn(spec, "491700000004") is None  # below first_index
+    assert index_of_msisdn(spec, "491700001004") == 1004  # the last card
+    assert index_of_msisdn(spec, "491700001005") is None  # past the last card
     other = derive_card(FleetSpec(seed="other", count=1000, first_index=5), 42)
     assert other.keysets[0].kic != card.keysets[0].kic
     assert card.keysets[0].kic != card.keysets[0].kid
