@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 from dataclasses import dataclass, field
 
 from ota_protocols.errors import ConfigError
@@ -115,6 +114,10 @@ class DerivedCard:
 
 def luhn_digit(digits: str) -> str:
     """The Luhn check digit of a digit string (ITU-T E.118 for ICCIDs)."""
+    if digits.isascii() and digits.isdigit():
+        # The same sum by table: from the right, digits 1, 3, 5, ... are doubled (minus 9 above 9).
+        total = sum(map(int, digits[-1::-2].translate(_LUHN_DOUBLED))) + sum(map(int, digits[-2::-2]))
+        return str((10 - total % 10) % 10)
     total = 0
     for position, char in enumerate(reversed(digits)):
         value = int(char)
@@ -126,20 +129,37 @@ def luhn_digit(digits: str) -> str:
     return str((10 - total % 10) % 10)
 
 
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def _pad(prefix: str, index: int, width: int) -> str:
     return prefix + str(index).rjust(width - len(prefix), "0")
 
 
+# RFC 2104: HMAC(K, m) = H((K' ^ opad) || H((K' ^ ipad) || m)), K' the key padded to H's block.
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_SHA256_BLOCK = 64
+
+
 @functools.lru_cache(maxsize=16)
-def _keyed(seed: str) -> hmac.HMAC:
-    """HMAC-SHA-256 keyed with ``seed``, never updated: copies of it skip the key setup."""
-    return hmac.new(seed.encode(), digestmod=hashlib.sha256)
+def _keyed(seed: str) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA-256 keyed with ``seed`` (RFC 2104): the inner and outer SHA-256 states after the
+    padded key, never updated; copies of them skip the key setup and the ``hmac`` wrappers."""
+    key = seed.encode()
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
 
 
 def _hmac(seed: str, message: bytes) -> bytes:
-    mac = _keyed(seed).copy()
+    inner, outer = _keyed(seed)
+    mac = inner.copy()
     mac.update(message)
-    return mac.digest()
+    result = outer.copy()
+    result.update(mac.digest())
+    return result.digest()
 
 
 def _derive_key(seed: str, iccid: str, kvn: int, role: str, length: int) -> bytes:
@@ -152,23 +172,27 @@ def _derive_key(seed: str, iccid: str, kvn: int, role: str, length: int) -> byte
 def derive_card(spec: FleetSpec, index: int) -> DerivedCard:
     base = _pad(spec.iccid_prefix, index, 18)
     iccid = base + luhn_digit(base)
-    keysets = tuple(
-        DerivedKeyset(
-            kvn=t.kvn,
-            kic_algorithm=t.kic_algorithm,
-            kid_algorithm=t.kid_algorithm,
-            kic=_derive_key(spec.seed, iccid, t.kvn, "kic", t.key_length),
-            kid=_derive_key(spec.seed, iccid, t.kvn, "kid", t.key_length),
-            kik=_derive_key(spec.seed, iccid, t.kvn, "kik", t.key_length),
-        )
-        for t in spec.keysets
-    )
+    inner, outer = _keyed(spec.seed)
+    keysets: list[DerivedKeyset] = []
+    for t in spec.keysets:
+        # _derive_key for each role, its first HMAC inline (a card wakes: six keys, no helper calls).
+        keys: list[bytes] = []
+        for role in ("kic", "kid", "kik"):
+            mac = inner.copy()  # _hmac, inline
+            mac.update(f"{iccid}|{t.kvn}|{role}".encode())
+            result = outer.copy()
+            result.update(mac.digest())
+            digest = result.digest()
+            if len(digest) < t.key_length:
+                digest = _derive_key(spec.seed, iccid, t.kvn, role, t.key_length)
+            keys.append(digest[: t.key_length])
+        keysets.append(DerivedKeyset(t.kvn, t.kic_algorithm, t.kid_algorithm, keys[0], keys[1], keys[2]))
     return DerivedCard(
         index=index,
         iccid=iccid,
         imsi=_pad(spec.imsi_prefix, index, 15),
         msisdn=_pad(spec.msisdn_prefix, index, spec.msisdn_digits),
-        keysets=keysets,
+        keysets=tuple(keysets),
     )
 
 
@@ -177,4 +201,5 @@ def index_of_msisdn(spec: FleetSpec, msisdn: str) -> int | None:
     if len(msisdn) != spec.msisdn_digits or not msisdn.startswith(spec.msisdn_prefix) or not msisdn.isdigit():
         return None
     index = int(msisdn[len(spec.msisdn_prefix) :])
-    return index if index in spec.indices else None
+    first = spec.first_index
+    return index if first <= index < first + spec.count else None  # index in spec.indices

@@ -174,7 +174,7 @@ class Uicc:
             response = ResponseApdu(b"", StatusWord.MEMORY_FAILURE)
         except OtaSimError:
             response = ResponseApdu(b"", StatusWord.TECHNICAL_PROBLEM)
-        return response.encode()
+        return response.data + (response.sw & 0xFFFF).to_bytes(2, "big")  # response.encode(), inline
 
     def _dispatch(self, raw: bytes) -> ResponseApdu:
         if len(raw) < 4:
@@ -316,10 +316,13 @@ class Uicc:
                 self._envelopes += 1
                 if self._reassembler is None:
                     self._reassembler = Reassembler(timeout_s=_REASSEMBLY_TIMEOUT, max_pending=4)
-                whole = self._reassembler.add(deliver.tp_oa.digits, ud, float(self._envelopes))
+                # The segment is handed over as already split and read (no second parse).
+                whole = self._reassembler.add_parsed(
+                    deliver.tp_oa.digits, header, rest, info, float(self._envelopes)
+                )
                 if whole is None:
                     return self._final(b"", _SW_OK, cla)  # TS 31.115 §4.2: wait for the rest
-                header, rest = split_udh(whole)
+                header, rest = whole
         except DecodeError as exc:
             raise ApduRejected(StatusWord.WRONG_DATA, f"SMS-PP DOWNLOAD: {exc}") from exc
         # protocols.md §2.5 step 1 and §14.1: IEI 70 anywhere in the (first segment's) UDH.

@@ -202,6 +202,25 @@ class Reassembler:
         info = parse_concatenation(header)
         if info is None:
             return segment_ud
+        whole = self.add_parsed(originator, header, payload, info, now)
+        if whole is None:
+            return None
+        return whole[0].encode() + whole[1]
+
+    def add_parsed(
+        self,
+        originator: str,
+        header: UserDataHeader,
+        payload: bytes,
+        info: ConcatenationInfo,
+        now: float,
+    ) -> tuple[UserDataHeader, bytes] | None:
+        """:meth:`add` for a segment its caller has already split and read: ``header, payload``
+        as :func:`split_udh` returns them and ``info`` as :func:`parse_concatenation` reads
+        ``header`` (never None). Same rules and errors as :meth:`add`; when complete it returns
+        what :meth:`add` would encode, still apart: the first segment's UDH without the
+        concatenation IE, and the payloads of all parts in seq order (no header encoded here
+        for the caller to split again)."""
         if info.total == 1:
             return self._rebuild({1: (header, payload)})
 
@@ -237,6 +256,8 @@ class Reassembler:
 
     def expire(self, now: float) -> list[SegmentsExpired]:
         """Drop the sets whose deadline is at or before ``now``, and report them and evicted sets."""
+        if not self._pending and not self._evicted:
+            return []  # the usual answer, asked whenever the server's engine looks for timeouts
         events = [event for _, event in self._evicted]
         self._evicted.clear()
         for key in [k for k, partial in self._pending.items() if partial.deadline <= now]:
@@ -249,8 +270,8 @@ class Reassembler:
             self._evicted.append((now, self._pending.pop(oldest_key).expired_event(evicted=True)))
 
     @staticmethod
-    def _rebuild(parts: dict[int, tuple[UserDataHeader, bytes]]) -> bytes:
+    def _rebuild(parts: dict[int, tuple[UserDataHeader, bytes]]) -> tuple[UserDataHeader, bytes]:
         # Only the first segment's other IEs count: in the 03.48 layout that is where
         # the CPI / RPI travels (protocols.md §14.1), later UDHs carry only the concat IE.
         first_header = parts[1][0].without(*_CONCAT_IEIS)
-        return first_header.encode() + b"".join(parts[seq][1] for seq in sorted(parts))
+        return first_header, b"".join([parts[seq][1] for seq in sorted(parts)])

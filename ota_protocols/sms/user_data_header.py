@@ -90,7 +90,10 @@ class UserDataHeader:
     @property
     def encoded_length(self) -> int:
         """Octets of the encoded header, UDHL included."""
-        return 1 + sum(2 + len(ie.data) for ie in self.elements)
+        length = 1
+        for ie in self.elements:
+            length += 2 + len(ie.data)
+        return length
 
     @classmethod
     def decode(cls, reader: ByteReader) -> UserDataHeader:
@@ -128,11 +131,11 @@ class UserDataHeader:
         return None
 
     def has(self, iei: int) -> bool:
-        return any(ie.iei == iei for ie in self.elements)
+        return self.find(iei) is not None
 
     def without(self, *ieis: int) -> UserDataHeader:
         """A copy with every IE of the given identifiers removed."""
-        return UserDataHeader(tuple(ie for ie in self.elements if ie.iei not in ieis))
+        return UserDataHeader(tuple([ie for ie in self.elements if ie.iei not in ieis]))
 
 
 def split_udh(ud: bytes, *, base_offset: int = 0) -> tuple[UserDataHeader, bytes]:

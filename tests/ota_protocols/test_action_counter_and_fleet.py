@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ota_protocols.action_counter import (
@@ -16,7 +18,7 @@ from ota_protocols.action_counter import (
     split_counter_report,
 )
 from ota_protocols.errors import DecodeError
-from ota_protocols.fleet import FleetSpec, derive_card, index_of_msisdn, luhn_digit
+from ota_protocols.fleet import FleetSpec, KeysetTemplate, derive_card, index_of_msisdn, luhn_digit
 
 
 def test_counter_block_layout() -> None:
@@ -63,6 +65,8 @@ def test_fleet_is_deterministic_and_well_formed() -> None:
     assert len(card.imsi) == 15 and card.msisdn == "491700000042"
     assert index_of_msisdn(spec, card.msisdn) == 42
     assert index_of_msisdn(spec, "491700000004") is None  # below first_index
+    assert index_of_msisdn(spec, "491700001004") == 1004  # the last card
+    assert index_of_msisdn(spec, "491700001005") is None  # past the last card
     other = derive_card(FleetSpec(seed="other", count=1000, first_index=5), 42)
     assert other.keysets[0].kic != card.keysets[0].kic
     assert card.keysets[0].kic != card.keysets[0].kid
@@ -72,6 +76,42 @@ def test_fleet_is_deterministic_and_well_formed() -> None:
 def test_luhn_digit_known_value() -> None:
     # ICCID 8988211000000467285 quoted in pySim's tests ends with its Luhn digit 5.
     assert luhn_digit("898821100000046728") == "5"
+
+
+def _reference_key(seed: str, iccid: str, kvn: int, role: str, length: int) -> bytes:
+    """The module docstring's definition, with the standard library's HMAC."""
+    digest = hmac.new(seed.encode(), f"{iccid}|{kvn}|{role}".encode(), hashlib.sha256).digest()
+    while len(digest) < length:
+        digest += hmac.new(seed.encode(), digest, hashlib.sha256).digest()
+    return digest[:length]
+
+
+@settings(max_examples=60)
+@given(
+    seed=st.text(max_size=100),  # past 64 octets too: RFC 2104 hashes such keys first
+    index=st.integers(0, 99_999),
+    length=st.sampled_from([8, 16, 24, 32, 40]),
+)
+def test_derived_keys_are_hmac_sha256_of_iccid_kvn_role(seed: str, index: int, length: int) -> None:
+    keysets = (KeysetTemplate(kvn=3, kic_algorithm="aes", kid_algorithm="aes-cmac", key_length=length),)
+    card = derive_card(FleetSpec(seed=seed, count=100_000, keysets=keysets), index)
+    (keyset,) = card.keysets
+    assert (keyset.kic, keyset.kid, keyset.kik) == tuple(
+        _reference_key(seed, card.iccid, 3, role, length) for role in ("kic", "kid", "kik")
+    )
+
+
+def _reference_luhn(digits: str) -> str:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return str((10 - total % 10) % 10)
+
+
+@given(st.text(alphabet="0123456789", max_size=25))
+def test_luhn_digit_matches_the_digit_by_digit_sum(digits: str) -> None:
+    assert luhn_digit(digits) == _reference_luhn(digits)
 
 
 def test_card_message_layout_and_round_trip() -> None:

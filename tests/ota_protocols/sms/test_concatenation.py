@@ -202,27 +202,29 @@ def test_constructor_rejects_nonsense() -> None:
 first_ies_choices = st.sampled_from([(), (CPI,), (RPI,), (InformationElement(0x24, b"\x01\x02"), CPI)])
 
 
-@settings(**SETTINGS)
-@given(
-    payload=st.binary(max_size=700),
-    first_ies=first_ies_choices,
-    reference=st.integers(0, 255),
-    ref16=st.booleans(),
-    seed=st.integers(0, 2**32 - 1),
-    duplicates=st.lists(st.integers(0, 10), max_size=6),
-)
-def test_split_then_reassemble_is_identity_under_reordering_and_duplication(
-    payload: bytes,
-    first_ies: tuple[InformationElement, ...],
-    reference: int,
-    ref16: bool,
-    seed: int,
-    duplicates: list[int],
-) -> None:
+@st.composite
+def segmented_feeds(
+    draw: st.DrawFn,
+) -> tuple[bytes, tuple[InformationElement, ...], list[bytes], list[bytes]]:
+    """``(payload, first_ies, segments, feed)``: a payload cut by split_user_data (8- or 16-bit
+    reference) and its segments fed in a random order, some repeated."""
+    payload = draw(st.binary(max_size=700))
+    first_ies = draw(first_ies_choices)
+    reference, ref16 = draw(st.integers(0, 255)), draw(st.booleans())
     segments = split_user_data(payload, first_ies=first_ies, reference=reference, ref16=ref16)
-    assert all(len(s) <= 140 for s in segments)
+    duplicates = draw(st.lists(st.integers(0, 10), max_size=6))
     feed = list(segments) + [segments[i % len(segments)] for i in duplicates]
-    random.Random(seed).shuffle(feed)
+    random.Random(draw(st.integers(0, 2**32 - 1))).shuffle(feed)
+    return payload, first_ies, segments, feed
+
+
+@settings(**SETTINGS)
+@given(segmented_feeds())
+def test_split_then_reassemble_is_identity_under_reordering_and_duplication(
+    case: tuple[bytes, tuple[InformationElement, ...], list[bytes], list[bytes]],
+) -> None:
+    payload, first_ies, segments, feed = case
+    assert all(len(s) <= 140 for s in segments)
     expected = segments[0] if len(segments) == 1 else _expected_whole(payload, first_ies)
     # split_user_data's contract: only a lone segment without first_ies goes out with TP-UDHI = 0.
     udhi = not (len(segments) == 1 and not first_ies)
@@ -254,6 +256,47 @@ def test_missing_segment_is_reported_at_its_deadline(
     (event,) = r.expire(now + 20)
     assert event == SegmentsExpired(SMSC, reference, len(segments), tuple(sorted(i + 1 for i in order)))
     assert r.next_deadline() is None
+
+
+@settings(**SETTINGS)
+@given(
+    segmented_feeds(),
+    st.integers(0, 255),
+    st.lists(st.binary(max_size=12), max_size=4),
+    st.integers(0, 2**32 - 1),
+)
+def test_add_parsed_matches_add(
+    case: tuple[bytes, tuple[InformationElement, ...], list[bytes], list[bytes]],
+    noise_reference: int,
+    noise: list[bytes],
+    seed: int,
+) -> None:
+    """The card's entry point (already split and read) gives add()'s octets, errors and state."""
+    segments, feed = case[2], list(case[3])
+    # Same originator and 8-bit reference as the set when it has one (UDHL 00 03 ref ...): a total clash.
+    clash = segments[0][3] if len(segments) > 1 and segments[0][1] == 0 else noise_reference
+    feed += [UserDataHeader((concat_8bit(clash, 2, 1),)).encode() + n for n in noise]
+    feed += [b"\x05\x00\x03" + n for n in noise]  # malformed concatenation IEs
+    random.Random(seed).shuffle(feed)
+    general, parsed = Reassembler(timeout_s=60, max_pending=2), Reassembler(timeout_s=60, max_pending=2)
+    for i, ud in enumerate(feed):
+        try:
+            expected: object = general.add(SMSC, ud, float(i))
+        except DecodeError as exc:
+            expected = ("error", str(exc))
+        try:
+            header, rest = split_udh(ud)
+            info = parse_concatenation(header)
+            if info is None:
+                got: object = ud
+            else:
+                whole = parsed.add_parsed(SMSC, header, rest, info, float(i))
+                got = None if whole is None else whole[0].encode() + whole[1]
+        except DecodeError as exc:
+            got = ("error", str(exc))
+        assert got == expected
+        assert parsed.pending_count == general.pending_count
+    assert parsed.expire(1e9) == general.expire(1e9)
 
 
 @settings(**SETTINGS)
