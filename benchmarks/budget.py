@@ -22,7 +22,12 @@ Method, and what it costs:
    of a share, sqrt(share x (1 - share) / samples), is printed;
 2. the same seeded campaign runs again under ``cProfile`` for the list of hottest functions
    (own time). cProfile adds a roughly constant cost per Python call (the run is 2-3x slower),
-   so its shares over-weight code made of many small calls; they are only used for that list.
+   so its shares over-weight code made of many small calls; they are only used for that list,
+   and for the exact count of Python function calls per transaction.
+
+Beside the layers, the samples whose innermost frame is pycryptodome's own code (its wrappers
+around the C ciphers, whose time lands on them) are counted once more, whatever layer called it:
+the part of the budget that belongs to the one crypto library, a floor no Python change removes.
 
 ``--baseline-rev REV`` checks out REV in a temporary git worktree and runs this same script (this
 file, its own layer map) against that tree's code first, so the before and after tables come from
@@ -108,6 +113,12 @@ def attribute(stats: pstats.Stats, root: str) -> dict[str, float]:
     return totals
 
 
+def _is_pycryptodome(filename: str) -> bool:
+    """Whether a frame runs pycryptodome's own code (its Python wrappers around the C ciphers)."""
+    parts = filename.replace(os.sep, "/").split("/")
+    return "Crypto" in parts and ("site-packages" in parts or "dist-packages" in parts)
+
+
 class _Sampler:
     """SIGPROF every ``interval`` s of CPU: one sample for the layer of the innermost project frame."""
 
@@ -115,11 +126,19 @@ class _Sampler:
         self.root = root
         self.interval = interval
         self.counts: dict[str, int] = {}
+        self.crypto = 0  # samples whose innermost frame is pycryptodome's (inside whichever layer)
         self._layers: dict[tuple[str, str], str | None] = {}  # (file, qualname) -> layer; None: foreign
+        self._crypto_files: dict[str, bool] = {}
 
     def _on_signal(self, _signum: int, frame: object) -> None:
         layers = self._layers
         f = frame
+        if f is not None:
+            filename = f.f_code.co_filename  # type: ignore[attr-defined]
+            inside = self._crypto_files.get(filename)
+            if inside is None:
+                inside = self._crypto_files[filename] = _is_pycryptodome(filename)
+            self.crypto += inside
         while f is not None:
             code = f.f_code  # type: ignore[attr-defined]
             key = (code.co_filename, code.co_qualname)
@@ -178,6 +197,7 @@ def one(cards: int, rate: float, top: int) -> dict[str, object]:
         cpu_profiled = time.process_time() - cpu0
         stats = pstats.Stats(prof)
     samples = sum(sampler.counts.values())
+    calls = sum(nc for (_cc, nc, _tt, _ct, _c) in stats.stats.values())  # type: ignore[attr-defined]
     measured = sum(attribute(stats, root).values())
     top_funcs = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
     return {
@@ -192,6 +212,8 @@ def one(cards: int, rate: float, top: int) -> dict[str, object]:
         "us_per_tx": cpu / packets * 1e6,
         "samples": samples,
         "shares": {k: v / max(1, samples) for k, v in sampler.counts.items()},
+        "crypto_share": sampler.crypto / max(1, samples),
+        "calls_per_tx": calls / packets,
         "top": [
             [f"{Path(f[0]).parent.name}/{Path(f[0]).name}:{f[1]}({f[2]})" if f[1] else f[2], tt / measured, nc]
             for f, (_cc, nc, tt, _ct, _c) in top_funcs
@@ -215,6 +237,11 @@ def table(result: dict[str, object], title: str) -> str:
         error = (share * (1 - share) / max(1, samples)) ** 0.5
         lines.append(f"  {name:<28} {share * us:>10.1f} {share * 100:>6.1f}% {error * 100:>5.1f}%")
     lines.append(f"  {'total':<28} {us:>10.1f} {100.0:>6.1f}%")
+    crypto = float(result.get("crypto_share", 0.0))  # type: ignore[arg-type]
+    lines.append(
+        f"  of which inside pycryptodome (key schedules, CBC/ECB calls): {crypto * us:.1f} CPU-µs/tx"
+        f" ({crypto * 100:.1f}%); Python function calls: {float(result['calls_per_tx']):,.0f}/tx"  # type: ignore[arg-type]
+    )
     lines.append(
         f"  hottest functions (cProfile run, {float(result['cpu_profiled_s']):.1f} s: own time share, calls):"  # type: ignore[arg-type]
     )
